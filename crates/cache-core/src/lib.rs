@@ -1,0 +1,16 @@
+//! The shared cache contract of every Huddle service: the key catalog and TTL
+//! table (SPEC §4), the invalidation rule table (SPEC §5), and the Redis
+//! cache-aside client (SPEC §6). Services never build a key string or pick a
+//! TTL themselves; they name a key here and call [`Cache::get_or_load`].
+
+mod client;
+mod keys;
+mod metrics;
+mod rules;
+
+pub use client::{Cache, CacheConfig, CacheError, RedisHealth};
+pub use keys::{
+    CacheKey, KeyName, NOT_FOUND_TTL, RECENT_CHATS_LIMIT, Tag, TagKind, normalize_email,
+};
+pub use metrics::CacheMetrics;
+pub use rules::{Cond, Invalidation, RULES, Rule, Target, WriteKind};

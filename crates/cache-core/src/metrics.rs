@@ -1,0 +1,97 @@
+//! Per-key-name cache metrics, registered in a registry the caller owns (one
+//! per process), never in a global one, so tests and co-hosted services do
+//! not collide.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::keys::KeyName;
+
+#[derive(Clone)]
+pub struct CacheMetrics {
+    /// `result` = hit | miss | not_found_hit | coalesced
+    pub(crate) lookups: IntCounterVec,
+    pub(crate) loads: IntCounterVec,
+    pub(crate) load_errors: IntCounterVec,
+    pub(crate) redis_errors: IntCounterVec,
+    pub(crate) invalidations: IntCounterVec,
+    pub(crate) redis_seconds: HistogramVec,
+    pub(crate) load_seconds: HistogramVec,
+}
+
+impl CacheMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<_> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> prometheus::Result<_> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["key"])?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let fast = vec![
+            0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        ];
+        let slow = vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+        Ok(Self {
+            lookups: counter(
+                "huddle_cache_lookups_total",
+                "Cache lookups by key name and result (hit, miss, not_found_hit, coalesced)",
+                &["key", "result"],
+            )?,
+            loads: counter(
+                "huddle_cache_loads_total",
+                "Loader runs (database reads) after a miss",
+                &["key"],
+            )?,
+            load_errors: counter(
+                "huddle_cache_load_errors_total",
+                "Loader runs that failed",
+                &["key"],
+            )?,
+            redis_errors: counter(
+                "huddle_cache_redis_errors_total",
+                "Redis calls that failed or timed out (the request went on without the cache)",
+                &["key"],
+            )?,
+            invalidations: counter(
+                "huddle_cache_invalidations_total",
+                "Keys deleted by invalidations, by key name (`tagged` for keys found through a tag)",
+                &["key"],
+            )?,
+            redis_seconds: histogram(
+                "huddle_cache_redis_seconds",
+                "Latency of cache reads from Redis",
+                fast,
+            )?,
+            load_seconds: histogram(
+                "huddle_cache_load_seconds",
+                "Latency of loaders after a miss",
+                slow,
+            )?,
+        })
+    }
+
+    pub(crate) fn lookup(&self, key: KeyName, result: &str) {
+        self.lookups
+            .with_label_values(&[key.as_str(), result])
+            .inc();
+    }
+
+    /// Current count of one lookup result for one key name (for tests and
+    /// `huddle cache stats` in-process).
+    pub fn lookups(&self, key: KeyName, result: &str) -> u64 {
+        self.lookups
+            .with_label_values(&[key.as_str(), result])
+            .get()
+    }
+
+    pub fn loads(&self, key: KeyName) -> u64 {
+        self.loads.with_label_values(&[key.as_str()]).get()
+    }
+
+    pub fn redis_errors(&self, key: &str) -> u64 {
+        self.redis_errors.with_label_values(&[key]).get()
+    }
+}

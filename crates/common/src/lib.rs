@@ -1,0 +1,12 @@
+//! What every Huddle process shares and that holds no database or cache code:
+//! the error-code table, logging setup, and graceful shutdown.
+
+pub mod error;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::ErrorCode;
+pub use shutdown::Shutdown;
+
+/// gRPC metadata key (and HTTP header) carrying the request id end to end.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -1,0 +1,10 @@
+//! Generated gRPC types for every Huddle service, compiled once here.
+
+pub mod user {
+    pub mod v1 {
+        tonic::include_proto!("huddle.user.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every Huddle proto, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("huddle_descriptor");
