@@ -47,10 +47,13 @@ have() { command -v "$1" >/dev/null 2>&1; }
 is_root() { [[ "$(id -u)" -eq 0 ]]; }
 
 # Serialise concurrent runs (e.g. two `make test` at once racing on CREATE DATABASE).
+# Anything that may leave a daemon behind is run via `nolock` so the daemon does
+# not inherit fd 9 and keep the lock held forever.
 if have flock; then
 	exec 9>"/tmp/huddle-setup.$(id -u).lock"
 	flock -w 300 9 || die "timed out waiting for another setup.sh run to finish"
 fi
+nolock() { "$@" 9>&-; }
 
 APT_UPDATED=0
 apt_install() {
@@ -58,11 +61,11 @@ apt_install() {
 	have apt-get || die "apt-get not found; install these packages manually: $*"
 	if [[ "$APT_UPDATED" -eq 0 ]]; then
 		log "apt: updating package lists"
-		DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
+		nolock env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
 		APT_UPDATED=1
 	fi
 	log "apt: installing $*"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" </dev/null
+	nolock env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" </dev/null
 }
 
 # Print what a non-root user has to run, then fail.
@@ -168,7 +171,7 @@ ensure_postgres() {
 		is_root || need_root "no postgres cluster exists" \
 			"sudo pg_createcluster $ver main --port $PG_PORT --start"
 		log "postgres: creating cluster $ver/main on port $PG_PORT"
-		pg_createcluster "$ver" main --port "$PG_PORT"
+		nolock pg_createcluster "$ver" main --port "$PG_PORT"
 		cluster="$ver main down"
 	fi
 	read -r ver name status <<<"$cluster"
@@ -182,17 +185,19 @@ ensure_postgres() {
 	local conf_ok=1
 	pg_ensure_listen "$ver" "$name" || conf_ok=0
 
+	local action=started
 	if [[ "$status" == online* ]]; then
+		action=restarted
 		# Running, but not reachable on 127.0.0.1: restart (picks up listen fix).
 		[[ "$conf_ok" -eq 1 ]] && log "postgres: cluster $ver/$name is running but not answering; restarting"
-		pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" restart
+		nolock pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" restart
 	else
 		log "postgres: starting cluster $ver/$name"
-		pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start
+		nolock pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start
 	fi
 
 	pg_wait || pg_fail "$ver" "$name"
-	log "postgres: up ($PG_HOST:$PG_PORT, started $ver/$name)"
+	log "postgres: up ($PG_HOST:$PG_PORT, $action $ver/$name)"
 }
 
 # psql as the database superuser (SQL on stdin).
@@ -257,7 +262,7 @@ pg_fix_hba() {
 	} >"$tmp"
 	cat "$tmp" >"$hba" # keep owner/permissions of the original file
 	rm -f "$tmp"
-	pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" reload
+	nolock pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" reload
 	sleep 1
 }
 
@@ -319,12 +324,16 @@ ensure_redis() {
 		fi
 	fi
 
-	is_root || need_root "redis is not answering on $REDIS_HOST:$REDIS_PORT" \
-		"sudo mkdir -p /var/lib/redis /var/log/redis && sudo $(printf '%q ' "${REDIS_START[@]}")"
+	if ! is_root; then
+		local cmd
+		cmd=$(printf '%q ' "${REDIS_START[@]}")
+		need_root "redis is not answering on $REDIS_HOST:$REDIS_PORT" \
+			"sudo mkdir -p /var/lib/redis /var/log/redis && sudo ${cmd% }"
+	fi
 
 	mkdir -p /var/lib/redis /var/log/redis
 	log "redis: starting redis-server on $REDIS_HOST:$REDIS_PORT"
-	if ! "${REDIS_START[@]}" </dev/null; then
+	if ! nolock "${REDIS_START[@]}" </dev/null; then
 		tail -n 20 /var/log/redis/ci.log >&2 2>/dev/null || true
 		die "redis-server failed to start"
 	fi

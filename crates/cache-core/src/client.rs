@@ -170,7 +170,9 @@ impl Cache {
                 cache: self,
                 redis_key: &redis_key,
             };
-            let (value, fill) = self.read_or_load(key, &redis_key, ttl, tags, loader).await?;
+            let (value, fill) = self
+                .read_or_load(key, &redis_key, ttl, tags, loader)
+                .await?;
             flight.land(fill);
             return Ok(value);
         };
@@ -186,7 +188,9 @@ impl Cache {
             // The leader failed or was cancelled: load without it.
             Ok(Fill::Unshared) | Err(_) => {}
         }
-        let (value, _) = self.read_or_load(key, &redis_key, ttl, tags, loader).await?;
+        let (value, _) = self
+            .read_or_load(key, &redis_key, ttl, tags, loader)
+            .await?;
         Ok(value)
     }
 
@@ -231,7 +235,10 @@ impl Cache {
             .with_label_values(&[name.as_str()])
             .observe(started.elapsed().as_secs_f64());
         let loaded = loaded.inspect_err(|_| {
-            metrics.load_errors.with_label_values(&[name.as_str()]).inc();
+            metrics
+                .load_errors
+                .with_label_values(&[name.as_str()])
+                .inc();
         })?;
 
         let fill = match &loaded {
@@ -285,12 +292,24 @@ impl Cache {
     /// Stores a loaded value and registers it under its tags, atomically, so
     /// a value never exists in Redis without its index entries.
     async fn fill(&self, name: KeyName, redis_key: &str, raw: &str, ttl: Duration, tags: &[Tag]) {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.add_fill(&mut pipe, redis_key, raw, ttl, tags);
+        self.run_fills(name, pipe).await;
+    }
+
+    fn add_fill(
+        &self,
+        pipe: &mut redis::Pipeline,
+        redis_key: &str,
+        raw: &str,
+        ttl: Duration,
+        tags: &[Tag],
+    ) {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         // The index must outlive every key it lists.
         let tag_secs = ttl.as_secs() + 1;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
+        pipe.cmd("SET")
             .arg(redis_key)
             .arg(raw)
             .arg("PX")
@@ -310,6 +329,9 @@ impl Cache {
                 .arg("GT")
                 .ignore();
         }
+    }
+
+    async fn run_fills(&self, name: KeyName, pipe: redis::Pipeline) {
         let result = self
             .bounded(async {
                 let mut conn = self.conn().await?;
@@ -319,6 +341,112 @@ impl Cache {
         if let Err(e) = result {
             self.redis_failed(name.as_str(), &e);
         }
+    }
+
+    /// Batch read-through for keys of one name (e.g. display data of many
+    /// users): one MGET, then one loader call for all the misses, then one
+    /// pipelined fill. The loader gets the indexes (into `keys`) of the misses
+    /// and returns their values in that order, `None` for "does not exist".
+    pub async fn get_many_or_load<T, E, F, Fut>(
+        &self,
+        keys: &[CacheKey],
+        ttl: Duration,
+        loader: F,
+    ) -> Result<Vec<Option<T>>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<Option<T>>, E>>,
+    {
+        let Some(name) = keys.first().map(CacheKey::name) else {
+            return Ok(Vec::new());
+        };
+        let metrics = &self.inner.metrics;
+        let redis_keys: Vec<String> = keys.iter().map(|k| self.redis_key(k.path())).collect();
+        let started = Instant::now();
+        let cached = self
+            .bounded(async {
+                let mut conn = self.conn().await?;
+                redis::cmd("MGET")
+                    .arg(&redis_keys)
+                    .query_async::<Vec<Option<String>>>(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                self.redis_failed(name.as_str(), &e);
+                vec![None; keys.len()]
+            });
+        metrics
+            .redis_seconds
+            .with_label_values(&[name.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+
+        let mut values: Vec<Option<T>> = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (i, raw) in cached.into_iter().enumerate() {
+            match raw {
+                Some(raw) if raw == NOT_FOUND_MARKER => {
+                    metrics.lookup(keys[i].name(), "not_found_hit");
+                    values.push(None);
+                }
+                Some(raw) => match serde_json::from_str(&raw) {
+                    Ok(v) => {
+                        metrics.lookup(keys[i].name(), "hit");
+                        values.push(Some(v));
+                    }
+                    Err(_) => {
+                        metrics.lookup(keys[i].name(), "miss");
+                        missing.push(i);
+                        values.push(None);
+                    }
+                },
+                None => {
+                    metrics.lookup(keys[i].name(), "miss");
+                    missing.push(i);
+                    values.push(None);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(values);
+        }
+
+        metrics.loads.with_label_values(&[name.as_str()]).inc();
+        let started = Instant::now();
+        let loaded = loader(missing.clone()).await;
+        metrics
+            .load_seconds
+            .with_label_values(&[name.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        let loaded = loaded.inspect_err(|_| {
+            metrics
+                .load_errors
+                .with_label_values(&[name.as_str()])
+                .inc();
+        })?;
+
+        let mut pipe = redis::pipe();
+        for (i, value) in missing.into_iter().zip(loaded) {
+            match &value {
+                None => self.add_fill(
+                    &mut pipe,
+                    &redis_keys[i],
+                    NOT_FOUND_MARKER,
+                    NOT_FOUND_TTL,
+                    &[],
+                ),
+                Some(v) => {
+                    if let Ok(json) = serde_json::to_string(v) {
+                        self.add_fill(&mut pipe, &redis_keys[i], &json, jittered(ttl), &[]);
+                    }
+                }
+            }
+            values[i] = value;
+        }
+        self.run_fills(name, pipe).await;
+        Ok(values)
     }
 
     /// Deletes every key a write made stale: the listed keys and every key
@@ -351,7 +479,11 @@ impl Cache {
                 let all: Vec<&str> = explicit
                     .iter()
                     .map(|(_, k)| k.as_str())
-                    .chain(tagged.iter().flat_map(|(_, m)| m.iter().map(String::as_str)))
+                    .chain(
+                        tagged
+                            .iter()
+                            .flat_map(|(_, m)| m.iter().map(String::as_str)),
+                    )
                     .collect();
                 if all.is_empty() {
                     return Ok((0, 0));
@@ -376,7 +508,10 @@ impl Cache {
             Ok((deleted, tagged_count)) => {
                 let metrics = &self.inner.metrics;
                 for (name, _) in &explicit {
-                    metrics.invalidations.with_label_values(&[name.as_str()]).inc();
+                    metrics
+                        .invalidations
+                        .with_label_values(&[name.as_str()])
+                        .inc();
                 }
                 metrics
                     .invalidations
@@ -589,7 +724,10 @@ mod tests {
         let ttl = Duration::from_secs(600);
         for _ in 0..1000 {
             let j = jittered(ttl);
-            assert!(j >= Duration::from_secs(540) && j <= Duration::from_secs(660), "{j:?}");
+            assert!(
+                j >= Duration::from_secs(540) && j <= Duration::from_secs(660),
+                "{j:?}"
+            );
         }
     }
 

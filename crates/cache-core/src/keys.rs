@@ -144,7 +144,10 @@ impl CacheKey {
     }
 
     pub fn user_meeting_count(user: Uuid) -> Self {
-        Self::new(KeyName::UserMeetingCount, format!("user:{user}:meeting-count"))
+        Self::new(
+            KeyName::UserMeetingCount,
+            format!("user:{user}:meeting-count"),
+        )
     }
 
     pub fn meeting(id: Uuid) -> Self {
@@ -279,7 +282,11 @@ mod tests {
                 "user:email:ann@example.com".to_owned(),
                 600,
             ),
-            (CacheKey::user_meetings(id), format!("user:{id}:meetings"), 300),
+            (
+                CacheKey::user_meetings(id),
+                format!("user:{id}:meetings"),
+                300,
+            ),
             (
                 CacheKey::user_participations(id),
                 format!("user:{id}:participations"),

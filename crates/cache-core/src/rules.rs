@@ -287,7 +287,11 @@ fn concrete_keys(name: KeyName, s: &Subject) -> Vec<CacheKey> {
     let host = |f: fn(Uuid) -> CacheKey| s.host.map(f).into_iter().collect::<Vec<_>>();
     match name {
         K::User => s.user.map(CacheKey::user).into_iter().collect(),
-        K::UserByEmail => s.emails.iter().map(|e| CacheKey::user_by_email(e)).collect(),
+        K::UserByEmail => s
+            .emails
+            .iter()
+            .map(|e| CacheKey::user_by_email(e))
+            .collect(),
         K::UserMeetings => host(CacheKey::user_meetings),
         K::UserMeetingCount => host(CacheKey::user_meeting_count),
         K::UserParticipations => s
@@ -344,7 +348,11 @@ mod tests {
             ChatMessage,
             RecordingStatusChange,
         ] {
-            assert_eq!(RULES.iter().filter(|r| r.write == kind).count(), 1, "{kind:?}");
+            assert_eq!(
+                RULES.iter().filter(|r| r.write == kind).count(),
+                1,
+                "{kind:?}"
+            );
         }
     }
 

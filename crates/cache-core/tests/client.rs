@@ -2,6 +2,9 @@
 //! 127.0.0.1:6379). Each test uses its own key prefix, so tests run in
 //! parallel and never see each other's keys.
 
+// Test helpers outside #[test] fns may panic freely.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{
     sync::{
         Arc,
@@ -51,7 +54,9 @@ async fn second_read_is_a_hit_and_skips_the_loader() {
     let calls = AtomicUsize::new(0);
     for _ in 0..2 {
         let got = cache
-            .get_or_load(&key, key.ttl(), &[], || load_counting(&calls, profile("ann")))
+            .get_or_load(&key, key.ttl(), &[], || {
+                load_counting(&calls, profile("ann"))
+            })
             .await
             .unwrap();
         assert_eq!(got, profile("ann"));
@@ -156,12 +161,17 @@ async fn invalidation_deletes_listed_keys_and_tagged_values() {
     fill(unrelated.clone(), vec![Tag::user(Uuid::new_v4())]).await;
 
     let deleted = cache
-        .invalidate(&Invalidation::user_profile_update(user, "ann@x.io", "new@x.io"))
+        .invalidate(&Invalidation::user_profile_update(
+            user, "ann@x.io", "new@x.io",
+        ))
         .await
         .unwrap();
     assert_eq!(deleted, 3);
     for gone in [&user_key, &email_key, &meeting_key] {
-        assert!(cache.inspect(gone.path()).await.unwrap().is_none(), "{gone}");
+        assert!(
+            cache.inspect(gone.path()).await.unwrap().is_none(),
+            "{gone}"
+        );
     }
     assert!(cache.inspect(unrelated.path()).await.unwrap().is_some());
     // The tag index no longer lists what it deleted.
@@ -211,7 +221,9 @@ async fn an_unreachable_redis_degrades_to_the_loader() {
     let calls = AtomicUsize::new(0);
     for _ in 0..2 {
         let got = cache
-            .get_or_load(&key, key.ttl(), &[], || load_counting(&calls, profile("db")))
+            .get_or_load(&key, key.ttl(), &[], || {
+                load_counting(&calls, profile("db"))
+            })
             .await
             .unwrap();
         assert_eq!(got, profile("db"));
@@ -242,4 +254,57 @@ async fn scan_finds_keys_by_pattern_under_the_prefix_only() {
     assert_eq!(found, vec![cache.redis_key(key.path())]);
     assert_eq!(cache.flush_prefix().await.unwrap(), 1);
     assert!(other.inspect(key.path()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn batch_reads_use_one_load_for_all_misses() {
+    let cache = cache();
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let keys: Vec<CacheKey> = ids.iter().map(|id| CacheKey::user(*id)).collect();
+    // Warm one key so the batch has a hit and three misses.
+    cache
+        .get_or_load(&keys[0], keys[0].ttl(), &[], || async {
+            Ok::<_, std::convert::Infallible>(profile("warm"))
+        })
+        .await
+        .unwrap();
+    let batches = AtomicUsize::new(0);
+    let load = |missing: Vec<usize>| {
+        batches.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(missing, vec![1, 2, 3]);
+        // Index 2 does not exist.
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                missing
+                    .iter()
+                    .map(|i| {
+                        (*i != 2).then(|| Profile {
+                            name: format!("p{i}"),
+                        })
+                    })
+                    .collect(),
+            )
+        }
+    };
+    let got = cache
+        .get_many_or_load(&keys, Duration::from_secs(60), load)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![profile("warm"), profile("p1"), None, profile("p3")]
+    );
+    assert_eq!(batches.load(Ordering::SeqCst), 1);
+
+    // Everything, the missing one included, is now answered from Redis.
+    let got: Vec<Option<Profile>> = cache
+        .get_many_or_load(&keys, Duration::from_secs(60), |_| async {
+            Err::<Vec<Option<Profile>>, &str>("no loader call expected")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![profile("warm"), profile("p1"), None, profile("p3")]
+    );
 }

@@ -124,9 +124,9 @@ pub async fn create_database_if_missing(server_url: &str, name: &str) -> Result<
     let mut conn = AsyncPgConnection::establish(&database_url(server_url, "postgres")?)
         .await
         .map_err(|e| DbError::Unavailable(e.to_string()))?;
-    let exists: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-        &format!("(SELECT count(*) FROM pg_database WHERE datname = '{name}')"),
-    ))
+    let exists: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+        "(SELECT count(*) FROM pg_database WHERE datname = '{name}')"
+    )))
     .get_result(&mut conn)
     .await?;
     if exists == 0 {
@@ -182,6 +182,8 @@ fn validate_identifier(name: &str) -> Result<(), DbError> {
     if ok {
         Ok(())
     } else {
-        Err(DbError::Unavailable(format!("invalid database name {name:?}")))
+        Err(DbError::Unavailable(format!(
+            "invalid database name {name:?}"
+        )))
     }
 }

@@ -58,3 +58,136 @@ impl Drop for TestDatabase {
         let _ = handle.join();
     }
 }
+
+/// Differences between a `schema.rs` (diesel's `table!` text) and the
+/// columns of the migrated database at `url`; empty when they agree.
+///
+/// diesel's CLI is not part of the toolchain here, so instead of diffing
+/// `diesel print-schema` output this reads `information_schema` and checks
+/// every table, column, type and nullability `schema.rs` declares — and that
+/// the database has no column `schema.rs` lacks.
+pub async fn schema_drift(url: &str, schema_rs: &str) -> Result<Vec<String>, DbError> {
+    use diesel::{QueryableByName, sql_types::Text};
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    #[derive(QueryableByName)]
+    struct Column {
+        #[diesel(sql_type = Text)]
+        table_name: String,
+        #[diesel(sql_type = Text)]
+        column_name: String,
+        #[diesel(sql_type = Text)]
+        data_type: String,
+        #[diesel(sql_type = Text)]
+        is_nullable: String,
+    }
+
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let columns: Vec<Column> = diesel::sql_query(
+        "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text \
+         FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations' \
+         ORDER BY table_name, ordinal_position",
+    )
+    .load(&mut conn)
+    .await?;
+    let actual: Vec<(String, String, String, bool)> = columns
+        .into_iter()
+        .map(|c| {
+            (
+                c.table_name,
+                c.column_name,
+                c.data_type,
+                c.is_nullable == "YES",
+            )
+        })
+        .collect();
+    let declared = parse_schema_rs(schema_rs);
+
+    let mut drift = Vec::new();
+    for (table, column, sql_type, nullable) in &declared {
+        match actual.iter().find(|(t, c, ..)| t == table && c == column) {
+            None => drift.push(format!(
+                "{table}.{column}: in schema.rs, not in the database"
+            )),
+            Some((_, _, data_type, db_nullable)) => {
+                if pg_type(sql_type) != Some(data_type.as_str()) {
+                    drift.push(format!(
+                        "{table}.{column}: schema.rs says {sql_type}, database has {data_type}"
+                    ));
+                }
+                if nullable != db_nullable {
+                    drift.push(format!(
+                        "{table}.{column}: nullability differs (schema.rs nullable={nullable})"
+                    ));
+                }
+            }
+        }
+    }
+    for (table, column, ..) in &actual {
+        if !declared.iter().any(|(t, c, ..)| t == table && c == column) {
+            drift.push(format!(
+                "{table}.{column}: in the database, not in schema.rs"
+            ));
+        }
+    }
+    Ok(drift)
+}
+
+/// `(table, column, diesel type, nullable)` from `table!` blocks.
+fn parse_schema_rs(text: &str) -> Vec<(String, String, String, bool)> {
+    let mut out = Vec::new();
+    let mut table: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some((name, _)) = line.split_once(" (").filter(|_| line.ends_with('{')) {
+            table = Some(name.trim().to_owned());
+        } else if let (Some(t), Some((column, ty))) = (&table, line.split_once(" -> ")) {
+            let ty = ty.trim_end_matches(',').trim();
+            let (ty, nullable) = match ty
+                .strip_prefix("Nullable<")
+                .and_then(|t| t.strip_suffix('>'))
+            {
+                Some(inner) => (inner, true),
+                None => (ty, false),
+            };
+            out.push((t.clone(), column.trim().to_owned(), ty.to_owned(), nullable));
+        } else if line == "}" {
+            table = None;
+        }
+    }
+    out
+}
+
+fn pg_type(diesel_type: &str) -> Option<&'static str> {
+    Some(match diesel_type {
+        "Uuid" => "uuid",
+        "Text" | "Varchar" => "text",
+        "Timestamptz" => "timestamp with time zone",
+        "Timestamp" => "timestamp without time zone",
+        "Int4" => "integer",
+        "Int8" => "bigint",
+        "Int2" => "smallint",
+        "Bool" => "boolean",
+        "Jsonb" => "jsonb",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_table_macro_text() {
+        let text = "diesel::table! {\n    users (id) {\n        id -> Uuid,\n        image -> Nullable<Text>,\n    }\n}\n";
+        assert_eq!(
+            parse_schema_rs(text),
+            vec![
+                ("users".into(), "id".into(), "Uuid".into(), false),
+                ("users".into(), "image".into(), "Text".into(), true),
+            ]
+        );
+    }
+}

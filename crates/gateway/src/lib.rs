@@ -1,1 +1,286 @@
+//! The HTTP/JSON API gateway: authenticates, validates and routes requests to
+//! the domain services over gRPC. It owns no data and touches no database or
+//! cache; every answer comes from a service or is an error in the one envelope.
 
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod request_id;
+pub mod users;
+pub mod validate;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::{
+    App, HttpResponse, HttpServer,
+    body::MessageBody,
+    dev::{ServiceFactory, ServiceRequest, ServiceResponse},
+    http::StatusCode,
+    middleware::from_fn,
+    web,
+};
+use huddle_common::Shutdown;
+use huddle_proto::user::v1::user_service_client::UserServiceClient;
+use prometheus::Registry;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+use utoipa::ToSchema;
+
+use crate::auth::JwtVerifier;
+use crate::metrics::HttpMetrics;
+use crate::request_id::RequestId;
+
+/// Largest JSON body accepted; anything bigger is a 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The user service's name in the standard gRPC health protocol.
+pub const USER_SERVICE: &str = "huddle.user.v1.UserService";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long in-flight requests may run once shutdown starts.
+const GRACEFUL_SHUTDOWN_SECS: u64 = 30;
+
+#[derive(Clone)]
+pub struct GatewayConfig {
+    pub http_addr: SocketAddr,
+    /// Where the user service is dialled: "host:port" or "http://host:port".
+    pub user_addr: String,
+    pub jwt_secret: String,
+    /// Per gRPC call deadline.
+    pub request_timeout: Duration,
+    /// actix worker threads (tests use 1).
+    pub workers: usize,
+}
+
+/// Hand-written so the secret never reaches a log line.
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("http_addr", &self.http_addr)
+            .field("user_addr", &self.user_addr)
+            .field("jwt_secret", &"<redacted>")
+            .field("request_timeout", &self.request_timeout)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid service address {addr:?}: {source}")]
+    BadAddr {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("jwt secret must not be empty")]
+    EmptySecret,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot register gateway metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("http server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The success envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Success<T> {
+    /// Always `true`.
+    pub success: bool,
+    pub data: T,
+}
+
+pub(crate) fn success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
+    HttpResponse::build(status).json(Success {
+        success: true,
+        data,
+    })
+}
+
+/// gRPC clients of the services the gateway routes to. Channels are lazy and
+/// shared: cloning a client is cheap and reuses the connection.
+#[derive(Clone)]
+pub struct Backends {
+    users: UserServiceClient<Channel>,
+    request_timeout: Duration,
+}
+
+impl Backends {
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        self.users.clone()
+    }
+
+    /// Wraps a message with the request id and the deadline, so the service
+    /// can correlate logs and give up when the gateway already has.
+    pub fn request<T>(&self, message: T, request_id: &RequestId) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.request_timeout);
+        request_id.attach(&mut request);
+        request
+    }
+}
+
+/// Everything the app factory needs, built once per gateway and cloned into
+/// each actix worker.
+#[derive(Clone)]
+pub struct AppState {
+    backends: web::Data<Backends>,
+    dependencies: web::Data<Vec<health::Dependency>>,
+    verifier: web::Data<JwtVerifier>,
+    registry: web::Data<Registry>,
+    metrics: HttpMetrics,
+}
+
+impl AppState {
+    /// Must run inside a tokio runtime: the lazy channel spawns its worker task.
+    /// Fails if the gateway's metrics are already in `registry`.
+    pub fn new(config: &GatewayConfig, registry: Registry) -> Result<Self, GatewayError> {
+        if config.jwt_secret.is_empty() {
+            return Err(GatewayError::EmptySecret);
+        }
+        let channel = lazy_channel(&config.user_addr, config.request_timeout)?;
+        let metrics = HttpMetrics::register(&registry)?;
+        Ok(Self {
+            backends: web::Data::new(Backends {
+                users: UserServiceClient::new(channel.clone()),
+                request_timeout: config.request_timeout,
+            }),
+            dependencies: web::Data::new(vec![health::Dependency {
+                service: USER_SERVICE,
+                client: HealthClient::new(channel),
+            }]),
+            verifier: web::Data::new(JwtVerifier::new(&config.jwt_secret)),
+            registry: web::Data::new(registry),
+            metrics,
+        })
+    }
+}
+
+/// Connects on first use, so the gateway starts (and reports not ready)
+/// while a service is still coming up.
+fn lazy_channel(addr: &str, request_timeout: Duration) -> Result<Channel, GatewayError> {
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(url).map_err(|source| GatewayError::BadAddr {
+        addr: addr.to_owned(),
+        source,
+    })?;
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(request_timeout)
+        .connect_lazy())
+}
+
+/// The actix application: routes, extractor configs and middleware. Public so
+/// tests can drive it with `actix_web::test::init_service`.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = state.metrics;
+    App::new()
+        .app_data(state.backends)
+        .app_data(state.dependencies)
+        .app_data(state.verifier)
+        .app_data(state.registry)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(MAX_BODY_BYTES)
+                .error_handler(error::json_error),
+        )
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(metrics::render))
+        .configure(users::routes)
+        .configure(openapi::routes)
+        .default_service(web::to(error::no_route))
+        // Listed innermost first: the envelope is applied before metrics
+        // record the status, and the request id wraps everything.
+        .wrap(from_fn(error::ensure_envelope))
+        .wrap(from_fn(move |req, next| {
+            metrics::middleware(metrics.clone(), req, next)
+        }))
+        .wrap(from_fn(request_id::middleware))
+}
+
+/// Binds the listener (port 0 picks a free one) and returns the bound address
+/// and a future that serves until `shutdown` fires, then stops accepting,
+/// lets in-flight requests finish (up to 30 s) and returns.
+pub async fn bind(
+    config: GatewayConfig,
+    registry: Registry,
+    shutdown: Shutdown,
+) -> Result<
+    (
+        SocketAddr,
+        impl Future<Output = Result<(), GatewayError>> + Send + 'static,
+    ),
+    GatewayError,
+> {
+    let state = AppState::new(&config, registry)?;
+    let bind_error = |source| GatewayError::Bind {
+        addr: config.http_addr,
+        source,
+    };
+    let listener = TcpListener::bind(config.http_addr).map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let server = HttpServer::new(move || app(state.clone()))
+        .workers(config.workers.max(1))
+        // The process owns signals; it stops us through `shutdown`.
+        .disable_signals()
+        .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS)
+        .listen(listener)
+        .map_err(bind_error)?
+        .run();
+    tracing::info!(%addr, user_addr = %config.user_addr, "gateway listening");
+
+    let serve = async move {
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            result = &mut server => return result.map_err(GatewayError::Serve),
+            () = shutdown.wait() => {}
+        }
+        tracing::info!("gateway draining");
+        // The stop command is sent on the call; the server future must keep
+        // being polled to act on it, so both are awaited together.
+        let (_, result) = tokio::join!(handle.stop(true), server);
+        result.map_err(GatewayError::Serve)?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    };
+    Ok((addr, serve))
+}
+
+/// [`bind`], then serve until `shutdown`.
+pub async fn serve(
+    config: GatewayConfig,
+    registry: Registry,
+    shutdown: Shutdown,
+) -> Result<(), GatewayError> {
+    let (_, serving) = bind(config, registry, shutdown).await?;
+    serving.await
+}
+
+#[cfg(test)]
+mod tests;

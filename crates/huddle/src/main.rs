@@ -1,1 +1,35 @@
-fn main() {}
+//! `huddle`: one binary for every Huddle process and its operator commands.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cache_cmd;
+mod config;
+mod metrics_server;
+mod run;
+mod setup_cmds;
+
+use config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    huddle_common::telemetry::init(cli.global.log_format);
+    let result = match cli.command {
+        Command::All(args) => run::all(&cli.global, args).await,
+        Command::Gateway => run::gateway(&cli.global).await,
+        Command::User => run::user(&cli.global).await,
+        Command::Migrate => setup_cmds::migrate(&cli.global).await,
+        Command::Seed => setup_cmds::seed(&cli.global).await,
+        Command::Token(args) => setup_cmds::token(&cli.global, &args),
+        Command::Cache(cmd) => cache_cmd::run(&cli.global, cmd).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,661 @@
+//! The real app factory driven in-process: error envelopes, auth, docs, and the
+//! gRPC path against an in-process fake user service (no external services).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{
+    body::MessageBody,
+    dev::ServiceResponse,
+    http::{StatusCode, header},
+    test::{self, TestRequest},
+};
+use huddle_common::REQUEST_ID_HEADER;
+use huddle_proto::user::v1::{
+    BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, GetUserByEmailRequest,
+    GetUserRequest, UpdateUserRequest, User,
+    user_service_server::{UserService, UserServiceServer},
+};
+use prometheus::Registry;
+use serde_json::{Value, json};
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use uuid::Uuid;
+
+use super::*;
+use crate::auth::mint_token;
+
+const SECRET: &str = "gateway-test-secret";
+
+fn config(user_addr: String) -> GatewayConfig {
+    GatewayConfig {
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        user_addr,
+        jwt_secret: SECRET.to_owned(),
+        request_timeout: Duration::from_secs(2),
+        workers: 1,
+    }
+}
+
+/// An address where nothing listens: connections are refused at once.
+fn dead_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn user_token(id: Uuid) -> String {
+    let token = mint_token(SECRET, &id.to_string(), false, Duration::from_secs(60)).unwrap();
+    format!("Bearer {token}")
+}
+
+fn admin_token() -> String {
+    let token = mint_token(SECRET, "ops", true, Duration::from_secs(60)).unwrap();
+    format!("Bearer {token}")
+}
+
+async fn body_json<B: MessageBody>(res: ServiceResponse<B>) -> Value {
+    let bytes = test::read_body(res).await;
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// Sends a request and returns the status and the JSON body. A macro because
+/// the service's request type (`actix_http::Request`) is not nameable here.
+macro_rules! send {
+    ($app:expr, $req:expr) => {{
+        let res = test::call_service($app, $req.to_request()).await;
+        let status = res.status();
+        (status, body_json(res).await)
+    }};
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+macro_rules! app_against {
+    ($addr:expr) => {{
+        let state = AppState::new(&config($addr), Registry::new()).unwrap();
+        test::init_service(app(state)).await
+    }};
+}
+
+#[actix_web::test]
+async fn unknown_route_is_a_404_envelope() {
+    let app = app_against!(dead_addr());
+    let (status, body) = send!(&app, TestRequest::get().uri("/nope"));
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[actix_web::test]
+async fn wrong_method_is_an_envelope_too() {
+    let app = app_against!(dead_addr());
+    let (status, body) = send!(&app, TestRequest::delete().uri("/api/users"));
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[actix_web::test]
+async fn healthz_is_always_ok() {
+    let app = app_against!(dead_addr());
+    let (status, body) = send!(&app, TestRequest::get().uri("/healthz"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"success": true, "data": {"status": "ok"}}));
+}
+
+#[actix_web::test]
+async fn missing_token_is_401_and_says_so() {
+    let app = app_against!(dead_addr());
+    let uri = format!("/api/users/{}", Uuid::new_v4());
+    let (status, body) = send!(&app, TestRequest::get().uri(&uri));
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    assert!(body["message"].as_str().unwrap().contains("missing"));
+}
+
+#[actix_web::test]
+async fn expired_and_forged_tokens_are_401() {
+    let app = app_against!(dead_addr());
+    let uri = format!("/api/users/{}", Uuid::new_v4());
+    let forged = mint_token(
+        "other",
+        &Uuid::new_v4().to_string(),
+        false,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let req = TestRequest::get()
+        .uri(&uri)
+        .insert_header((header::AUTHORIZATION, format!("Bearer {forged}")));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    assert!(body["message"].as_str().unwrap().contains("invalid"));
+
+    // An `exp` long past, well beyond the leeway.
+    let claims = json!({"sub": Uuid::new_v4().to_string(), "exp": 1_000_000_000u64});
+    let old = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let req = TestRequest::get()
+        .uri(&uri)
+        .insert_header((header::AUTHORIZATION, format!("Bearer {old}")));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    assert!(body["message"].as_str().unwrap().contains("expired"));
+}
+
+#[actix_web::test]
+async fn admin_routes_refuse_user_tokens() {
+    let app = app_against!(dead_addr());
+    let token = user_token(Uuid::new_v4());
+    let req = TestRequest::post()
+        .uri("/api/users")
+        .insert_header((header::AUTHORIZATION, token.clone()))
+        // Invalid on purpose: authorisation is decided before the body is read.
+        .set_json(json!({"bogus": true}));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::FORBIDDEN, "PERMISSION_DENIED");
+
+    let req = TestRequest::get()
+        .uri("/api/users/by-email?email=a@b.c")
+        .insert_header((header::AUTHORIZATION, token));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::FORBIDDEN, "PERMISSION_DENIED");
+}
+
+#[actix_web::test]
+async fn oversized_body_is_413_json() {
+    let app = app_against!(dead_addr());
+    let big = "a".repeat(MAX_BODY_BYTES + 1);
+    let req = TestRequest::post()
+        .uri("/api/users")
+        .insert_header((header::AUTHORIZATION, admin_token()))
+        .set_json(json!({"name": big, "email": "a@b.c"}));
+    let (status, body) = send!(&app, req);
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+    );
+}
+
+#[actix_web::test]
+async fn unknown_field_is_400_naming_the_field() {
+    let app = app_against!(dead_addr());
+    let req = TestRequest::post()
+        .uri("/api/users")
+        .insert_header((header::AUTHORIZATION, admin_token()))
+        .set_json(json!({"name": "Ada", "email": "a@b.c", "isAdmin": true}));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert!(
+        body["message"].as_str().unwrap().contains("isAdmin"),
+        "{body}"
+    );
+}
+
+#[actix_web::test]
+async fn malformed_bodies_are_400_never_500() {
+    let app = app_against!(dead_addr());
+    let cases = [
+        ("application/json", "{not json"),
+        ("application/json", ""),
+        ("application/json", r#"{"name": 5, "email": "a@b.c"}"#),
+        ("text/plain", r#"{"name": "Ada", "email": "a@b.c"}"#),
+    ];
+    for (content_type, payload) in cases {
+        let req = TestRequest::post()
+            .uri("/api/users")
+            .insert_header((header::AUTHORIZATION, admin_token()))
+            .insert_header((header::CONTENT_TYPE, content_type))
+            .set_payload(payload);
+        let (status, body) = send!(&app, req);
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    }
+}
+
+#[actix_web::test]
+async fn field_validation_runs_before_any_grpc_call() {
+    // The user service is down: a 400 proves validation answered first.
+    let app = app_against!(dead_addr());
+    let req = TestRequest::post()
+        .uri("/api/users")
+        .insert_header((header::AUTHORIZATION, admin_token()))
+        .set_json(json!({"name": "a".repeat(101), "email": "a@b.c"}));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert_eq!(body["message"], "name: must be 1 to 100 characters");
+
+    let req = TestRequest::get()
+        .uri("/api/users/not-a-uuid")
+        .insert_header((header::AUTHORIZATION, user_token(Uuid::new_v4())));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert_eq!(body["message"], "id: not a valid uuid");
+
+    let req = TestRequest::get()
+        .uri("/api/users/by-email?email=nope")
+        .insert_header((header::AUTHORIZATION, admin_token()));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert!(body["message"].as_str().unwrap().starts_with("email:"));
+
+    let req = TestRequest::get()
+        .uri("/api/users/by-email")
+        .insert_header((header::AUTHORIZATION, admin_token()));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert!(body["message"].as_str().unwrap().contains("email"));
+}
+
+#[actix_web::test]
+async fn patch_is_for_the_user_themself_only() {
+    let app = app_against!(dead_addr());
+    let me = Uuid::new_v4();
+    let other = Uuid::new_v4();
+    let req = TestRequest::patch()
+        .uri(&format!("/api/users/{other}"))
+        .insert_header((header::AUTHORIZATION, user_token(me)))
+        .set_json(json!({"name": "Eve"}));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::FORBIDDEN, "PERMISSION_DENIED");
+
+    let req = TestRequest::patch()
+        .uri(&format!("/api/users/{me}"))
+        .insert_header((header::AUTHORIZATION, admin_token()))
+        .set_json(json!({"name": "Eve"}));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::FORBIDDEN, "PERMISSION_DENIED");
+
+    let req = TestRequest::patch()
+        .uri(&format!("/api/users/{me}"))
+        .insert_header((header::AUTHORIZATION, user_token(me)))
+        .set_json(json!({}));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert_eq!(body["message"], "nothing to update");
+}
+
+#[actix_web::test]
+async fn a_down_user_service_is_503_without_details() {
+    let app = app_against!(dead_addr());
+    let me = Uuid::new_v4();
+    let req = TestRequest::get()
+        .uri(&format!("/api/users/{me}"))
+        .insert_header((header::AUTHORIZATION, user_token(me)));
+    let (status, body) = send!(&app, req);
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+    );
+    assert!(!body["message"].as_str().unwrap().contains("127.0.0.1"));
+
+    let (status, body) = send!(&app, TestRequest::get().uri("/readyz"));
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+    );
+    assert!(body["message"].as_str().unwrap().contains(USER_SERVICE));
+}
+
+#[actix_web::test]
+async fn request_ids_are_echoed_or_generated() {
+    let app = app_against!(dead_addr());
+    let req = TestRequest::get()
+        .uri("/healthz")
+        .insert_header((REQUEST_ID_HEADER, "trace-me.1"));
+    let res = test::call_service(&app, req.to_request()).await;
+    assert_eq!(res.headers().get(REQUEST_ID_HEADER).unwrap(), "trace-me.1");
+
+    let req = TestRequest::get()
+        .uri("/nope")
+        .insert_header((REQUEST_ID_HEADER, "not ok!"));
+    let res = test::call_service(&app, req.to_request()).await;
+    let id = res
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(Uuid::parse_str(id).is_ok(), "{id}");
+}
+
+#[actix_web::test]
+async fn openapi_document_lists_the_user_routes() {
+    let app = app_against!(dead_addr());
+    let (status, doc) = send!(&app, TestRequest::get().uri("/api/openapi.json"));
+    assert_eq!(status, StatusCode::OK);
+    for path in ["/api/users", "/api/users/{id}", "/api/users/by-email"] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert!(doc["paths"]["/api/users/{id}"]["patch"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+#[actix_web::test]
+async fn swagger_ui_is_served_offline() {
+    let app = app_against!(dead_addr());
+    let res = test::call_service(&app, TestRequest::get().uri("/api/docs/").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+
+    let res = test::call_service(&app, TestRequest::get().uri("/api/docs").to_request()).await;
+    assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
+
+    let (status, body) = send!(&app, TestRequest::get().uri("/api/docs/nope.js"));
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[actix_web::test]
+async fn metrics_render_the_shared_registry_by_route_pattern() {
+    let registry = Registry::new();
+    let other = prometheus::IntCounter::new("huddle_cache_hits_total", "from a service").unwrap();
+    registry.register(Box::new(other.clone())).unwrap();
+    other.inc();
+    let state = AppState::new(&config(dead_addr()), registry).unwrap();
+    let app = test::init_service(app(state)).await;
+
+    let uri = format!("/api/users/{}", Uuid::new_v4());
+    test::call_service(&app, TestRequest::get().uri(&uri).to_request()).await;
+    let res = test::call_service(&app, TestRequest::get().uri("/metrics").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers().get(header::CONTENT_TYPE).unwrap(),
+        "text/plain; version=0.0.4"
+    );
+    let text = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    assert!(text.contains("huddle_cache_hits_total 1"), "{text}");
+    assert!(
+        text.contains(
+            r#"huddle_http_requests_total{method="GET",route="/api/users/{id}",status="401"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(!text.contains(&uri));
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_one_registry_is_refused() {
+    let registry = Registry::new();
+    assert!(AppState::new(&config(dead_addr()), registry.clone()).is_ok());
+    assert!(matches!(
+        AppState::new(&config(dead_addr()), registry),
+        Err(GatewayError::Metrics(_))
+    ));
+}
+
+#[tokio::test]
+async fn bad_config_is_reported() {
+    let mut bad = config("http://exa mple:1".to_owned());
+    assert!(matches!(
+        AppState::new(&bad, Registry::new()),
+        Err(GatewayError::BadAddr { .. })
+    ));
+    bad.user_addr = dead_addr();
+    bad.jwt_secret.clear();
+    assert!(matches!(
+        AppState::new(&bad, Registry::new()),
+        Err(GatewayError::EmptySecret)
+    ));
+}
+
+/// An in-process user service that remembers the request ids it saw.
+#[derive(Default)]
+struct FakeUsers {
+    user: Mutex<Option<User>>,
+    request_ids: Mutex<Vec<String>>,
+    updates: Mutex<Vec<UpdateUserRequest>>,
+}
+
+impl FakeUsers {
+    fn record<T>(&self, request: &Request<T>) {
+        let id = request
+            .metadata()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("<none>")
+            .to_owned();
+        self.request_ids.lock().unwrap().push(id);
+    }
+
+    fn stored(&self) -> Result<Response<User>, Status> {
+        self.user
+            .lock()
+            .unwrap()
+            .clone()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found("user not found"))
+    }
+}
+
+fn timestamp() -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: 1_700_000_000,
+        nanos: 0,
+    })
+}
+
+#[tonic::async_trait]
+impl UserService for FakeUsers {
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        self.record(&request);
+        let req = request.into_inner();
+        if req.email == "taken@example.com" {
+            return Err(Status::already_exists("email already in use"));
+        }
+        let user = User {
+            id: Uuid::new_v4().to_string(),
+            name: req.name,
+            email: req.email,
+            image: req.image,
+            created_at: timestamp(),
+            updated_at: timestamp(),
+        };
+        *self.user.lock().unwrap() = Some(user.clone());
+        Ok(Response::new(user))
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        self.record(&request);
+        let stored = self.stored()?;
+        if stored.get_ref().id != request.get_ref().id {
+            return Err(Status::not_found("user not found"));
+        }
+        Ok(stored)
+    }
+
+    async fn get_user_by_email(
+        &self,
+        request: Request<GetUserByEmailRequest>,
+    ) -> Result<Response<User>, Status> {
+        self.record(&request);
+        self.stored()
+    }
+
+    async fn batch_get_users(
+        &self,
+        _: Request<BatchGetUsersRequest>,
+    ) -> Result<Response<BatchGetUsersResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<UpdateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        self.record(&request);
+        let req = request.into_inner();
+        self.updates.lock().unwrap().push(req.clone());
+        let mut guard = self.user.lock().unwrap();
+        let user = guard
+            .as_mut()
+            .ok_or_else(|| Status::not_found("user not found"))?;
+        if let Some(name) = req.name {
+            user.name = name;
+        }
+        if req.clear_image {
+            user.image = None;
+        } else if req.image.is_some() {
+            user.image = req.image;
+        }
+        Ok(Response::new(user.clone()))
+    }
+}
+
+async fn start_fake() -> (String, Arc<FakeUsers>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = Arc::new(FakeUsers::default());
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(USER_SERVICE, ServingStatus::Serving)
+        .await;
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(UserServiceServer::from_arc(fake.clone()))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    (addr.to_string(), fake)
+}
+
+#[actix_web::test]
+async fn users_round_trip_through_grpc() {
+    let (addr, fake) = start_fake().await;
+    let app = app_against!(addr);
+
+    let (status, body) = send!(&app, TestRequest::get().uri("/readyz"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["services"][USER_SERVICE], "SERVING");
+
+    let req = TestRequest::post()
+        .uri("/api/users")
+        .insert_header((header::AUTHORIZATION, admin_token()))
+        .insert_header((REQUEST_ID_HEADER, "create-1"))
+        .set_json(
+            json!({"name": "  Ada ", "email": "ada@example.com", "image": "https://x.test/a.png"}),
+        );
+    let (status, created) = send!(&app, req);
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["success"], true);
+    let user = &created["data"];
+    assert_eq!(user["name"], "Ada");
+    assert_eq!(user["email"], "ada@example.com");
+    assert_eq!(user["createdAt"], "2023-11-14T22:13:20.000Z");
+    let id: Uuid = user["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(fake.request_ids.lock().unwrap().last().unwrap(), "create-1");
+
+    // Someone else sees the profile without the email; the user sees it all.
+    let req = TestRequest::get()
+        .uri(&format!("/api/users/{id}"))
+        .insert_header((header::AUTHORIZATION, user_token(Uuid::new_v4())));
+    let (status, body) = send!(&app, req);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["data"].get("email").is_none(), "{body}");
+    assert_eq!(body["data"]["image"], "https://x.test/a.png");
+    let req = TestRequest::get()
+        .uri(&format!("/api/users/{id}"))
+        .insert_header((header::AUTHORIZATION, user_token(id)));
+    let (_, body) = send!(&app, req);
+    assert_eq!(body["data"]["email"], "ada@example.com");
+
+    // A generated id reaches the service too.
+    let ids = fake.request_ids.lock().unwrap().clone();
+    assert!(Uuid::parse_str(ids.last().unwrap()).is_ok(), "{ids:?}");
+
+    // `"image": null` clears the image.
+    let req = TestRequest::patch()
+        .uri(&format!("/api/users/{id}"))
+        .insert_header((header::AUTHORIZATION, user_token(id)))
+        .set_json(json!({"image": null}));
+    let (status, body) = send!(&app, req);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["image"], Value::Null);
+    assert!(fake.updates.lock().unwrap().last().unwrap().clear_image);
+
+    // Service errors keep their 4xx meaning and message.
+    let req = TestRequest::get()
+        .uri(&format!("/api/users/{}", Uuid::new_v4()))
+        .insert_header((header::AUTHORIZATION, user_token(id)));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+    assert_eq!(body["message"], "user not found");
+    let req = TestRequest::post()
+        .uri("/api/users")
+        .insert_header((header::AUTHORIZATION, admin_token()))
+        .set_json(json!({"name": "Eve", "email": "taken@example.com"}));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::CONFLICT, "CONFLICT");
+
+    let req = TestRequest::get()
+        .uri("/api/users/by-email?email=ada@example.com")
+        .insert_header((header::AUTHORIZATION, admin_token()));
+    let (status, body) = send!(&app, req);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["id"], id.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_serves_until_shutdown() {
+    let shutdown = Shutdown::new();
+    let (addr, serving) = bind(config(dead_addr()), Registry::new(), shutdown.clone())
+        .await
+        .unwrap();
+    let server = tokio::spawn(serving);
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("gateway did not stop")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[actix_web::test]
+async fn odd_paths_and_queries_are_client_errors() {
+    let app = app_against!(dead_addr());
+    let token = admin_token();
+    for uri in [
+        "/api/users/%FF",
+        "/api/users/%2F..%2F",
+        "/api/users/by-email?email=%FF",
+        "/api/users/by-email?email=a@b.c&email=d@e.f",
+    ] {
+        let req = TestRequest::get()
+            .uri(uri)
+            .insert_header((header::AUTHORIZATION, token.clone()));
+        let (status, body) = send!(&app, req);
+        assert!(status.is_client_error(), "{uri}: {status} {body}");
+        assert_eq!(body["success"], false, "{uri}");
+    }
+}

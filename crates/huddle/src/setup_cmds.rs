@@ -1,0 +1,49 @@
+//! One-shot commands: migrate, seed, token.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{
+    config::{Global, TokenArgs},
+    run::CmdResult,
+};
+
+pub async fn migrate(global: &Global) -> CmdResult {
+    let ran = user_service::migrate(&global.database_url).await?;
+    println!(
+        "{}: {ran} migration(s) applied",
+        user_service::DATABASE_NAME
+    );
+    Ok(())
+}
+
+pub async fn seed(global: &Global) -> CmdResult {
+    let url = huddle_db::database_url(&global.database_url, user_service::DATABASE_NAME)?;
+    let db = huddle_db::Database::connect(&url, 1)?;
+    let total = user_service::seed::demo_users().len();
+    let bar = ProgressBar::new(total as u64).with_style(ProgressStyle::with_template(
+        "seeding users {bar:30} {pos}/{len} {msg}",
+    )?);
+    let inserted = user_service::seed::seed(&db, |name| {
+        bar.set_message(name.to_owned());
+        bar.inc(1);
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "users: {inserted} inserted, {} already present",
+        total - inserted
+    );
+    db.close();
+    Ok(())
+}
+
+pub fn token(global: &Global, args: &TokenArgs) -> CmdResult {
+    let secret = global.jwt_secret(true)?;
+    let subject = match args.user {
+        Some(id) => id.to_string(),
+        None => "admin".to_owned(),
+    };
+    let token = gateway::auth::mint_token(&secret, &subject, args.admin, args.ttl)?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The tonic implementation of `huddle.user.v1.UserService`: validate, read
+//! through the cache, write then invalidate.
+
+use cache_core::{Cache, Invalidation};
+use huddle_db::{Database, DbError};
+use huddle_proto::user::v1::{
+    BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, GetUserByEmailRequest,
+    GetUserRequest, UpdateUserRequest, User, user_service_server::UserService,
+};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    cache,
+    db::{self, NewUser, UserChanges, UserRow},
+    error::UserError,
+    validate,
+};
+
+/// Upper bound on ids per BatchGetUsers call (one response's worth of rows).
+const MAX_BATCH: usize = 500;
+
+#[derive(Clone)]
+pub struct UserApi {
+    pub(crate) db: Database,
+    pub(crate) cache: Cache,
+}
+
+impl UserApi {
+    pub fn new(db: Database, cache: Cache) -> Self {
+        Self { db, cache }
+    }
+
+    /// Commit first, then invalidate (never the reverse, or a reader could
+    /// refill the old row between the two). A failed invalidation is logged;
+    /// the TTL bounds how long a stale value can live until the outbox lands.
+    async fn invalidate(&self, invalidation: Invalidation) {
+        if let Err(e) = self.cache.invalidate(&invalidation).await {
+            tracing::warn!(write = ?invalidation.write, error = %e, "cache invalidation failed");
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    async fn create_user(&self, req: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        let span = request_span(&req, "CreateUser");
+        let req = req.into_inner();
+        async {
+            let name = validate::name(&req.name)?;
+            let email = validate::email(&req.email)?;
+            let image = req.image.as_deref().map(validate::image).transpose()?;
+            let new = NewUser {
+                id: Uuid::new_v4(),
+                name: &name,
+                email: &email,
+                image: image.as_deref(),
+            };
+            let row = match db::insert(&mut *self.db.conn().await.map_err(UserError::from)?, &new)
+                .await
+            {
+                Err(DbError::Unique { .. }) => return Err(UserError::EmailTaken),
+                other => other?,
+            };
+            self.invalidate(Invalidation::user_create(&row.email)).await;
+            Ok(Response::new(to_proto(row)))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+
+    async fn get_user(&self, req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let span = request_span(&req, "GetUser");
+        async {
+            let id = validate::id(&req.get_ref().id)?;
+            let row = cache::user(&self.cache, &self.db, id)
+                .await?
+                .ok_or(UserError::NotFound)?;
+            Ok(Response::new(to_proto(row)))
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: UserError| Status::from(e))
+    }
+
+    async fn get_user_by_email(
+        &self,
+        req: Request<GetUserByEmailRequest>,
+    ) -> Result<Response<User>, Status> {
+        let span = request_span(&req, "GetUserByEmail");
+        async {
+            let email = validate::email(&req.get_ref().email)?;
+            let row = cache::user_by_email(&self.cache, &self.db, &email)
+                .await?
+                .ok_or(UserError::NotFound)?;
+            Ok(Response::new(to_proto(row)))
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: UserError| Status::from(e))
+    }
+
+    async fn batch_get_users(
+        &self,
+        req: Request<BatchGetUsersRequest>,
+    ) -> Result<Response<BatchGetUsersResponse>, Status> {
+        let span = request_span(&req, "BatchGetUsers");
+        async {
+            let ids = &req.get_ref().ids;
+            if ids.len() > MAX_BATCH {
+                return Err(UserError::InvalidArgument(format!(
+                    "ids: at most {MAX_BATCH} per call"
+                )));
+            }
+            let mut parsed = ids
+                .iter()
+                .map(|id| validate::id(id))
+                .collect::<Result<Vec<_>, _>>()?;
+            parsed.sort_unstable();
+            parsed.dedup();
+            let rows = cache::users(&self.cache, &self.db, &parsed).await?;
+            Ok(Response::new(BatchGetUsersResponse {
+                users: rows.into_iter().map(to_proto).collect(),
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: UserError| Status::from(e))
+    }
+
+    async fn update_user(&self, req: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+        let span = request_span(&req, "UpdateUser");
+        let req = req.into_inner();
+        async {
+            let id = validate::id(&req.id)?;
+            let changes = UserChanges {
+                name: req.name.as_deref().map(validate::name).transpose()?,
+                image: if req.clear_image {
+                    Some(None)
+                } else {
+                    req.image
+                        .as_deref()
+                        .map(validate::image)
+                        .transpose()?
+                        .map(Some)
+                },
+            };
+            if changes.name.is_none() && changes.image.is_none() {
+                return Err(UserError::InvalidArgument("nothing to update".to_owned()));
+            }
+            let (before, after) = db::update(&mut *self.db.conn().await?, id, changes).await?;
+            self.invalidate(Invalidation::user_profile_update(
+                id,
+                &before.email,
+                &after.email,
+            ))
+            .await;
+            Ok(Response::new(to_proto(after)))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+}
+
+fn request_span<T>(req: &Request<T>, method: &'static str) -> tracing::Span {
+    let request_id = req
+        .metadata()
+        .get(huddle_common::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    tracing::info_span!("grpc", service = "user", method, request_id)
+}
+
+fn to_proto(row: UserRow) -> User {
+    User {
+        id: row.id.to_string(),
+        name: row.name,
+        email: row.email,
+        image: row.image,
+        created_at: Some(timestamp(row.created_at)),
+        updated_at: Some(timestamp(row.updated_at)),
+    }
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
