@@ -61,11 +61,11 @@ apt_install() {
 	have apt-get || die "apt-get not found; install these packages manually: $*"
 	if [[ "$APT_UPDATED" -eq 0 ]]; then
 		log "apt: updating package lists"
-		nolock env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
+		nolock env DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=120 </dev/null
 		APT_UPDATED=1
 	fi
 	log "apt: installing $*"
-	nolock env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" </dev/null
+	nolock env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=120 "$@" </dev/null
 }
 
 # Print what a non-root user has to run, then fail.
@@ -137,7 +137,7 @@ pg_wait() {
 pg_fail() {
 	local ver=$1 name=$2
 	local logf="/var/log/postgresql/postgresql-$ver-$name.log"
-	echo "setup.sh: postgres did not answer on $PG_HOST:$PG_PORT within ${WAIT_SECONDS}s" >&2
+	echo "setup.sh: ERROR: postgres cluster $ver/$name is not answering on $PG_HOST:$PG_PORT" >&2
 	pg_lsclusters >&2 || true
 	[[ -r "$logf" ]] && { echo "--- tail $logf" >&2; tail -n 20 "$logf" >&2; }
 	exit 1
@@ -190,10 +190,10 @@ ensure_postgres() {
 		action=restarted
 		# Running, but not reachable on 127.0.0.1: restart (picks up listen fix).
 		[[ "$conf_ok" -eq 1 ]] && log "postgres: cluster $ver/$name is running but not answering; restarting"
-		nolock pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" restart
+		nolock pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" restart || pg_fail "$ver" "$name"
 	else
 		log "postgres: starting cluster $ver/$name"
-		nolock pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start
+		nolock pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start || pg_fail "$ver" "$name"
 	fi
 
 	pg_wait || pg_fail "$ver" "$name"

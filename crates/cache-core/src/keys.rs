@@ -6,6 +6,7 @@
 
 use std::{fmt, time::Duration};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// How long "this does not exist" is remembered (SPEC §4, not-found marker).
@@ -14,7 +15,7 @@ pub const NOT_FOUND_TTL: Duration = Duration::from_secs(30);
 /// The one recent-chat window the API serves (`GET …/chats`: last 50).
 pub const RECENT_CHATS_LIMIT: u32 = 50;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeyName {
     User,
     UserByEmail,
@@ -96,7 +97,10 @@ impl fmt::Display for KeyName {
 }
 
 /// A cache key without the deployment prefix (the client adds that).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Serializable so a write can record it in its outbox; deserializing only
+/// ever reads back what a constructor below built.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CacheKey {
     name: KeyName,
     path: String,
@@ -227,13 +231,13 @@ fn escape(input: &str) -> String {
 /// What a cached value depends on, beyond its own key: a value that embeds a
 /// user is tagged with that user, so one profile update finds every such value
 /// without scanning the keyspace (surrogate keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TagKind {
     User,
     Meeting,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Tag {
     kind: TagKind,
     id: Uuid,

@@ -2,7 +2,7 @@
 //! per process), never in a global one, so tests and co-hosted services do
 //! not collide.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::keys::KeyName;
 
@@ -16,6 +16,8 @@ pub struct CacheMetrics {
     pub(crate) invalidations: IntCounterVec,
     pub(crate) redis_seconds: HistogramVec,
     pub(crate) load_seconds: HistogramVec,
+    outbox_pending: IntGaugeVec,
+    outbox_applied: IntCounterVec,
 }
 
 impl CacheMetrics {
@@ -70,6 +72,22 @@ impl CacheMetrics {
                 "Latency of loaders after a miss",
                 slow,
             )?,
+            outbox_pending: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "huddle_cache_invalidations_pending",
+                        "Committed writes whose invalidation has not reached Redis yet (outbox rows)",
+                    ),
+                    &["service"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            outbox_applied: counter(
+                "huddle_cache_invalidations_applied_total",
+                "Outbox entries applied to Redis",
+                &["service"],
+            )?,
         })
     }
 
@@ -89,6 +107,24 @@ impl CacheMetrics {
 
     pub fn loads(&self, key: KeyName) -> u64 {
         self.loads.with_label_values(&[key.as_str()]).get()
+    }
+
+    pub fn set_invalidations_pending(&self, service: &str, pending: i64) {
+        self.outbox_pending
+            .with_label_values(&[service])
+            .set(pending);
+    }
+
+    pub fn invalidations_pending(&self, service: &str) -> i64 {
+        self.outbox_pending.with_label_values(&[service]).get()
+    }
+
+    pub fn invalidation_applied(&self, service: &str) {
+        self.outbox_applied.with_label_values(&[service]).inc();
+    }
+
+    pub fn invalidations_applied(&self, service: &str) -> u64 {
+        self.outbox_applied.with_label_values(&[service]).get()
     }
 
     pub fn redis_errors(&self, key: &str) -> u64 {

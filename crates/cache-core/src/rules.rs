@@ -8,11 +8,12 @@
 
 use std::collections::BTreeSet;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::keys::{CacheKey, KeyName, RECENT_CHATS_LIMIT, Tag, TagKind};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WriteKind {
     UserCreate,
     UserProfileUpdate,
@@ -142,7 +143,7 @@ struct Subject {
 }
 
 /// The concrete keys and tags one write makes stale.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invalidation {
     pub write: WriteKind,
     pub keys: BTreeSet<CacheKey>,
@@ -250,6 +251,14 @@ impl Invalidation {
                 ..Subject::default()
             },
         )
+    }
+
+    /// Everything in `other` is invalidated too (one write touching several
+    /// entities records one outbox entry).
+    pub fn merge(mut self, other: Invalidation) -> Self {
+        self.keys.extend(other.keys);
+        self.tags.extend(other.tags);
+        self
     }
 
     pub fn is_empty(&self) -> bool {

@@ -17,6 +17,7 @@ use diesel_async::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
+pub mod outbox;
 pub mod testing;
 
 pub type PgPool = Pool<AsyncPgConnection>;

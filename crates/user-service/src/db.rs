@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use huddle_db::DbError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -100,26 +100,24 @@ pub async fn insert_if_absent(
     Ok(inserted == 1)
 }
 
-/// Applies `changes` and returns the row before and after, in one
-/// transaction (the old email is needed to invalidate its key).
+/// Applies `changes` and returns the row before and after (the old email is
+/// needed to invalidate its key). Run it inside a transaction: it locks the
+/// row between the two reads.
 pub async fn update(
     conn: &mut AsyncPgConnection,
     id: Uuid,
-    changes: UserChanges,
+    changes: &UserChanges,
 ) -> Result<(UserRow, UserRow), DbError> {
-    conn.transaction::<_, DbError, _>(async move |conn| {
-        let before: UserRow = users::table
-            .find(id)
-            .select(UserRow::as_select())
-            .for_update()
-            .first(conn)
-            .await?;
-        let after: UserRow = diesel::update(users::table.find(id))
-            .set((&changes, users::updated_at.eq(diesel::dsl::now)))
-            .returning(UserRow::as_returning())
-            .get_result(conn)
-            .await?;
-        Ok((before, after))
-    })
-    .await
+    let before: UserRow = users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .for_update()
+        .first(conn)
+        .await?;
+    let after: UserRow = diesel::update(users::table.find(id))
+        .set((changes, users::updated_at.eq(diesel::dsl::now)))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?;
+    Ok((before, after))
 }

@@ -13,6 +13,15 @@ pub enum UserError {
     EmailTaken,
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Test-only fault injection (see `Failpoints`).
+    #[error("failpoint: {0}")]
+    Failpoint(&'static str),
+}
+
+impl From<diesel::result::Error> for UserError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e.into())
+    }
 }
 
 impl From<UserError> for tonic::Status {
@@ -25,6 +34,7 @@ impl From<UserError> for tonic::Status {
             UserError::Db(DbError::Unique { .. }) => ErrorCode::Conflict,
             UserError::Db(DbError::Unavailable(_)) => ErrorCode::Unavailable,
             UserError::Db(DbError::Query(_)) => ErrorCode::Internal,
+            UserError::Failpoint(_) => ErrorCode::Unavailable,
         };
         if code == ErrorCode::Internal || code == ErrorCode::Unavailable {
             tracing::error!(error = %e, "request failed");

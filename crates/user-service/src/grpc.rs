@@ -1,8 +1,17 @@
 //! The tonic implementation of `huddle.user.v1.UserService`: validate, read
 //! through the cache, write then invalidate.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
 use cache_core::{Cache, Invalidation};
-use huddle_db::{Database, DbError};
+use diesel_async::AsyncConnection;
+use huddle_db::{
+    Database, DbError,
+    outbox::{Outbox, Recorded},
+};
 use huddle_proto::user::v1::{
     BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, GetUserByEmailRequest,
     GetUserRequest, UpdateUserRequest, User, user_service_server::UserService,
@@ -21,24 +30,42 @@ use crate::{
 /// Upper bound on ids per BatchGetUsers call (one response's worth of rows).
 const MAX_BATCH: usize = 500;
 
+/// Fault injection for tests of the crash-safety guarantees. Off in
+/// production; nothing sets it outside tests.
+#[derive(Debug, Default)]
+pub struct Failpoints {
+    /// Fail the request right after its transaction commits, before the
+    /// invalidation is applied — as if the process died there.
+    pub crash_after_commit: AtomicBool,
+}
+
 #[derive(Clone)]
 pub struct UserApi {
     pub(crate) db: Database,
     pub(crate) cache: Cache,
+    pub(crate) outbox: Outbox,
+    pub(crate) failpoints: Arc<Failpoints>,
 }
 
 impl UserApi {
-    pub fn new(db: Database, cache: Cache) -> Self {
-        Self { db, cache }
+    pub fn new(db: Database, cache: Cache, outbox: Outbox, failpoints: Arc<Failpoints>) -> Self {
+        Self {
+            db,
+            cache,
+            outbox,
+            failpoints,
+        }
     }
 
     /// Commit first, then invalidate (never the reverse, or a reader could
-    /// refill the old row between the two). A failed invalidation is logged;
-    /// the TTL bounds how long a stale value can live until the outbox lands.
-    async fn invalidate(&self, invalidation: Invalidation) {
-        if let Err(e) = self.cache.invalidate(&invalidation).await {
-            tracing::warn!(write = ?invalidation.write, error = %e, "cache invalidation failed");
+    /// refill the old row between the two). The invalidation was recorded in
+    /// the transaction, so if applying it fails here the relay retries it.
+    async fn after_commit(&self, recorded: Recorded) -> Result<(), UserError> {
+        if self.failpoints.crash_after_commit.load(Ordering::SeqCst) {
+            return Err(UserError::Failpoint("crash after commit"));
         }
+        self.outbox.apply(recorded).await;
+        Ok(())
     }
 }
 
@@ -57,18 +84,25 @@ impl UserService for UserApi {
                 email: &email,
                 image: image.as_deref(),
             };
-            let row = match db::insert(&mut *self.db.conn().await.map_err(UserError::from)?, &new)
-                .await
-            {
-                Err(DbError::Unique { .. }) => return Err(UserError::EmailTaken),
-                other => other?,
-            };
-            self.invalidate(Invalidation::user_create(&row.email)).await;
+            let mut conn = self.db.conn().await?;
+            let (row, recorded) = conn
+                .transaction::<_, UserError, _>(async |conn| {
+                    let row = match db::insert(conn, &new).await {
+                        Err(DbError::Unique { .. }) => return Err(UserError::EmailTaken),
+                        other => other?,
+                    };
+                    let recorded =
+                        Outbox::record(conn, Invalidation::user_create(&row.email)).await?;
+                    Ok((row, recorded))
+                })
+                .await?;
+            drop(conn);
+            self.after_commit(recorded).await?;
             Ok(Response::new(to_proto(row)))
         }
         .instrument(span)
         .await
-        .map_err(Status::from)
+        .map_err(|e: UserError| Status::from(e))
     }
 
     async fn get_user(&self, req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
@@ -150,18 +184,22 @@ impl UserService for UserApi {
             if changes.name.is_none() && changes.image.is_none() {
                 return Err(UserError::InvalidArgument("nothing to update".to_owned()));
             }
-            let (before, after) = db::update(&mut *self.db.conn().await?, id, changes).await?;
-            self.invalidate(Invalidation::user_profile_update(
-                id,
-                &before.email,
-                &after.email,
-            ))
-            .await;
+            let mut conn = self.db.conn().await?;
+            let (after, recorded) = conn
+                .transaction::<_, UserError, _>(async |conn| {
+                    let (before, after) = db::update(conn, id, &changes).await?;
+                    let invalidation =
+                        Invalidation::user_profile_update(id, &before.email, &after.email);
+                    Ok((after, Outbox::record(conn, invalidation).await?))
+                })
+                .await?;
+            drop(conn);
+            self.after_commit(recorded).await?;
             Ok(Response::new(to_proto(after)))
         }
         .instrument(span)
         .await
-        .map_err(Status::from)
+        .map_err(|e: UserError| Status::from(e))
     }
 }
 

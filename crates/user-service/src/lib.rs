@@ -1,12 +1,12 @@
 //! user-service: users, profile lookups, email lookup. Owns database
 //! `huddle_user`; everyone else asks over gRPC (`huddle.user.v1`).
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use cache_core::Cache;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use huddle_common::Shutdown;
-use huddle_db::{Database, DbError};
+use huddle_db::{Database, DbError, outbox::Outbox};
 use huddle_proto::user::v1::user_service_server::UserServiceServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -18,7 +18,7 @@ pub mod schema;
 pub mod seed;
 mod validate;
 
-pub use grpc::UserApi;
+pub use grpc::{Failpoints, UserApi};
 
 /// The database this service owns on the shared Postgres server.
 pub const DATABASE_NAME: &str = "huddle_user";
@@ -57,6 +57,8 @@ pub struct Bound<F> {
     pub addr: SocketAddr,
     /// The service's database handle (tests read its checkout count).
     pub db: Database,
+    pub outbox: Outbox,
+    pub failpoints: Arc<Failpoints>,
     pub server: F,
 }
 
@@ -86,13 +88,23 @@ pub async fn bind(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let api = UserApi::new(db.clone(), cache.clone());
+    let outbox = Outbox::new(db.clone(), cache.clone(), "user");
+    let failpoints = Arc::new(Failpoints::default());
+    let api = UserApi::new(
+        db.clone(),
+        cache.clone(),
+        outbox.clone(),
+        failpoints.clone(),
+    );
     // Report the first status before serving, so a fresh process is never
     // "unknown" to a readiness probe.
     let serving = set_readiness(&health, &db, None).await;
 
     let watched_db = db.clone();
+    let relay = outbox.clone();
     let server = async move {
+        // Applies invalidations a crash or a Redis outage left behind.
+        let relay = tokio::spawn(relay.run_relay(shutdown.clone()));
         // Ready while Postgres answers; Redis is an optimisation and never
         // makes the service unready.
         let readiness = tokio::spawn(report_readiness(
@@ -109,12 +121,19 @@ pub async fn bind(
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.wait())
             .await;
         readiness.abort();
+        relay.abort();
         watched_db.close();
         cache.close();
         tracing::info!("user service stopped");
         Ok(result?)
     };
-    Ok(Bound { addr, db, server })
+    Ok(Bound {
+        addr,
+        db,
+        outbox,
+        failpoints,
+        server,
+    })
 }
 
 pub async fn serve(
