@@ -34,16 +34,33 @@ pub struct Response {
     pub body: Value,
 }
 
+/// What a test may change about its app.
+#[derive(Default)]
+pub struct TestOptions {
+    /// A private Redis (e.g. one the test stops); default: the shared one.
+    pub redis_url: Option<String>,
+}
+
+pub fn shared_redis_url() -> String {
+    std::env::var("HUDDLE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with(TestOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: TestOptions) -> Self {
         let database = TestDatabase::create("huddle_user", user_service::MIGRATIONS)
             .await
             .expect("test database");
         let registry = prometheus::Registry::new();
         let cache_config = CacheConfig {
-            redis_url: std::env::var("HUDDLE_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+            redis_url: options.redis_url.unwrap_or_else(shared_redis_url),
             prefix: format!("huddle:test-{}:", Uuid::new_v4().simple()),
+            // Generous for a loaded 2-core test machine: these tests are
+            // about cache contents, not about Redis latency.
+            op_timeout: Duration::from_millis(500),
             ..CacheConfig::default()
         };
         let cache = Cache::new(&cache_config, CacheMetrics::register(&registry).unwrap()).unwrap();
