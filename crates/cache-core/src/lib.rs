@@ -3,12 +3,15 @@
 //! cache-aside client (SPEC §6). Services never build a key string or pick a
 //! TTL themselves; they name a key here and call [`Cache::get_or_load`].
 
+mod backend;
+mod breaker;
 mod client;
 mod keys;
 mod metrics;
 mod rules;
 
-pub use client::{Cache, CacheConfig, CacheError, RedisHealth};
+pub use breaker::BreakerState;
+pub use client::{Cache, CacheConfig, CacheError, RedisHealth, Tagger};
 pub use keys::{
     CacheKey, KeyName, NOT_FOUND_TTL, RECENT_CHATS_LIMIT, Tag, TagKind, normalize_email,
 };

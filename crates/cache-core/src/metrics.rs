@@ -2,13 +2,15 @@
 //! per process), never in a global one, so tests and co-hosted services do
 //! not collide.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::keys::KeyName;
 
 #[derive(Clone)]
 pub struct CacheMetrics {
-    /// `result` = hit | miss | not_found_hit | coalesced
+    /// `result` = hit | miss | not_found_hit | coalesced | lease_wait_hit
     pub(crate) lookups: IntCounterVec,
     pub(crate) loads: IntCounterVec,
     pub(crate) load_errors: IntCounterVec,
@@ -16,6 +18,10 @@ pub struct CacheMetrics {
     pub(crate) invalidations: IntCounterVec,
     pub(crate) redis_seconds: HistogramVec,
     pub(crate) load_seconds: HistogramVec,
+    pub(crate) lease_waits: IntCounterVec,
+    pub(crate) fills_rejected: IntCounterVec,
+    pub(crate) breaker_state: IntGauge,
+    pub(crate) breaker_rejections: IntCounter,
     outbox_pending: IntGaugeVec,
     outbox_applied: IntCounterVec,
 }
@@ -72,6 +78,32 @@ impl CacheMetrics {
                 "Latency of loaders after a miss",
                 slow,
             )?,
+            lease_waits: counter(
+                "huddle_cache_lease_waits_total",
+                "Misses that found another process filling the key and waited for it",
+                &["key"],
+            )?,
+            fills_rejected: counter(
+                "huddle_cache_fills_rejected_total",
+                "Fills dropped because the key was invalidated while loading (stale sets prevented)",
+                &["key"],
+            )?,
+            breaker_state: {
+                let g = IntGauge::new(
+                    "huddle_cache_breaker_state",
+                    "Redis circuit breaker: 0 closed, 1 open, 2 half-open",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            breaker_rejections: {
+                let c = IntCounter::new(
+                    "huddle_cache_breaker_rejections_total",
+                    "Redis calls skipped because the circuit breaker was open",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             outbox_pending: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -125,6 +157,18 @@ impl CacheMetrics {
 
     pub fn invalidations_applied(&self, service: &str) -> u64 {
         self.outbox_applied.with_label_values(&[service]).get()
+    }
+
+    pub fn fills_rejected(&self, key: KeyName) -> u64 {
+        self.fills_rejected.with_label_values(&[key.as_str()]).get()
+    }
+
+    pub fn lease_waits(&self, key: KeyName) -> u64 {
+        self.lease_waits.with_label_values(&[key.as_str()]).get()
+    }
+
+    pub fn breaker_rejections(&self) -> u64 {
+        self.breaker_rejections.get()
     }
 
     pub fn redis_errors(&self, key: &str) -> u64 {

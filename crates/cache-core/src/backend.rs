@@ -1,0 +1,218 @@
+//! The Redis connection behind the cache: one server or a Redis Cluster,
+//! behind one connection type, plus the slot arithmetic that keeps every
+//! multi-key command within one hash slot (no CROSSSLOT errors).
+
+use std::time::Duration;
+
+use deadpool_redis::Runtime;
+use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
+
+use crate::client::CacheError;
+
+pub(crate) enum Backend {
+    Single {
+        pool: deadpool_redis::Pool,
+        url: String,
+    },
+    Cluster {
+        pool: deadpool_redis::cluster::Pool,
+        /// Seed node URLs; admin commands (SCAN, INFO) visit each.
+        nodes: Vec<String>,
+    },
+}
+
+pub(crate) enum Conn {
+    Single(deadpool_redis::Connection),
+    Cluster(deadpool_redis::cluster::Connection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Backend {
+    pub(crate) fn new(
+        redis_url: &str,
+        cluster_nodes: &[String],
+        pool_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, CacheError> {
+        let mut limits = deadpool_redis::PoolConfig::new(pool_size.max(1));
+        limits.timeouts.wait = Some(timeout);
+        limits.timeouts.create = Some(timeout.max(Duration::from_millis(500)));
+        limits.timeouts.recycle = Some(timeout);
+        if cluster_nodes.is_empty() {
+            let mut config = deadpool_redis::Config::from_url(redis_url);
+            config.pool = Some(limits);
+            let pool = config
+                .create_pool(Some(Runtime::Tokio1))
+                .map_err(|e| CacheError::Config(e.to_string()))?;
+            Ok(Self::Single {
+                pool,
+                url: redis_url.to_owned(),
+            })
+        } else {
+            let mut config = deadpool_redis::cluster::Config::from_urls(cluster_nodes.to_vec());
+            config.pool = Some(limits);
+            let pool = config
+                .create_pool(Some(Runtime::Tokio1))
+                .map_err(|e| CacheError::Config(e.to_string()))?;
+            Ok(Self::Cluster {
+                pool,
+                nodes: cluster_nodes.to_vec(),
+            })
+        }
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster { .. })
+    }
+
+    pub(crate) async fn get(&self) -> Result<Conn, CacheError> {
+        match self {
+            Self::Single { pool, .. } => pool.get().await.map(Conn::Single).map_err(pool_error),
+            Self::Cluster { pool, .. } => pool.get().await.map(Conn::Cluster).map_err(pool_error),
+        }
+    }
+
+    /// One plain connection per node, for commands that must visit every
+    /// node (SCAN) or any one node (INFO). The single server counts as one.
+    pub(crate) async fn node_connections(
+        &self,
+    ) -> Result<Vec<redis::aio::MultiplexedConnection>, CacheError> {
+        let urls: Vec<String> = match self {
+            Self::Single { url, .. } => vec![url.clone()],
+            Self::Cluster { nodes, .. } => nodes.clone(),
+        };
+        let mut conns = Vec::with_capacity(urls.len());
+        for url in urls {
+            let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+            conns.push(
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(unavailable)?,
+            );
+        }
+        Ok(conns)
+    }
+
+    pub(crate) fn close(&self) {
+        match self {
+            Self::Single { pool, .. } => pool.close(),
+            Self::Cluster { pool, .. } => pool.close(),
+        }
+    }
+}
+
+fn pool_error(e: deadpool_redis::PoolError) -> CacheError {
+    match e {
+        deadpool_redis::PoolError::Timeout(_) => CacheError::Unavailable("pool timeout".into()),
+        other => CacheError::Unavailable(other.to_string()),
+    }
+}
+
+pub(crate) fn unavailable(e: redis::RedisError) -> CacheError {
+    CacheError::Unavailable(e.to_string())
+}
+
+/// Splits keys into groups that each fall in one hash slot (cluster), or one
+/// group of all keys (single server), each group at most `chunk` long.
+pub(crate) fn slot_groups<'a>(keys: &[&'a str], cluster: bool, chunk: usize) -> Vec<Vec<&'a str>> {
+    if !cluster {
+        return keys.chunks(chunk.max(1)).map(<[&str]>::to_vec).collect();
+    }
+    let mut by_slot: std::collections::BTreeMap<u16, Vec<&'a str>> = Default::default();
+    for key in keys {
+        by_slot.entry(slot(key)).or_default().push(key);
+    }
+    by_slot
+        .into_values()
+        .flat_map(|group| {
+            group
+                .chunks(chunk.max(1))
+                .map(<[&str]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The Redis Cluster hash slot of a key: CRC16 (XMODEM) of the key, or of
+/// its `{hash tag}` when it has a non-empty one, modulo 16384.
+pub(crate) fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match bytes.iter().position(|b| *b == b'{') {
+        Some(open) => match bytes[open + 1..].iter().position(|b| *b == b'}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    crc16(hashed) % 16384
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in data {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("bar"), 5061);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+    }
+
+    #[test]
+    fn groups_never_mix_slots() {
+        let keys = ["a", "b", "c", "{a}x", "{a}y"];
+        for group in slot_groups(&keys, true, 100) {
+            assert!(group.iter().all(|k| slot(k) == slot(group[0])), "{group:?}");
+        }
+        let all: usize = slot_groups(&keys, true, 100).iter().map(Vec::len).sum();
+        assert_eq!(all, keys.len());
+        assert_eq!(slot_groups(&keys, false, 2).len(), 3);
+    }
+}

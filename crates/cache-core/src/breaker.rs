@@ -1,0 +1,159 @@
+//! A circuit breaker in front of Redis: after `threshold` consecutive
+//! failures, stop calling Redis for `cooldown` (requests go straight to the
+//! database instead of each waiting out a timeout), then let one probe
+//! through; its success closes the breaker again.
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// Gauge value: 0 closed, 1 open, 2 half-open.
+    pub fn as_gauge(self) -> i64 {
+        match self {
+            Self::Closed => 0,
+            Self::Open => 1,
+            Self::HalfOpen => 2,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe is out; another is allowed if it never reports back.
+    HalfOpen {
+        probe_deadline: Instant,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    state: Mutex<State>,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            state: Mutex::new(State::Closed { failures: 0 }),
+            threshold: threshold.max(1),
+            cooldown,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// May this call go to Redis?
+    pub(crate) fn allow(&self) -> bool {
+        let mut state = self.lock();
+        let now = Instant::now();
+        match *state {
+            State::Closed { .. } => true,
+            State::Open { until }
+            | State::HalfOpen {
+                probe_deadline: until,
+            } if now >= until => {
+                *state = State::HalfOpen {
+                    probe_deadline: now + self.cooldown,
+                };
+                true
+            }
+            State::Open { .. } | State::HalfOpen { .. } => false,
+        }
+    }
+
+    /// Returns the new state when it changed.
+    pub(crate) fn success(&self) -> Option<BreakerState> {
+        let mut state = self.lock();
+        let changed = !matches!(*state, State::Closed { failures: 0 });
+        let was_closed = matches!(*state, State::Closed { .. });
+        *state = State::Closed { failures: 0 };
+        (changed && !was_closed).then_some(BreakerState::Closed)
+    }
+
+    /// Returns the new state when it changed.
+    pub(crate) fn failure(&self) -> Option<BreakerState> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        match *state {
+            State::Closed { failures } if failures + 1 < self.threshold => {
+                *state = State::Closed {
+                    failures: failures + 1,
+                };
+                None
+            }
+            State::Open { .. } => None,
+            _ => {
+                *state = State::Open {
+                    until: now + self.cooldown,
+                };
+                Some(BreakerState::Open)
+            }
+        }
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        match *self.lock() {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_threshold_and_recovers_through_one_probe() {
+        let breaker = Breaker::new(3, Duration::from_millis(30));
+        assert!(breaker.allow());
+        assert_eq!(breaker.failure(), None);
+        assert_eq!(breaker.failure(), None);
+        assert_eq!(breaker.failure(), Some(BreakerState::Open));
+        assert!(!breaker.allow(), "open: no calls");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "cooldown over: one probe");
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        assert!(!breaker.allow(), "only one probe at a time");
+        assert_eq!(breaker.success(), Some(BreakerState::Closed));
+        assert!(breaker.allow());
+    }
+
+    #[test]
+    fn a_failed_probe_reopens() {
+        let breaker = Breaker::new(1, Duration::from_millis(20));
+        assert_eq!(breaker.failure(), Some(BreakerState::Open));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(breaker.allow());
+        assert_eq!(breaker.failure(), Some(BreakerState::Open));
+        assert!(!breaker.allow());
+    }
+
+    #[test]
+    fn success_resets_the_failure_count() {
+        let breaker = Breaker::new(2, Duration::from_secs(60));
+        breaker.failure();
+        breaker.success();
+        assert_eq!(breaker.failure(), None, "count restarted");
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+}
