@@ -1,6 +1,8 @@
-//! The cache client against a real Redis (`HUDDLE_REDIS_URL`, default
-//! 127.0.0.1:6379). Each test uses its own key prefix, so tests run in
-//! parallel and never see each other's keys.
+//! The cache client against real Redis: one suite, run against a single
+//! server (`HUDDLE_REDIS_URL`) and against the local 3-master Redis Cluster
+//! `make test` starts (`HUDDLE_TEST_REDIS_CLUSTER_NODES`). Each test uses its
+//! own key prefix, so tests run in parallel and never see each other's keys.
+//! Tests that stop or pause Redis use a private server (`faults.rs`).
 
 // Test helpers outside #[test] fns may panic freely.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +17,7 @@ use std::{
 
 use cache_core::{Cache, CacheConfig, CacheKey, CacheMetrics, Invalidation, KeyName, Tag};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,23 +25,40 @@ struct Profile {
     name: String,
 }
 
-fn cache() -> Cache {
-    let config = CacheConfig {
+type Infallible = std::convert::Infallible;
+
+fn single() -> CacheConfig {
+    CacheConfig {
         redis_url: std::env::var("HUDDLE_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
-        prefix: format!("huddle:test-{}:", Uuid::new_v4().simple()),
-        ..CacheConfig::default()
-    };
-    let metrics = CacheMetrics::register(&prometheus::Registry::new()).unwrap();
-    Cache::new(&config, metrics).unwrap()
+        ..base()
+    }
 }
 
-async fn load_counting(
-    calls: &AtomicUsize,
-    value: Option<Profile>,
-) -> Result<Option<Profile>, std::convert::Infallible> {
-    calls.fetch_add(1, Ordering::SeqCst);
-    Ok(value)
+fn cluster() -> CacheConfig {
+    CacheConfig {
+        cluster_nodes: huddle_testkit::cluster_nodes(),
+        ..base()
+    }
+}
+
+fn base() -> CacheConfig {
+    CacheConfig {
+        prefix: format!("huddle:test-{}:", Uuid::new_v4().simple()),
+        // Generous for a loaded 2-core machine; fault tests set their own.
+        op_timeout: Duration::from_millis(500),
+        ..CacheConfig::default()
+    }
+}
+
+/// A second "process": same Redis and prefix, its own pool, flights and
+/// breaker — replicas share Redis, not memory.
+fn instance(config: &CacheConfig) -> Cache {
+    Cache::new(
+        config,
+        CacheMetrics::register(&prometheus::Registry::new()).unwrap(),
+    )
+    .unwrap()
 }
 
 fn profile(name: &str) -> Option<Profile> {
@@ -47,9 +67,63 @@ fn profile(name: &str) -> Option<Profile> {
     })
 }
 
-#[tokio::test]
-async fn second_read_is_a_hit_and_skips_the_loader() {
-    let cache = cache();
+async fn load_counting(
+    calls: &AtomicUsize,
+    value: Option<Profile>,
+) -> Result<Option<Profile>, Infallible> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    Ok(value)
+}
+
+async fn fill(cache: &Cache, key: &CacheKey, tags: &[Tag], name: &str) {
+    cache
+        .get_or_load(key, key.ttl(), tags, || async {
+            Ok::<_, Infallible>(profile(name))
+        })
+        .await
+        .unwrap();
+}
+
+/// Runs each named `async fn(CacheConfig)` against both backends.
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod single_node {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::single()).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::cluster()).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    second_read_is_a_hit_and_skips_the_loader,
+    not_found_is_cached_as_a_short_lived_marker,
+    fifty_concurrent_cold_reads_run_the_loader_once,
+    concurrent_misses_across_instances_run_the_loader_once,
+    a_fill_that_started_before_an_invalidation_never_lands,
+    a_fill_racing_a_tag_invalidation_never_lands,
+    a_waiter_loads_for_itself_when_the_filler_is_gone,
+    a_failed_load_is_not_cached,
+    invalidation_deletes_listed_keys_and_tagged_values,
+    invalidation_spanning_many_slots_succeeds,
+    invalidation_also_clears_not_found_markers,
+    batch_reads_use_one_load_for_all_misses,
+    scan_finds_keys_by_pattern_under_the_prefix_only,
+);
+
+async fn second_read_is_a_hit_and_skips_the_loader(config: CacheConfig) {
+    let cache = instance(&config);
     let key = CacheKey::user(Uuid::new_v4());
     let calls = AtomicUsize::new(0);
     for _ in 0..2 {
@@ -71,9 +145,8 @@ async fn second_read_is_a_hit_and_skips_the_loader() {
     assert!((540_000..=660_000).contains(&ttl_ms), "{ttl_ms}");
 }
 
-#[tokio::test]
-async fn not_found_is_cached_as_a_short_lived_marker() {
-    let cache = cache();
+async fn not_found_is_cached_as_a_short_lived_marker(config: CacheConfig) {
+    let cache = instance(&config);
     let key = CacheKey::user(Uuid::new_v4());
     let calls = AtomicUsize::new(0);
     for _ in 0..3 {
@@ -90,12 +163,11 @@ async fn not_found_is_cached_as_a_short_lived_marker() {
     assert!(ttl_ms <= 30_000 && ttl_ms > 20_000, "{ttl_ms}");
 }
 
-#[tokio::test]
-async fn fifty_concurrent_cold_reads_run_the_loader_once() {
-    let cache = cache();
+async fn fifty_concurrent_cold_reads_run_the_loader_once(config: CacheConfig) {
+    let cache = instance(&config);
     let key = CacheKey::user(Uuid::new_v4());
     let calls = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(tokio::sync::Barrier::new(50));
+    let barrier = Arc::new(Barrier::new(50));
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (cache, key, calls, barrier) =
@@ -107,7 +179,7 @@ async fn fifty_concurrent_cold_reads_run_the_loader_once() {
                     calls.fetch_add(1, Ordering::SeqCst);
                     // Long enough that every reader arrives while loading.
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    Ok::<_, std::convert::Infallible>(profile("slow"))
+                    Ok::<_, Infallible>(profile("slow"))
                 })
                 .await
                 .unwrap()
@@ -119,14 +191,198 @@ async fn fifty_concurrent_cold_reads_run_the_loader_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
-async fn a_failed_load_is_not_cached_and_waiters_load_for_themselves() {
-    let cache = cache();
+/// Fleet-wide single flight: 200 concurrent misses split over two instances
+/// (separate pools and memory) run the loader once.
+///
+/// Seen to fail with the mechanism off: with `READ_OR_LEASE` reduced to a
+/// plain GET (no lease), each instance's leader loaded: 2 loads.
+async fn concurrent_misses_across_instances_run_the_loader_once(config: CacheConfig) {
+    let instances = [instance(&config), instance(&config)];
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(200));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (cache, key, calls, barrier) = (
+            instances[i % 2].clone(),
+            key.clone(),
+            calls.clone(),
+            barrier.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            cache
+                .get_or_load(&key, key.ttl(), &[], || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, Infallible>(profile("once"))
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), profile("once"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let waits: u64 = instances
+        .iter()
+        .map(|c| c.metrics().lease_waits(KeyName::User))
+        .sum();
+    assert_eq!(waits, 1, "the other instance waited on the lease");
+}
+
+/// No stale set: reader misses and reads the old row; the writer commits and
+/// invalidates; the reader's fill must not land.
+///
+/// Seen to fail with the mechanism off: with `FILL_IF_LEASED` replaced by an
+/// unconditional SET, the next read returned "old" (stale until TTL).
+async fn a_fill_that_started_before_an_invalidation_never_lands(config: CacheConfig) {
+    let cache = instance(&config);
+    let writer = instance(&config);
+    let user = Uuid::new_v4();
+    let key = CacheKey::user(user);
+    let row = Arc::new(std::sync::Mutex::new("old".to_owned()));
+    let (read_done, write_done) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+
+    let reader = {
+        let (cache, key, row, read_done, write_done) = (
+            cache.clone(),
+            key.clone(),
+            row.clone(),
+            read_done.clone(),
+            write_done.clone(),
+        );
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key, key.ttl(), &[], || async {
+                    let seen = row.lock().unwrap().clone();
+                    read_done.wait().await; // the read happened...
+                    write_done.wait().await; // ...then the write committed and invalidated
+                    Ok::<_, Infallible>(profile(&seen))
+                })
+                .await
+                .unwrap()
+        })
+    };
+    read_done.wait().await;
+    *row.lock().unwrap() = "new".to_owned();
+    writer
+        .invalidate(&Invalidation::user_profile_update(user, "a@x.io", "a@x.io"))
+        .await
+        .unwrap();
+    write_done.wait().await;
+    assert_eq!(
+        reader.await.unwrap(),
+        profile("old"),
+        "the reader answers what it read"
+    );
+
+    assert_eq!(cache.metrics().fills_rejected(KeyName::User), 1);
+    let next = cache
+        .get_or_load(&key, key.ttl(), &[], || async {
+            Ok::<_, Infallible>(profile(&row.lock().unwrap().clone()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(next, profile("new"));
+}
+
+/// The same race through a tag: a value embedding a user is loading when the
+/// user's profile update invalidates the tag.
+///
+/// Seen to fail with the mechanism off: registering tags after the load
+/// (as the first version did) let the invalidation's SMEMBERS miss the key,
+/// and the stale fill landed.
+async fn a_fill_racing_a_tag_invalidation_never_lands(config: CacheConfig) {
+    let cache = instance(&config);
+    let host = Uuid::new_v4();
+    let key = CacheKey::meeting(Uuid::new_v4());
+    let host_name = Arc::new(std::sync::Mutex::new("Old Host".to_owned()));
+    let (read_done, write_done) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let reader = {
+        let (cache, key, host_name, read_done, write_done) = (
+            cache.clone(),
+            key.clone(),
+            host_name.clone(),
+            read_done.clone(),
+            write_done.clone(),
+        );
+        tokio::spawn(async move {
+            cache
+                .get_or_load_tagged(&key, key.ttl(), async |tagger: cache_core::Tagger| {
+                    // The host is only known from the meeting row.
+                    tagger.tag(&[Tag::user(host)]).await;
+                    let seen = host_name.lock().unwrap().clone();
+                    read_done.wait().await;
+                    write_done.wait().await;
+                    Ok::<_, Infallible>(profile(&seen))
+                })
+                .await
+                .unwrap()
+        })
+    };
+    read_done.wait().await;
+    *host_name.lock().unwrap() = "New Host".to_owned();
+    cache
+        .invalidate(&Invalidation::user_profile_update(host, "h@x.io", "h@x.io"))
+        .await
+        .unwrap();
+    write_done.wait().await;
+    reader.await.unwrap();
+    let next = cache
+        .get_or_load(&key, key.ttl(), &[Tag::user(host)], || async {
+            Ok::<_, Infallible>(profile(&host_name.lock().unwrap().clone()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(next, profile("New Host"));
+}
+
+/// A lease whose holder died: readers wait a bounded time, then answer from
+/// the loader instead of failing.
+async fn a_waiter_loads_for_itself_when_the_filler_is_gone(config: CacheConfig) {
+    let config = CacheConfig {
+        lease_wait: Duration::from_millis(100),
+        ..config
+    };
+    let dead_filler = instance(&config);
+    let reader = instance(&config);
+    let key = CacheKey::user(Uuid::new_v4());
+    // The dead filler takes the lease and never comes back.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let holder = {
+        let (cache, key) = (dead_filler.clone(), key.clone());
+        tokio::spawn(async move {
+            let _ = cache
+                .get_or_load(&key, key.ttl(), &[], || async {
+                    let _ = rx.await;
+                    Ok::<_, Infallible>(profile("never"))
+                })
+                .await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got = reader
+        .get_or_load(&key, key.ttl(), &[], || async {
+            Ok::<_, Infallible>(profile("db"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, profile("db"));
+    assert_eq!(reader.metrics().lease_waits(KeyName::User), 1);
+    holder.abort();
+    drop(tx);
+}
+
+async fn a_failed_load_is_not_cached(config: CacheConfig) {
+    let cache = instance(&config);
     let key = CacheKey::user(Uuid::new_v4());
     let got: Result<Option<Profile>, &str> = cache
         .get_or_load(&key, key.ttl(), &[], || async { Err("db down") })
         .await;
     assert_eq!(got, Err("db down"));
+    // The lease was given back: nothing is cached and nobody must wait.
     assert!(cache.inspect(key.path()).await.unwrap().is_none());
     let got: Result<Option<Profile>, &str> = cache
         .get_or_load(&key, key.ttl(), &[], || async { Ok(profile("back")) })
@@ -134,31 +390,18 @@ async fn a_failed_load_is_not_cached_and_waiters_load_for_themselves() {
     assert_eq!(got, Ok(profile("back")));
 }
 
-#[tokio::test]
-async fn invalidation_deletes_listed_keys_and_tagged_values() {
-    let cache = cache();
+async fn invalidation_deletes_listed_keys_and_tagged_values(config: CacheConfig) {
+    let cache = instance(&config);
     let user = Uuid::new_v4();
-    let meeting = Uuid::new_v4();
     let user_key = CacheKey::user(user);
     let email_key = CacheKey::user_by_email("ann@x.io");
     // A value that embeds the user (a meeting showing its host).
-    let meeting_key = CacheKey::meeting(meeting);
+    let meeting_key = CacheKey::meeting(Uuid::new_v4());
     let unrelated = CacheKey::meeting(Uuid::new_v4());
-    let fill = |key: CacheKey, tags: Vec<Tag>| {
-        let cache = cache.clone();
-        async move {
-            cache
-                .get_or_load(&key, key.ttl(), &tags, || async {
-                    Ok::<_, std::convert::Infallible>(profile("x"))
-                })
-                .await
-                .unwrap();
-        }
-    };
-    fill(user_key.clone(), vec![]).await;
-    fill(email_key.clone(), vec![]).await;
-    fill(meeting_key.clone(), vec![Tag::user(user)]).await;
-    fill(unrelated.clone(), vec![Tag::user(Uuid::new_v4())]).await;
+    fill(&cache, &user_key, &[], "x").await;
+    fill(&cache, &email_key, &[], "x").await;
+    fill(&cache, &meeting_key, &[Tag::user(user)], "x").await;
+    fill(&cache, &unrelated, &[Tag::user(Uuid::new_v4())], "x").await;
 
     let deleted = cache
         .invalidate(&Invalidation::user_profile_update(
@@ -179,13 +422,48 @@ async fn invalidation_deletes_listed_keys_and_tagged_values() {
     assert!(index.is_empty(), "{index:?}");
 }
 
-#[tokio::test]
-async fn invalidation_also_clears_not_found_markers() {
-    let cache = cache();
+/// A meeting delete touches keys in many hash slots; on a cluster they are
+/// deleted per slot (no CROSSSLOT error).
+async fn invalidation_spanning_many_slots_succeeds(config: CacheConfig) {
+    let cache = instance(&config);
+    let meeting = Uuid::new_v4();
+    let host = Uuid::new_v4();
+    let participants: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    let mut keys = vec![
+        CacheKey::meeting(meeting),
+        CacheKey::meeting_participants(meeting),
+        CacheKey::user_meetings(host),
+        CacheKey::live_meetings(),
+    ];
+    keys.extend(
+        participants
+            .iter()
+            .map(|p| CacheKey::user_participations(*p)),
+    );
+    for key in &keys {
+        fill(&cache, key, &[Tag::meeting(meeting)], "m").await;
+    }
+    let deleted = cache
+        .invalidate(&Invalidation::meeting_delete(
+            meeting,
+            host,
+            "code",
+            &participants,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(deleted, keys.len());
+    for key in &keys {
+        assert!(cache.inspect(key.path()).await.unwrap().is_none(), "{key}");
+    }
+}
+
+async fn invalidation_also_clears_not_found_markers(config: CacheConfig) {
+    let cache = instance(&config);
     let key = CacheKey::user_by_email("late@x.io");
     let got = cache
         .get_or_load(&key, key.ttl(), &[], || async {
-            Ok::<Option<Profile>, std::convert::Infallible>(None)
+            Ok::<Option<Profile>, Infallible>(None)
         })
         .await
         .unwrap();
@@ -196,85 +474,26 @@ async fn invalidation_also_clears_not_found_markers() {
         .unwrap();
     let got = cache
         .get_or_load(&key, key.ttl(), &[], || async {
-            Ok::<_, std::convert::Infallible>(profile("late"))
+            Ok::<_, Infallible>(profile("late"))
         })
         .await
         .unwrap();
     assert_eq!(got, profile("late"));
 }
 
-#[tokio::test]
-async fn an_unreachable_redis_degrades_to_the_loader() {
-    let config = CacheConfig {
-        // Nothing listens on port 1: every call fails fast.
-        redis_url: "redis://127.0.0.1:1".to_owned(),
-        prefix: "huddle:test-down:".to_owned(),
-        op_timeout: Duration::from_millis(50),
-        ..CacheConfig::default()
-    };
-    let cache = Cache::new(
-        &config,
-        CacheMetrics::register(&prometheus::Registry::new()).unwrap(),
-    )
-    .unwrap();
-    let key = CacheKey::user(Uuid::new_v4());
-    let calls = AtomicUsize::new(0);
-    for _ in 0..2 {
-        let got = cache
-            .get_or_load(&key, key.ttl(), &[], || {
-                load_counting(&calls, profile("db"))
-            })
-            .await
-            .unwrap();
-        assert_eq!(got, profile("db"));
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert!(cache.metrics().redis_errors("user") >= 2);
-    assert!(
-        cache
-            .invalidate(&Invalidation::user_create("a@b.c"))
-            .await
-            .is_err()
-    );
-}
-
-#[tokio::test]
-async fn scan_finds_keys_by_pattern_under_the_prefix_only() {
-    let cache = cache();
-    let other = self::cache();
-    let key = CacheKey::user(Uuid::new_v4());
-    for c in [&cache, &other] {
-        c.get_or_load(&key, key.ttl(), &[], || async {
-            Ok::<_, std::convert::Infallible>(profile("s"))
-        })
-        .await
-        .unwrap();
-    }
-    let found = cache.scan("user:*", 100).await.unwrap();
-    assert_eq!(found, vec![cache.redis_key(key.path())]);
-    assert_eq!(cache.flush_prefix().await.unwrap(), 1);
-    assert!(other.inspect(key.path()).await.unwrap().is_some());
-}
-
-#[tokio::test]
-async fn batch_reads_use_one_load_for_all_misses() {
-    let cache = cache();
+async fn batch_reads_use_one_load_for_all_misses(config: CacheConfig) {
+    let cache = instance(&config);
     let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
     let keys: Vec<CacheKey> = ids.iter().map(|id| CacheKey::user(*id)).collect();
     // Warm one key so the batch has a hit and three misses.
-    cache
-        .get_or_load(&keys[0], keys[0].ttl(), &[], || async {
-            Ok::<_, std::convert::Infallible>(profile("warm"))
-        })
-        .await
-        .unwrap();
+    fill(&cache, &keys[0], &[], "warm").await;
     let batches = AtomicUsize::new(0);
     let load = |missing: Vec<usize>| {
         batches.fetch_add(1, Ordering::SeqCst);
         assert_eq!(missing, vec![1, 2, 3]);
         // Index 2 does not exist.
         async move {
-            Ok::<_, std::convert::Infallible>(
+            Ok::<_, Infallible>(
                 missing
                     .iter()
                     .map(|i| {
@@ -307,4 +526,19 @@ async fn batch_reads_use_one_load_for_all_misses() {
         got,
         vec![profile("warm"), profile("p1"), None, profile("p3")]
     );
+}
+
+async fn scan_finds_keys_by_pattern_under_the_prefix_only(config: CacheConfig) {
+    let cache = instance(&config);
+    let other = instance(&CacheConfig {
+        prefix: format!("huddle:test-{}:", Uuid::new_v4().simple()),
+        ..config
+    });
+    let key = CacheKey::user(Uuid::new_v4());
+    fill(&cache, &key, &[], "s").await;
+    fill(&other, &key, &[], "s").await;
+    let found = cache.scan("user:*", 100).await.unwrap();
+    assert_eq!(found, vec![cache.redis_key(key.path())]);
+    assert_eq!(cache.flush_prefix().await.unwrap(), 1);
+    assert!(other.inspect(key.path()).await.unwrap().is_some());
 }

@@ -1,0 +1,120 @@
+//! Fail-open: Redis stopped, paused or unreachable never fails a read, and a
+//! circuit breaker stops calling it until it recovers. Each test owns a
+//! private `redis-server`, so stopping it disturbs no other test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use cache_core::{BreakerState, Cache, CacheConfig, CacheKey, CacheMetrics, Invalidation, KeyName};
+use huddle_testkit::TestRedis;
+use uuid::Uuid;
+
+type Infallible = std::convert::Infallible;
+
+fn cache(redis_url: String) -> Cache {
+    let config = CacheConfig {
+        redis_url,
+        prefix: "huddle:test-faults:".to_owned(),
+        op_timeout: Duration::from_millis(100),
+        breaker_threshold: 3,
+        breaker_cooldown: Duration::from_millis(300),
+        ..CacheConfig::default()
+    };
+    Cache::new(
+        &config,
+        CacheMetrics::register(&prometheus::Registry::new()).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn read(cache: &Cache, key: &CacheKey, calls: &AtomicUsize) -> Option<String> {
+    cache
+        .get_or_load(key, key.ttl(), &[], || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Infallible>(Some("from-db".to_owned()))
+        })
+        .await
+        .unwrap()
+}
+
+/// Redis stopped mid-run: reads answer from the loader; after a few failures
+/// the breaker opens and Redis is not called at all; once Redis is back the
+/// breaker's probe closes it by itself and hits resume.
+///
+/// Seen to fail with the mechanism off: with `Breaker::allow` always true,
+/// `breaker_rejections` stayed 0 and every read paid a Redis error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_redis_opens_the_breaker_and_recovery_closes_it() {
+    let mut redis = TestRedis::start();
+    let cache = cache(redis.url());
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = AtomicUsize::new(0);
+    assert_eq!(read(&cache, &key, &calls).await.as_deref(), Some("from-db"));
+    assert_eq!(read(&cache, &key, &calls).await.as_deref(), Some("from-db"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "second read was a hit");
+
+    redis.stop();
+    for _ in 0..10 {
+        assert_eq!(read(&cache, &key, &calls).await.as_deref(), Some("from-db"));
+    }
+    assert_eq!(cache.breaker_state(), BreakerState::Open);
+    let errors = cache.metrics().redis_errors(KeyName::User.as_str());
+    assert!(
+        errors <= 3,
+        "breaker opened after the threshold, {errors} errors"
+    );
+    assert!(cache.metrics().breaker_rejections() >= 7);
+    // Invalidations fail fast too (the outbox keeps them).
+    assert!(
+        cache
+            .invalidate(&Invalidation::user_create("a@b.c"))
+            .await
+            .is_err()
+    );
+
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(400)).await; // cooldown
+    let before = calls.load(Ordering::SeqCst);
+    read(&cache, &key, &calls).await; // the probe: a miss on the empty Redis
+    assert_eq!(cache.breaker_state(), BreakerState::Closed);
+    read(&cache, &key, &calls).await;
+    assert_eq!(calls.load(Ordering::SeqCst), before + 1, "hits resumed");
+}
+
+/// A paused Redis (alive but silent) costs a read at most the call timeout,
+/// not the length of the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_costs_at_most_the_timeout() {
+    let redis = TestRedis::start();
+    let cache = cache(redis.url());
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = AtomicUsize::new(0);
+    read(&cache, &key, &calls).await; // warm the pool's connection
+    let pause = Duration::from_secs(3);
+    redis.pause(pause);
+    let started = Instant::now();
+    assert_eq!(read(&cache, &key, &calls).await.as_deref(), Some("from-db"));
+    assert!(
+        started.elapsed() < pause,
+        "waited out the pause: {:?}",
+        started.elapsed()
+    );
+    redis.unpause();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_degrades_to_the_loader() {
+    // Nothing listens on port 1: every call fails fast.
+    let cache = cache("redis://127.0.0.1:1".to_owned());
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        assert_eq!(read(&cache, &key, &calls).await.as_deref(), Some("from-db"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(cache.metrics().redis_errors("user") >= 2);
+}
