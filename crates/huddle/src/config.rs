@@ -109,6 +109,15 @@ pub struct Global {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: String,
+    /// Redis Cluster seed nodes, comma-separated (`redis://host:port,…`);
+    /// when set, the cache uses the cluster and HUDDLE_REDIS_URL is unused.
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_REDIS_CLUSTER_NODES",
+        value_delimiter = ','
+    )]
+    pub redis_cluster_nodes: Vec<String>,
     /// Prefix of every cache key; carries the format version.
     #[arg(
         long,
@@ -118,7 +127,7 @@ pub struct Global {
     )]
     pub cache_prefix: String,
     /// Upper bound on one Redis call before the request goes on without it.
-    #[arg(long, global = true, env = "HUDDLE_REDIS_TIMEOUT_MS", default_value_t = 250,
+    #[arg(long, global = true, env = "HUDDLE_REDIS_TIMEOUT_MS", default_value_t = 50,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub redis_timeout_ms: u64,
     /// Where the gateway listens for HTTP.
@@ -167,6 +176,12 @@ impl Global {
     pub fn cache_config(&self) -> cache_core::CacheConfig {
         cache_core::CacheConfig {
             redis_url: self.redis_url.clone(),
+            cluster_nodes: self
+                .redis_cluster_nodes
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
             prefix: self.cache_prefix.clone(),
             op_timeout: Duration::from_millis(self.redis_timeout_ms),
             ..cache_core::CacheConfig::default()

@@ -97,6 +97,19 @@ impl TestRedis {
         );
     }
 
+    /// Makes the server refuse every write while still answering reads (as
+    /// a primary that lost its replicas does: `min-replicas-to-write 1`).
+    /// Unlike a pause, a refused DEL is gone, not queued.
+    pub fn refuse_writes(&self, refuse: bool) {
+        let n = if refuse { "1" } else { "0" };
+        let out = self.command(&["CONFIG", "SET", "min-replicas-to-write", n]);
+        assert_eq!(
+            out.as_deref().map(str::trim),
+            Some("OK"),
+            "CONFIG SET failed"
+        );
+    }
+
     pub fn unpause(&self) {
         self.command(&["CLIENT", "UNPAUSE"]);
     }
