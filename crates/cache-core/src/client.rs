@@ -466,15 +466,10 @@ impl Cache {
     async fn read_or_lease(&self, name: KeyName, redis_key: &str, token: &str) -> Probe {
         let started = Instant::now();
         let lease_ms = millis(self.inner.config.lease_ttl);
+        let cmd = read_or_lease_cmd(redis_key, token, lease_ms);
         let result = self
             .call(name.as_str(), async |conn| {
-                redis::cmd("EVAL")
-                    .arg(READ_OR_LEASE)
-                    .arg(1)
-                    .arg(redis_key)
-                    .arg(token)
-                    .arg(lease_ms)
-                    .query_async::<Option<String>>(conn)
+                cmd.query_async::<Option<String>>(conn)
                     .await
                     .map_err(unavailable)
             })
@@ -633,15 +628,10 @@ impl Cache {
             let mut out = Vec::with_capacity(redis_keys.len());
             let mut failed = None;
             for key in redis_keys {
+                let cmd = read_or_lease_cmd(key, token, lease_ms);
                 match self
                     .call(name.as_str(), async |conn| {
-                        redis::cmd("EVAL")
-                            .arg(READ_OR_LEASE)
-                            .arg(1)
-                            .arg(key)
-                            .arg(token)
-                            .arg(lease_ms)
-                            .query_async::<Option<String>>(conn)
+                        cmd.query_async::<Option<String>>(conn)
                             .await
                             .map_err(unavailable)
                     })
@@ -661,12 +651,7 @@ impl Cache {
         } else {
             let mut pipe = redis::pipe();
             for key in redis_keys {
-                pipe.cmd("EVAL")
-                    .arg(READ_OR_LEASE)
-                    .arg(1)
-                    .arg(key)
-                    .arg(token)
-                    .arg(lease_ms);
+                pipe.add_command(read_or_lease_cmd(key, token, lease_ms));
             }
             self.call(name.as_str(), async |conn| {
                 pipe.query_async::<Vec<Option<String>>>(conn)
@@ -949,6 +934,16 @@ impl Cache {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+fn read_or_lease_cmd(redis_key: &str, token: &str, lease_ms: u64) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(READ_OR_LEASE)
+        .arg(1)
+        .arg(redis_key)
+        .arg(token)
+        .arg(lease_ms);
+    cmd
 }
 
 fn classify(result: Result<Option<String>, CacheError>) -> Probe {
