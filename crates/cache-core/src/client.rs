@@ -430,15 +430,20 @@ impl Cache {
                 }
             },
         };
-        if leased {
-            if tagger.failed.load(Ordering::SeqCst) {
-                self.release_lease(redis_key, &token).await;
-            } else {
-                self.fill_if_leased(name, redis_key, &token, &raw, fill_ttl)
-                    .await;
-            }
-        }
-        Ok((loaded, fill))
+        let landed = if !leased {
+            false
+        } else if tagger.failed.load(Ordering::SeqCst) {
+            self.release_lease(redis_key, &token).await;
+            false
+        } else {
+            self.fill_if_leased(name, redis_key, &token, &raw, fill_ttl)
+                .await
+        };
+        // In-process waiters get only a result known to be current: one
+        // whose lease-checked fill landed. A value an invalidation rejected,
+        // or one read while Redis was unreachable, may predate a write that
+        // was acknowledged before a waiter arrived; waiters load themselves.
+        Ok((loaded, if landed { fill } else { Fill::Unshared }))
     }
 
     async fn timed_load<T, E>(
@@ -489,7 +494,7 @@ impl Cache {
         token: &str,
         raw: &str,
         ttl: Duration,
-    ) {
+    ) -> bool {
         let stored = self
             .call(name.as_str(), async |conn| {
                 redis::cmd("EVAL")
@@ -513,6 +518,7 @@ impl Cache {
                 .with_label_values(&[name.as_str()])
                 .inc();
         }
+        matches!(stored, Ok(1))
     }
 
     async fn release_lease(&self, redis_key: &str, token: &str) {

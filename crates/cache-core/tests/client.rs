@@ -113,6 +113,7 @@ suite!(
     concurrent_misses_across_instances_run_the_loader_once,
     a_fill_that_started_before_an_invalidation_never_lands,
     a_fill_racing_a_tag_invalidation_never_lands,
+    a_waiter_arriving_after_a_write_never_gets_the_older_read,
     a_waiter_loads_for_itself_when_the_filler_is_gone,
     a_failed_load_is_not_cached,
     invalidation_deletes_listed_keys_and_tagged_values,
@@ -339,6 +340,65 @@ async fn a_fill_racing_a_tag_invalidation_never_lands(config: CacheConfig) {
         .await
         .unwrap();
     assert_eq!(next, profile("New Host"));
+}
+
+/// In-process single flight must not hand an in-flight load's result to a
+/// caller that arrived after a write was acknowledged: that load may have
+/// read the row before the write.
+///
+/// Seen to fail with the mechanism off: sharing every leader result with its
+/// waiters (as the first version did) handed the late caller "old".
+async fn a_waiter_arriving_after_a_write_never_gets_the_older_read(config: CacheConfig) {
+    let cache = instance(&config);
+    let user = Uuid::new_v4();
+    let key = CacheKey::user(user);
+    let row = Arc::new(std::sync::Mutex::new("old".to_owned()));
+    let (read_done, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let leader = {
+        let (cache, key, row, read_done, release) = (
+            cache.clone(),
+            key.clone(),
+            row.clone(),
+            read_done.clone(),
+            release.clone(),
+        );
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key, key.ttl(), &[], || async {
+                    let seen = row.lock().unwrap().clone();
+                    read_done.wait().await;
+                    release.wait().await;
+                    Ok::<_, Infallible>(profile(&seen))
+                })
+                .await
+                .unwrap()
+        })
+    };
+    read_done.wait().await;
+    // The write commits and is invalidated (acknowledged) ...
+    *row.lock().unwrap() = "new".to_owned();
+    cache
+        .invalidate(&Invalidation::user_profile_update(user, "a@x.io", "a@x.io"))
+        .await
+        .unwrap();
+    // ... then a reader arrives and joins the leader's flight.
+    let late = {
+        let (cache, key, row) = (cache.clone(), key.clone(), row.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key, key.ttl(), &[], || async {
+                    Ok::<_, Infallible>(profile(&row.lock().unwrap().clone()))
+                })
+                .await
+                .unwrap()
+        })
+    };
+    while cache.metrics().lookups(KeyName::User, "coalesced") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    release.wait().await;
+    assert_eq!(leader.await.unwrap(), profile("old"));
+    assert_eq!(late.await.unwrap(), profile("new"));
 }
 
 /// A lease whose holder died: readers wait a bounded time, then answer from
