@@ -160,6 +160,9 @@ struct Inner {
     config: CacheConfig,
     metrics: CacheMetrics,
     breaker: Breaker,
+    /// Woken when the breaker closes: Redis is back, so whoever holds
+    /// deferred work (the invalidation outbox) should retry now.
+    recovered: tokio::sync::Notify,
     flights: Mutex<HashMap<String, broadcast::Sender<Fill>>>,
 }
 
@@ -239,6 +242,7 @@ impl Cache {
                 breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
                 config: config.clone(),
                 metrics,
+                recovered: tokio::sync::Notify::new(),
                 flights: Mutex::default(),
             }),
         })
@@ -254,6 +258,11 @@ impl Cache {
 
     pub fn breaker_state(&self) -> BreakerState {
         self.inner.breaker.state()
+    }
+
+    /// Resolves the next time the breaker closes after being open.
+    pub async fn recovered(&self) {
+        self.inner.recovered.notified().await;
     }
 
     /// The Redis key for a key path: prefix + path.
@@ -914,7 +923,10 @@ impl Cache {
                     cooldown = ?inner.config.breaker_cooldown,
                     "redis failing; circuit breaker open, serving from the database"
                 ),
-                _ => tracing::info!("redis answering again; circuit breaker closed"),
+                _ => {
+                    tracing::info!("redis answering again; circuit breaker closed");
+                    inner.recovered.notify_waiters();
+                }
             }
         }
         result

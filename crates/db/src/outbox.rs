@@ -29,7 +29,9 @@ diesel::table! {
 const BATCH: i64 = 100;
 /// How often the relay looks for leftovers when nobody wakes it.
 const IDLE_TICK: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Kept short: until the relay succeeds, other replicas may still read a
+/// value this invalidation would delete.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// An invalidation recorded in a transaction that has committed.
 #[must_use = "apply it after the commit, or the relay applies it only on its next tick"]
@@ -169,6 +171,8 @@ impl Outbox {
                     // down, so keep the backoff rather than spin.
                     tokio::time::sleep(backoff.min(wait)).await;
                 }
+                // The breaker just closed: Redis is back, retry at once.
+                _ = self.cache.recovered() => {}
                 _ = shutdown.clone().wait() => return,
             }
         }
