@@ -354,7 +354,10 @@ ensure_redis() {
 # required -- tests run with plain `cargo test`.
 install_test_tools() {
 	have cargo || die "cargo not found on PATH (install Rust via rustup)"
-	log "tools: ok ($(cargo --version | awk '{print $1, $2}'); plain 'cargo test', no extra tools needed yet)"
+	log "tools: ok ($(cargo --version | awk '{print $1, $2}'); plain 'cargo test')"
+	# `make deploy-check`: kubectl (kustomize), kubernetes-validate, checkov,
+	# pinned in deploy/check/requirements.txt, in a venv (instant when present).
+	nolock bash "$(dirname -- "${BASH_SOURCE[0]}")/../deploy/check/install-tools.sh"
 }
 
 # ---------------------------------------------------------------------------

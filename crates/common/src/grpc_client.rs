@@ -124,13 +124,21 @@ fn parse_target(target: &str) -> Result<Target, ChannelError> {
     } else {
         format!("http://{target}")
     };
-    let uri: Uri = with_scheme
-        .parse()
-        .map_err(|e: tonic::codegen::http::uri::InvalidUri| invalid(&e.to_string()))?;
+    let uri = with_scheme
+        .parse::<Uri>()
+        .map_err(|e| invalid(&e.to_string()))?;
     let scheme = uri.scheme_str().unwrap_or("http").to_owned();
-    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| invalid("no host"))?;
-    let port = match (uri.port_u16(), scheme.as_str()) {
-        (Some(port), _) => port,
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid("no host"))?;
+    let raw_authority = uri.authority().map_or("", |a| a.as_str());
+    let explicit_port = match raw_authority.rsplit_once(':') {
+        Some((_, port)) if !raw_authority.ends_with(']') => Some(port),
+        _ => None,
+    };
+    let port = match (explicit_port, scheme.as_str()) {
+        (Some(port), _) => port.parse().map_err(|_| invalid("bad port"))?,
         (None, "http") => 80,
         (None, "https") => 443,
         (None, _) => return Err(invalid("no port")),
@@ -138,10 +146,13 @@ fn parse_target(target: &str) -> Result<Target, ChannelError> {
     if uri.path() != "/" && !uri.path().is_empty() {
         return Err(invalid("a grpc target has no path"));
     }
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let uri = format!("{scheme}://{}", authority(&host, port))
-        .parse()
-        .map_err(|e: tonic::codegen::http::uri::InvalidUri| invalid(&e.to_string()))?;
+        .parse::<Uri>()
+        .map_err(|e| invalid(&e.to_string()))?;
     Ok(Target {
         uri,
         scheme,
@@ -176,7 +187,6 @@ fn endpoint(target: &Target, key: Key, opts: &ChannelOptions) -> Result<Endpoint
     if let Some(interval) = opts.keep_alive_interval {
         endpoint = endpoint
             .http2_keep_alive_interval(interval)
-            .keep_alive_timeout(opts.connect_timeout.max(Duration::from_secs(1)))
             .keep_alive_while_idle(true);
     }
     Ok(endpoint)
@@ -220,27 +230,29 @@ async fn follow_dns<R: Resolve>(
     let mut current = BTreeSet::new();
     let mut failing = false;
     loop {
-        let resolved =
-            match tokio::time::timeout(opts.connect_timeout, resolver.resolve(&target.host, target.port))
-                .await
-            {
-                Ok(Ok(addrs)) if !addrs.is_empty() => {
-                    failing = false;
-                    Some(addrs)
+        let resolved = match tokio::time::timeout(
+            opts.connect_timeout,
+            resolver.resolve(&target.host, target.port),
+        )
+        .await
+        {
+            Ok(Ok(addrs)) if !addrs.is_empty() => {
+                failing = false;
+                Some(addrs)
+            }
+            outcome => {
+                if !failing {
+                    let why = match outcome {
+                        Ok(Ok(_)) => "no addresses".to_owned(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "timed out".to_owned(),
+                    };
+                    tracing::warn!(%target, error = %why, "cannot resolve grpc target; keeping the last known endpoints");
                 }
-                outcome => {
-                    if !failing {
-                        let why = match outcome {
-                            Ok(Ok(_)) => "no addresses".to_owned(),
-                            Ok(Err(e)) => e.to_string(),
-                            Err(_) => "timed out".to_owned(),
-                        };
-                        tracing::warn!(%target, error = %why, "cannot resolve grpc target; keeping the last known endpoints");
-                    }
-                    failing = true;
-                    None
-                }
-            };
+                failing = true;
+                None
+            }
+        };
         let next = desired_endpoints(&current, resolved);
         let (added, removed) = diff(&current, &next);
         if !added.is_empty() || !removed.is_empty() {

@@ -1,7 +1,9 @@
 //! What every Huddle process shares and that holds no database or cache code:
-//! the error-code table, logging setup, and graceful shutdown.
+//! the error-code table, logging setup, graceful shutdown, and load-balanced
+//! gRPC client channels.
 
 pub mod error;
+pub mod grpc_client;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -1,0 +1,309 @@
+use std::{
+    collections::BTreeSet,
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::watch;
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::{
+    pb::{HealthCheckRequest, health_client::HealthClient, health_server::HealthServer},
+    server::{HealthService, health_reporter},
+};
+
+use super::*;
+use crate::Shutdown;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn keys(addrs: &[&str]) -> BTreeSet<Key> {
+    addrs.iter().map(|a| Key::Addr(addr(a))).collect()
+}
+
+fn fast() -> ChannelOptions {
+    ChannelOptions {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Some(Duration::from_secs(5)),
+        refresh_interval: Duration::from_millis(20),
+        keep_alive_interval: None,
+    }
+}
+
+/// A resolver whose answer the test changes at will, like DNS as pods come
+/// and go behind a headless Service.
+#[derive(Clone, Default)]
+struct FakeDns(Arc<Mutex<Option<Vec<SocketAddr>>>>);
+
+impl FakeDns {
+    fn answer(&self, addrs: &[SocketAddr]) {
+        *self.0.lock().unwrap() = Some(addrs.to_vec());
+    }
+    fn fail(&self) {
+        *self.0.lock().unwrap() = None;
+    }
+}
+
+impl Resolve for FakeDns {
+    async fn resolve(&self, _host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let answer = self.0.lock().unwrap();
+        match &*answer {
+            Some(addrs) => Ok(addrs
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), port))
+                .collect()),
+            None => Err(io::Error::other("no such host")),
+        }
+    }
+}
+
+/// A gRPC health server on `ip:port` that counts the calls it answers.
+struct Pod {
+    addr: SocketAddr,
+    calls: Arc<AtomicUsize>,
+    shutdown: Shutdown,
+}
+
+impl Pod {
+    async fn start(ip: IpAddr, port: u16) -> io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((ip, port)).await?;
+        let addr = listener.local_addr()?;
+        let (reporter, _) = health_reporter();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let service = HealthServer::with_interceptor(
+            HealthService::from_health_reporter(reporter),
+            move |request| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(request)
+            },
+        );
+        let shutdown = Shutdown::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal.wait())
+                .await
+        });
+        Ok(Self {
+            addr,
+            calls,
+            shutdown,
+        })
+    }
+
+    fn take_calls(&self) -> usize {
+        self.calls.swap(0, Ordering::SeqCst)
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// Two pods on one port, at 127.0.0.1 and 127.0.0.2 (all of 127/8 is
+/// loopback on Linux), as two pod IPs behind one headless Service.
+async fn two_pods() -> (Pod, Pod) {
+    for _ in 0..20 {
+        let first = Pod::start(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+            .await
+            .unwrap();
+        if let Ok(second) =
+            Pod::start(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), first.addr.port()).await
+        {
+            return (first, second);
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+async fn wait_for(applied: &mut watch::Receiver<BTreeSet<Key>>, want: BTreeSet<Key>) {
+    let waited = tokio::time::timeout(
+        Duration::from_secs(5),
+        applied.wait_for(|current| *current == want),
+    )
+    .await
+    .is_ok_and(|changed| changed.is_ok());
+    assert!(
+        waited,
+        "endpoints never became {want:?}; last {:?}",
+        *applied.borrow()
+    );
+}
+
+async fn check(client: &mut HealthClient<Channel>, calls: usize) {
+    for _ in 0..calls {
+        client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[test]
+fn diff_lists_added_and_removed_addresses() {
+    let current = keys(&["10.0.0.1:50051", "10.0.0.2:50051"]);
+    let next = keys(&["10.0.0.2:50051", "10.0.0.3:50051"]);
+    let (added, removed) = diff(&current, &next);
+    assert_eq!(added, vec![Key::Addr(addr("10.0.0.3:50051"))]);
+    assert_eq!(removed, vec![Key::Addr(addr("10.0.0.1:50051"))]);
+    assert_eq!(diff(&next, &next), (vec![], vec![]));
+}
+
+#[test]
+fn a_failed_or_empty_resolution_keeps_the_last_good_set() {
+    let current = keys(&["10.0.0.1:50051"]);
+    assert_eq!(desired_endpoints(&current, None), current);
+    assert_eq!(desired_endpoints(&current, Some(vec![])), current);
+    assert_eq!(
+        desired_endpoints(&current, Some(vec![addr("10.0.0.9:50051")])),
+        keys(&["10.0.0.9:50051"])
+    );
+    // Nothing known yet: dial the name itself, which fails fast.
+    assert_eq!(
+        desired_endpoints(&BTreeSet::new(), None),
+        BTreeSet::from([Key::Name])
+    );
+    // The first good answer replaces the name.
+    let (added, removed) = diff(
+        &BTreeSet::from([Key::Name]),
+        &desired_endpoints(&BTreeSet::from([Key::Name]), Some(vec![addr("10.0.0.1:1")])),
+    );
+    assert_eq!(added, vec![Key::Addr(addr("10.0.0.1:1"))]);
+    assert_eq!(removed, vec![Key::Name]);
+}
+
+#[test]
+fn targets_parse_with_or_without_scheme() {
+    let t = parse_target("user:50051").unwrap();
+    assert_eq!(
+        (t.scheme.as_str(), t.host.as_str(), t.port),
+        ("http", "user", 50051)
+    );
+    assert_eq!(t.uri.to_string(), "http://user:50051/");
+    let t = parse_target("http://user.huddle.svc.cluster.local:50051").unwrap();
+    assert_eq!(t.host, "user.huddle.svc.cluster.local");
+    let t = parse_target("http://[::1]:50051").unwrap();
+    assert_eq!((t.host.as_str(), t.port), ("::1", 50051));
+    assert_eq!(parse_target("http://user").unwrap().port, 80);
+    for bad in [
+        "",
+        "http://",
+        "user:port",
+        "http://user:50051/path",
+        "ftp://user",
+    ] {
+        assert!(parse_target(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn creating_a_channel_outside_a_runtime_is_an_error_not_a_panic() {
+    assert!(matches!(
+        balanced_channel("http://user:50051", ChannelOptions::default()),
+        Err(ChannelError::NoRuntime)
+    ));
+}
+
+#[tokio::test]
+async fn calls_spread_over_every_resolved_pod_and_follow_dns_changes() {
+    let (a, b) = two_pods().await;
+    let port = a.addr.port();
+    let dns = FakeDns::default();
+    dns.answer(&[a.addr, b.addr]);
+    let (channel, mut applied) =
+        balanced_channel_with(&format!("http://user.test:{port}"), fast(), dns.clone()).unwrap();
+    let mut client = HealthClient::new(channel);
+
+    wait_for(
+        &mut applied,
+        keys(&[&a.addr.to_string(), &b.addr.to_string()]),
+    )
+    .await;
+    check(&mut client, 200).await;
+    let (to_a, to_b) = (a.take_calls(), b.take_calls());
+    assert_eq!(to_a + to_b, 200);
+    assert!(to_a > 20 && to_b > 20, "unbalanced: {to_a} vs {to_b}");
+
+    // Scale in: the pod leaves DNS, and gets no more calls.
+    dns.answer(&[a.addr]);
+    wait_for(&mut applied, keys(&[&a.addr.to_string()])).await;
+    check(&mut client, 50).await;
+    assert_eq!((a.take_calls(), b.take_calls()), (50, 0));
+
+    // A DNS failure keeps the last good set.
+    dns.fail();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*applied.borrow(), keys(&[&a.addr.to_string()]));
+    check(&mut client, 10).await;
+    assert_eq!(a.take_calls(), 10);
+
+    // Scale out again: the new pod gets traffic without a reconnect.
+    dns.answer(&[a.addr, b.addr]);
+    wait_for(
+        &mut applied,
+        keys(&[&a.addr.to_string(), &b.addr.to_string()]),
+    )
+    .await;
+    check(&mut client, 200).await;
+    assert!(b.take_calls() > 20);
+}
+
+#[tokio::test]
+async fn an_unresolvable_name_fails_fast_instead_of_hanging() {
+    // The resolver fails, so the balancer dials the name itself; the system
+    // resolves it (localhost) to a port nobody listens on, which refuses.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dns = FakeDns::default();
+    dns.fail();
+    let (channel, mut applied) =
+        balanced_channel_with(&format!("http://localhost:{port}"), fast(), dns).unwrap();
+    wait_for(&mut applied, BTreeSet::from([Key::Name])).await;
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        HealthClient::new(channel).check(HealthCheckRequest::default()),
+    )
+    .await
+    .expect("a call with no resolvable endpoint must fail, not hang");
+    assert_eq!(result.unwrap_err().code(), tonic::Code::Unavailable);
+}
+
+#[tokio::test]
+async fn an_ip_literal_connects_directly() {
+    let pod = Pod::start(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+        .await
+        .unwrap();
+    let channel = balanced_channel(&format!("{}", pod.addr), fast()).unwrap();
+    check(&mut HealthClient::new(channel), 3).await;
+    assert_eq!(pod.take_calls(), 3);
+}
+
+#[tokio::test]
+async fn the_refresh_task_ends_with_the_channel() {
+    let (a, _b) = two_pods().await;
+    let dns = FakeDns::default();
+    dns.answer(&[a.addr]);
+    let (channel, mut applied) =
+        balanced_channel_with(&format!("http://user.test:{}", a.addr.port()), fast(), dns).unwrap();
+    wait_for(&mut applied, keys(&[&a.addr.to_string()])).await;
+    drop(channel);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while applied.changed().await.is_ok() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the DNS refresh task outlived its channel");
+}

@@ -1,0 +1,1096 @@
+#!/usr/bin/env python3
+"""Offline checks of deploy/, run by `make deploy-check` (and so `make test`).
+
+1. `kubectl kustomize` renders the base and every overlay.
+2. Every rendered object validates against the Kubernetes JSON schemas
+   (kubernetes-validate, strict: unknown fields are errors), for the oldest
+   and newest Kubernetes versions we support.
+3. checkov lints the renders (config and global skips: checkov.yaml here;
+   per-resource skips: `checkov.io/skipN` annotations).
+4. Manifests and the `huddle` binary agree (drift check; needs the binary):
+   every container of the huddle image runs a real subcommand with real
+   flags, sets only environment variables the binary reads, declares exactly
+   the ports it listens on (and listens beyond loopback), probes real ports,
+   health services and routes, dials Services that exist (headless, for gRPC)
+   and that the NetworkPolicies let it reach; nothing else can reach the
+   datastores, and only the gateway is open to the world.
+5. The Dockerfile builds the binary the manifests run, from the repository
+   and package registries only.
+
+Usage: check.py --huddle PATH [--kubectl PATH] [--no-checkov]
+Exits 1 listing every problem found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fnmatch
+import ipaddress
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+HERE = Path(__file__).resolve().parent
+DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+
+# Oldest Kubernetes the manifests must work on (grpc probes are GA since
+# 1.27; 1.30 is the oldest release still maintained by major providers),
+# and the newest kubernetes-validate knows.
+OLDEST_K8S = "1.30.0"
+
+# The image every Huddle process runs (last path segment of `image:`).
+HUDDLE_IMAGE = "huddle"
+
+# Environment variables read outside clap (not in `huddle --help`), each
+# with the source file that reads it; the check verifies the name is still
+# there, so this list cannot go stale silently.
+NON_CLAP_ENV = {
+    "RUST_LOG": "crates/common/src/telemetry.rs",  # EnvFilter::try_from_default_env
+}
+
+# Which services each service calls: the call graph of ARCHITECTURE.md
+# (the gateway calls every service). A process must be given the address of
+# each service it calls that the binary has; its default is loopback.
+CALLS = {
+    "meeting": ["user"],
+    "chat": ["user", "meeting"],
+    "recording": ["meeting"],
+}
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+# Where the datastores are: a URL, or (Redis Cluster) a comma-separated list.
+DATASTORE_URL_VARS = ("HUDDLE_DATABASE_URL", "HUDDLE_REDIS_URL", "HUDDLE_REDIS_CLUSTER_NODES")
+DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "redis": 6379, "rediss": 6379}
+
+
+# ---------------------------------------------------------------------------
+# What the binary reads: parsed from `huddle --help` and `huddle X --help`.
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Subcommand:
+    name: str
+    flags: set[str] = field(default_factory=set)
+    env: dict[str, str | None] = field(default_factory=dict)  # name -> default
+    subcommands: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Cli:
+    subcommands: dict[str, Subcommand]
+
+    def service_names(self) -> list[str]:
+        """Subcommands that are one domain service: `huddle X` with its own
+        `HUDDLE_X_ADDR` (user, meeting, ...)."""
+        return sorted(
+            name
+            for name, sub in self.subcommands.items()
+            if name not in ("all", "gateway") and addr_var(name) in sub.env
+        )
+
+    def listen_vars(self, subcommand: str) -> list[str]:
+        """The settings a subcommand listens on. Convention of
+        crates/huddle/src/run.rs: the gateway on HUDDLE_HTTP_ADDR; a service X
+        on HUDDLE_X_ADDR (gRPC) and HUDDLE_METRICS_ADDR; other commands on
+        nothing."""
+        if subcommand == "gateway":
+            return ["HUDDLE_HTTP_ADDR"]
+        if subcommand in self.service_names():
+            return [addr_var(subcommand), "HUDDLE_METRICS_ADDR"]
+        return []
+
+    def required_vars(self, subcommand: str) -> list[tuple[str, ...]]:
+        """What a deployed process needs set, each as alternatives (its
+        defaults point at 127.0.0.1 or, for the secret, do not exist)."""
+        if subcommand == "gateway":
+            return [("HUDDLE_JWT_SECRET",)] + [(addr_var(s),) for s in self.service_names()]
+        if subcommand in self.service_names():
+            peers = [(addr_var(s),) for s in CALLS.get(subcommand, []) if s in self.service_names()]
+            redis = tuple(
+                v for v in ("HUDDLE_REDIS_URL", "HUDDLE_REDIS_CLUSTER_NODES") if v in self.subcommands[subcommand].env
+            )
+            return [("HUDDLE_DATABASE_URL",), redis] + peers
+        if subcommand in ("migrate", "seed"):
+            return [("HUDDLE_DATABASE_URL",)]
+        return []
+
+
+def addr_var(service: str) -> str:
+    return f"HUDDLE_{service.upper()}_ADDR"
+
+
+OPTION_START = re.compile(r"^\s+(?:-\w, )?--([\w-]+)")
+ENV_RE = re.compile(r"\[env: ([A-Za-z0-9_]+)(?:=[^\]]*)?\]")
+DEFAULT_RE = re.compile(r"\[default: ([^\]]*)\]")
+
+
+def parse_help(name: str, text: str) -> Subcommand:
+    sub = Subcommand(name)
+    section = None
+    block: list[str] = []
+
+    def flush() -> None:
+        if not block:
+            return
+        joined = "\n".join(block)
+        flag = OPTION_START.match(block[0])
+        if flag:
+            sub.flags.add(flag.group(1))
+        env = ENV_RE.search(joined)
+        if env:
+            default = DEFAULT_RE.search(joined)
+            sub.env[env.group(1)] = default.group(1) if default else None
+        block.clear()
+
+    for line in text.splitlines():
+        if re.match(r"^[A-Z][\w ]*:\s*$", line):  # "Commands:", "Options:", ...
+            flush()
+            section = line.strip().rstrip(":")
+            continue
+        if section == "Commands":
+            m = re.match(r"^  (\S+)", line)
+            if m and m.group(1) != "help":
+                sub.subcommands.add(m.group(1))
+        elif section in ("Options", "Arguments"):
+            if OPTION_START.match(line):
+                flush()
+            if line.strip():
+                block.append(line)
+    flush()
+    return sub
+
+
+def run_help(huddle: str, *args: str) -> str:
+    # A clean environment, so `[env: X=value]` shows no local value.
+    out = subprocess.run(
+        [huddle, *args, "--help"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
+def load_cli(huddle: str) -> Cli:
+    top = parse_help("", run_help(huddle))
+    if not top.subcommands:
+        raise SystemExit(f"{huddle} --help lists no subcommands")
+    subs = {name: parse_help(name, run_help(huddle, name)) for name in top.subcommands}
+    return Cli(subs)
+
+
+# ---------------------------------------------------------------------------
+# Rendering and the rendered objects.
+# ---------------------------------------------------------------------------
+
+
+def kustomizations() -> dict[str, Path]:
+    found = {"base": K8S / "base"}
+    for d in sorted((K8S / "overlays").iterdir()):
+        if (d / "kustomization.yaml").exists():
+            found[d.name] = d
+    return found
+
+
+def render(kubectl: str, path: Path) -> tuple[str, list[dict]]:
+    out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RenderError(f"kubectl kustomize {path.relative_to(REPO)}:\n{out.stderr}")
+    return out.stdout, [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+class RenderError(Exception):
+    pass
+
+
+@dataclass
+class Manifests:
+    """One rendered kustomization, indexed."""
+
+    name: str
+    docs: list[dict]
+
+    def of_kind(self, *kinds: str) -> list[dict]:
+        return [d for d in self.docs if d.get("kind") in kinds]
+
+    def get(self, kind: str, name: str) -> dict | None:
+        for d in self.docs:
+            if d.get("kind") == kind and d["metadata"].get("name") == name:
+                return d
+        return None
+
+    def workloads(self) -> list[Workload]:
+        return [Workload(d) for d in self.of_kind(*WORKLOAD_KINDS)]
+
+    def namespace_labels(self, namespace: str) -> dict:
+        labels = {"kubernetes.io/metadata.name": namespace}
+        ns = self.get("Namespace", namespace)
+        if ns:
+            labels.update(ns["metadata"].get("labels") or {})
+        return labels
+
+
+@dataclass
+class Workload:
+    doc: dict
+
+    @property
+    def ref(self) -> str:
+        return f"{self.doc['kind']}/{self.doc['metadata']['name']}"
+
+    @property
+    def namespace(self) -> str:
+        return self.doc["metadata"].get("namespace", "default")
+
+    @property
+    def pod(self) -> dict:
+        return self.doc["spec"]["template"]["spec"]
+
+    @property
+    def labels(self) -> dict:
+        return self.doc["spec"]["template"]["metadata"].get("labels") or {}
+
+    def containers(self) -> list[dict]:
+        return list(self.pod.get("containers", []))
+
+    def container_ports(self) -> list[dict]:
+        return [p for c in self.containers() for p in c.get("ports", [])]
+
+    def resolve_port(self, port) -> int | None:
+        """A port number or name, as a Service targetPort or probe uses it."""
+        if isinstance(port, int):
+            return port
+        if isinstance(port, str) and port.isdigit():
+            return int(port)
+        for p in self.container_ports():
+            if p.get("name") == port:
+                return p["containerPort"]
+        return None
+
+    def port_name(self, number: int) -> str | None:
+        for p in self.container_ports():
+            if p["containerPort"] == number:
+                return p.get("name")
+        return None
+
+
+def is_huddle_image(image: str) -> bool:
+    last = image.split("@")[0].rsplit("/", 1)[-1]
+    return last.split(":")[0] == HUDDLE_IMAGE
+
+
+def selects(selector: dict | None, labels: dict) -> bool:
+    """Label selector semantics (matchLabels AND matchExpressions)."""
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def plain_selector(labels: dict) -> dict:
+    return {"matchLabels": labels}
+
+
+# ---------------------------------------------------------------------------
+# Problems are collected, not raised, so one run lists all of them.
+# ---------------------------------------------------------------------------
+
+
+class Problems(list):
+    def add(self, where: str, what: str) -> None:
+        self.append(f"{where}: {what}")
+
+
+# ---------------------------------------------------------------------------
+# Schema validation and checkov.
+# ---------------------------------------------------------------------------
+
+
+def validate_schemas(m: Manifests, problems: Problems) -> None:
+    import kubernetes_validate
+
+    versions = sorted({OLDEST_K8S, kubernetes_validate.latest_version()})
+    for doc in m.docs:
+        ref = f"{m.name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        for version in versions:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                path = "/".join(str(p) for p in e.path)
+                problems.add(ref, f"invalid for Kubernetes {version} at {path}: {e.message}")
+            except Exception as e:  # unknown kind/apiVersion, bad schema
+                problems.add(ref, f"cannot validate for Kubernetes {version}: {getattr(e, 'message', e)}")
+
+
+def run_checkov(rendered: dict[str, str], checkov: str) -> tuple[bool, str]:
+    with tempfile.TemporaryDirectory(prefix="huddle-checkov-") as tmp:
+        for name, text in rendered.items():
+            Path(tmp, f"{name}.yaml").write_text(text)
+        out = subprocess.run(
+            [checkov, "--config-file", str(HERE / "checkov.yaml"), "--directory", tmp],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )
+    return out.returncode == 0, (out.stdout + out.stderr).strip()
+
+
+# ---------------------------------------------------------------------------
+# Drift: manifests against the binary.
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    """A container's environment as the process will see it."""
+
+    names: set[str] = field(default_factory=set)
+    values: dict[str, str] = field(default_factory=dict)  # known values only
+
+
+def config_data(doc: dict) -> dict[str, str]:
+    data = dict(doc.get("data") or {})
+    if doc["kind"] == "Secret":
+        data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        data.update(doc.get("stringData") or {})
+    return data
+
+
+def container_env(m: Manifests, ref: str, c: dict, problems: Problems) -> Env:
+    env = Env()
+    for source in c.get("envFrom") or []:
+        prefix = source.get("prefix", "")
+        for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+            if key not in source:
+                continue
+            name = source[key]["name"]
+            obj = m.get(kind, name)
+            if obj is None:
+                # A Secret may be created outside the manifests (prod); then
+                # the names it brings are unknown: never use envFrom for one.
+                problems.add(
+                    ref, f"envFrom {kind} {name!r} is not in the manifests, so the variables it sets cannot be checked"
+                )
+                continue
+            for k, v in config_data(obj).items():
+                env.names.add(prefix + k)
+                env.values[prefix + k] = v
+    for e in c.get("env") or []:
+        name = e["name"]
+        env.names.add(name)
+        env.values.pop(name, None)
+        if "value" in e:
+            env.values[name] = e["value"]
+            continue
+        source = e.get("valueFrom") or {}
+        for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+            if key not in source:
+                continue
+            sel = source[key]
+            obj = m.get(kind, sel["name"])
+            if obj is None:
+                if kind == "ConfigMap" and not sel.get("optional"):
+                    problems.add(ref, f"{name} comes from ConfigMap {sel['name']!r}, which is not in the manifests")
+                continue
+            data = config_data(obj)
+            if sel["key"] not in data:
+                problems.add(
+                    ref, f"{name} comes from key {sel['key']!r} of {kind} {sel['name']!r}, which has no such key"
+                )
+            else:
+                env.values[name] = data[sel["key"]]
+    return env
+
+
+def parse_hostport(value: str) -> tuple[str, int] | None:
+    """`host:port`, `ip:port`, `[v6]:port` or `scheme://host:port`."""
+    raw = value if "://" in value else f"tcp://{value}"
+    try:
+        parts = urlsplit(raw)
+        if parts.hostname is None or parts.port is None:
+            return None
+        return parts.hostname, parts.port
+    except ValueError:
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def service_for_host(m: Manifests, host: str, namespace: str) -> dict | None:
+    """The in-cluster Service a host name denotes: `name`, `name.ns`,
+    `name.ns.svc`, `name.ns.svc.cluster.local`."""
+    labels = host.split(".")
+    name = labels[0]
+    if len(labels) > 1 and labels[1] != namespace:
+        return None
+    if len(labels) > 2 and labels[2:] not in (["svc"], ["svc", "cluster", "local"]):
+        return None
+    svc = m.get("Service", name)
+    if svc and svc["metadata"].get("namespace", "default") == namespace:
+        return svc
+    return None
+
+
+def is_cluster_name(host: str, namespace: str) -> bool:
+    """A name that resolves inside the cluster (`name`, `name.<namespace>`,
+    `….svc`, `….svc.cluster.local`), as opposed to an external host."""
+    if is_ip(host):
+        return False
+    labels = host.split(".")
+    return (
+        len(labels) == 1
+        or (len(labels) == 2 and labels[1] == namespace)
+        or host.endswith((".svc", ".svc.cluster.local"))
+    )
+
+
+def backends(m: Manifests, svc: dict) -> list[Workload]:
+    sel = svc["spec"].get("selector")
+    if not sel:
+        return []
+    return [
+        w
+        for w in m.workloads()
+        if w.namespace == svc["metadata"].get("namespace", "default") and selects(plain_selector(sel), w.labels)
+    ]
+
+
+def service_port(svc: dict, port: int) -> dict | None:
+    for p in svc["spec"].get("ports", []):
+        if p["port"] == port:
+            return p
+    return None
+
+
+def huddle_subcommand(w: Workload) -> str | None:
+    for c in w.containers():
+        if is_huddle_image(c.get("image", "")) and c.get("args"):
+            return c["args"][0]
+    return None
+
+
+@dataclass
+class Edge:
+    """A connection a process will open: from a workload to a Service port."""
+
+    client: Workload
+    setting: str
+    service: dict
+    port: int
+
+
+def dialled_service(
+    m: Manifests, w: Workload, ref: str, var: str, value: str, problems: Problems
+) -> tuple[dict | None, int]:
+    """The in-cluster Service an address setting dials (None if external or
+    wrong; wrong ones are reported)."""
+    hp = parse_hostport(value)
+    if hp is None:
+        parts = urlsplit(value)
+        if var in DATASTORE_URL_VARS and parts.hostname and parts.scheme in DEFAULT_PORTS:
+            hp = (parts.hostname, DEFAULT_PORTS[parts.scheme])
+        else:
+            problems.add(ref, f"{var}={value!r} is not host:port")
+            return None, 0
+    host, port = hp
+    if is_loopback(host):
+        problems.add(ref, f"{var}={value!r} dials loopback, which inside a pod is the pod itself")
+        return None, 0
+    if not is_cluster_name(host, w.namespace):
+        return None, 0  # external (prod datastores)
+    svc = service_for_host(m, host, w.namespace)
+    if svc is None:
+        problems.add(ref, f"{var}={value!r}: no Service {host.split('.')[0]!r} in namespace {w.namespace}")
+        return None, 0
+    if service_port(svc, port) is None:
+        problems.add(ref, f"{var}={value!r}: Service {svc['metadata']['name']} has no port {port}")
+        return None, 0
+    return svc, port
+
+
+def check_huddle_container(m: Manifests, cli: Cli, w: Workload, c: dict, problems: Problems, edges: list[Edge]) -> None:
+    ref = f"{m.name}: {w.ref} container {c['name']}"
+    command = c.get("command")
+    if command not in (None, ["/usr/local/bin/huddle"], ["huddle"]):
+        problems.add(ref, f"command {command} replaces the image's entrypoint (the huddle binary); set `args` only")
+    args = [str(a) for a in c.get("args") or []]
+    if not args:
+        problems.add(ref, "no args: the image runs `huddle --help`; name a subcommand")
+        return
+    sub = cli.subcommands.get(args[0])
+    if sub is None:
+        problems.add(
+            ref,
+            f"args {args}: `{args[0]}` is not a huddle subcommand (huddle --help lists: {', '.join(sorted(cli.subcommands))})",
+        )
+        return
+    positional = [a for a in args[1:] if not a.startswith("-")]
+    for a in args[1:]:
+        if a.startswith("--"):
+            flag = a[2:].split("=", 1)[0]
+            if flag not in sub.flags:
+                problems.add(ref, f"args {args}: `huddle {sub.name}` has no flag --{flag}")
+    if sub.subcommands and (not positional or positional[0] not in sub.subcommands):
+        problems.add(ref, f"args {args}: `huddle {sub.name}` needs one of: {', '.join(sorted(sub.subcommands))}")
+
+    env = container_env(m, ref, c, problems)
+    for name in sorted(env.names):
+        if name not in sub.env and name not in NON_CLAP_ENV:
+            problems.add(
+                ref, f"sets {name}, which `huddle {sub.name}` does not read (not in `huddle {sub.name} --help`)"
+            )
+    for names in cli.required_vars(sub.name):
+        if not env.names.intersection(names):
+            problems.add(ref, f"`huddle {sub.name}` needs {' or '.join(names)} set (its default is meant for a laptop)")
+
+    # Listening: exactly the declared ports, reachable from other pods.
+    declared = {p["containerPort"]: p for p in c.get("ports", [])}
+    listening: dict[int, str] = {}
+    for var in cli.listen_vars(sub.name):
+        if var not in sub.env:
+            problems.add(ref, f"`huddle {sub.name}` should listen on {var}, but does not read it")
+            continue
+        value = env.values.get(var, sub.env[var])
+        if value is None:
+            problems.add(ref, f"{var} must be set to where `huddle {sub.name}` listens")
+            continue
+        hp = parse_hostport(value)
+        if hp is None:
+            problems.add(ref, f"{var}={value!r} is not ip:port")
+            continue
+        host, port = hp
+        if is_loopback(host):
+            problems.add(
+                ref,
+                f"{var}={value!r}{'' if var in env.values else ' (the default)'} listens on loopback: unreachable from other pods and the kubelet; use 0.0.0.0:{port}",
+            )
+        if not is_ip(host):
+            problems.add(ref, f"{var}={value!r}: a listen address must be an IP (0.0.0.0)")
+        listening[port] = var
+        if port not in declared:
+            problems.add(ref, f"listens on port {port} ({var}) but declares no containerPort {port}")
+    for port in declared:
+        if port not in listening:
+            problems.add(
+                ref,
+                f"containerPort {port} is not a port `huddle {sub.name}` listens on ({', '.join(cli.listen_vars(sub.name)) or 'it listens on none'})",
+            )
+
+    # Dialling: peers' *_ADDR and the datastores' URLs.
+    for var in sorted(env.names):
+        if var in cli.listen_vars(sub.name) or var not in env.values:
+            continue
+        peer = re.fullmatch(r"HUDDLE_([A-Z0-9]+)_ADDR", var)
+        if not (peer or var in DATASTORE_URL_VARS):
+            continue
+        values = env.values[var].split(",") if var == "HUDDLE_REDIS_CLUSTER_NODES" else [env.values[var]]
+        for value in values:
+            svc, port = dialled_service(m, w, ref, var, value.strip(), problems)
+            if svc is None:
+                continue
+            edges.append(Edge(w, var, svc, port))
+            if peer:
+                check_peer(m, cli, ref, var, peer.group(1).lower(), svc, port, problems)
+
+
+def check_peer(
+    m: Manifests, cli: Cli, ref: str, var: str, service: str, svc: dict, port: int, problems: Problems
+) -> None:
+    """A gRPC peer address: a headless Service whose pods run that service
+    and listen on the dialled port."""
+    name = svc["metadata"]["name"]
+    if svc["spec"].get("clusterIP") != "None":
+        problems.add(
+            ref,
+            f"{var} dials Service {name}, which is not headless: HTTP/2 would pin each connection to one pod (set clusterIP: None)",
+        )
+    runs = {huddle_subcommand(b) for b in backends(m, svc)}
+    if runs != {service}:
+        problems.add(
+            ref,
+            f"{var} dials Service {name}, whose pods run `huddle {', '.join(sorted(str(r) for r in runs)) or 'nothing'}`, not `huddle {service}`",
+        )
+    listen_var = addr_var(service)
+    for b in backends(m, svc):
+        for bc in b.containers():
+            if is_huddle_image(bc.get("image", "")):
+                benv = container_env(m, f"{m.name}: {b.ref}", bc, Problems())
+                listen = parse_hostport(benv.values.get(listen_var, ""))
+                if listen and listen[1] != port:
+                    problems.add(ref, f"{var} dials port {port}, but {b.ref} listens on {listen[1]} ({listen_var})")
+
+
+def check_probes(
+    m: Manifests, cli: Cli, w: Workload, c: dict, problems: Problems, grpc_services: set[str], routes: set[str]
+) -> None:
+    ref = f"{m.name}: {w.ref} container {c['name']}"
+    sub = (c.get("args") or [None])[0]
+    grpc_ports = set()
+    http_ports = set()
+    if sub in cli.service_names():
+        env = container_env(m, ref, c, Problems())
+        hp = parse_hostport(env.values.get(addr_var(sub), ""))
+        if hp:
+            grpc_ports.add(hp[1])
+    if sub == "gateway":
+        env = container_env(m, ref, c, Problems())
+        hp = parse_hostport(env.values.get("HUDDLE_HTTP_ADDR", ""))
+        if hp:
+            http_ports.add(hp[1])
+    declared = {p["containerPort"] for p in c.get("ports", [])}
+    if cli.listen_vars(str(sub)):
+        for kind in ("readinessProbe", "livenessProbe"):
+            if kind not in c:
+                problems.add(ref, f"no {kind}")
+    for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+        probe = c.get(kind)
+        if not probe:
+            continue
+        if "grpc" in probe:
+            port = probe["grpc"]["port"]
+            if port not in grpc_ports:
+                problems.add(
+                    ref,
+                    f"{kind}: grpc probe on port {port}, which is not this process's gRPC port ({sorted(grpc_ports) or 'none'})",
+                )
+            service = probe["grpc"].get("service", "")
+            if service and service not in grpc_services:
+                problems.add(
+                    ref,
+                    f"{kind}: grpc health service {service!r} is not a service in proto/ ({', '.join(sorted(grpc_services))})",
+                )
+        for action in ("httpGet", "tcpSocket"):
+            if action not in probe:
+                continue
+            port = w.resolve_port(probe[action]["port"])
+            if port is None or port not in declared:
+                problems.add(ref, f"{kind}: {action} port {probe[action]['port']!r} is not a declared container port")
+            if action == "httpGet":
+                if port not in http_ports:
+                    problems.add(ref, f"{kind}: httpGet on port {port}, which is not the gateway's HTTP port")
+                if probe[action].get("path") not in routes:
+                    problems.add(
+                        ref,
+                        f"{kind}: httpGet path {probe[action].get('path')!r} is not a gateway route ({', '.join(sorted(routes))})",
+                    )
+
+
+def check_shutdown(m: Manifests, w: Workload, c: dict, problems: Problems, drain_secs: int) -> None:
+    """The kubelet must not kill a process that is still draining."""
+    if w.doc["kind"] != "Deployment":
+        return
+    ref = f"{m.name}: {w.ref}"
+    grace = w.pod.get("terminationGracePeriodSeconds", 30)
+    sleep = 0
+    pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command") or []
+    if len(pre_stop) == 2 and pre_stop[0] in ("sleep", "/bin/sleep") and pre_stop[1].isdigit():
+        sleep = int(pre_stop[1])
+    if grace < sleep + drain_secs:
+        problems.add(
+            ref,
+            f"terminationGracePeriodSeconds {grace} < preStop sleep {sleep} s + drain {drain_secs} s: in-flight requests would be killed",
+        )
+
+
+def check_services(m: Manifests, problems: Problems) -> None:
+    for svc in m.of_kind("Service"):
+        ref = f"{m.name}: Service/{svc['metadata']['name']}"
+        pods = backends(m, svc)
+        if not pods:
+            problems.add(ref, "selects no workload's pods")
+            continue
+        headless = svc["spec"].get("clusterIP") == "None"
+        for p in svc["spec"].get("ports", []):
+            target = p.get("targetPort", p["port"])
+            for w in pods:
+                resolved = w.resolve_port(target)
+                if resolved is None or resolved not in {cp["containerPort"] for cp in w.container_ports()}:
+                    problems.add(ref, f"port {p['port']} targets {target!r}, which {w.ref} does not declare")
+                elif headless and resolved != p["port"]:
+                    problems.add(
+                        ref, f"headless, so clients dial pod IPs on port {p['port']}, but the pods listen on {resolved}"
+                    )
+    for ing in m.of_kind("Ingress"):
+        ref = f"{m.name}: Ingress/{ing['metadata']['name']}"
+        for rule in ing["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                backend = path["backend"]["service"]
+                svc = m.get("Service", backend["name"])
+                want = backend["port"]
+                if svc is None:
+                    problems.add(ref, f"backend Service {backend['name']!r} does not exist")
+                elif not any(
+                    p.get("name") == want.get("name") or p["port"] == want.get("number") for p in svc["spec"]["ports"]
+                ):
+                    problems.add(ref, f"backend port {want} is not a port of Service {backend['name']}")
+    for hpa in m.of_kind("HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        obj = m.get(target["kind"], target["name"])
+        ref = f"{m.name}: HorizontalPodAutoscaler/{hpa['metadata']['name']}"
+        if obj is None:
+            problems.add(ref, f"scales {target['kind']}/{target['name']}, which does not exist")
+        elif "replicas" in obj["spec"]:
+            problems.add(
+                ref, f"{target['kind']}/{target['name']} sets spec.replicas: every apply would undo the autoscaler"
+            )
+    for pdb in m.of_kind("PodDisruptionBudget"):
+        if not any(selects(pdb["spec"].get("selector"), w.labels) for w in m.workloads()):
+            problems.add(f"{m.name}: PodDisruptionBudget/{pdb['metadata']['name']}", "selects no pods")
+
+
+# ---------------------------------------------------------------------------
+# NetworkPolicies: a small evaluator of the standard semantics.
+# ---------------------------------------------------------------------------
+
+
+def policy_types(spec: dict) -> list[str]:
+    return spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
+
+
+def peer_matches(m: Manifests, peer: dict, labels: dict, namespace: str, policy_ns: str) -> bool:
+    if "ipBlock" in peer:
+        return False  # pod-to-pod traffic is not matched by ipBlock here
+    ns_sel = peer.get("namespaceSelector")
+    if ns_sel is None:
+        if namespace != policy_ns:
+            return False
+    elif not selects(ns_sel, m.namespace_labels(namespace)):
+        return False
+    pod_sel = peer.get("podSelector")
+    return pod_sel is None or selects(pod_sel, labels)
+
+
+def port_matches(rule_ports: list[dict] | None, number: int, name: str | None, protocol: str = "TCP") -> bool:
+    if not rule_ports:
+        return True
+    for p in rule_ports:
+        if p.get("protocol", "TCP") != protocol:
+            continue
+        want = p.get("port")
+        if want is None or want == number or (name is not None and want == name):
+            return True
+        if isinstance(want, int) and p.get("endPort") and want <= number <= p["endPort"]:
+            return True
+    return False
+
+
+def allowed(
+    m: Manifests,
+    direction: str,
+    subject: Workload,
+    other_labels: dict,
+    other_ns: str,
+    port: int,
+    port_name: str | None,
+    protocol: str = "TCP",
+    external: bool = False,
+) -> bool:
+    """Whether `subject` may receive from (Ingress) or send to (Egress) the
+    peer, on `port`. `external`: the peer is outside the cluster."""
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    applicable = [
+        p
+        for p in m.of_kind("NetworkPolicy")
+        if p["metadata"].get("namespace", "default") == subject.namespace
+        and selects(p["spec"].get("podSelector") or {}, subject.labels)
+        and direction in policy_types(p["spec"])
+    ]
+    if not applicable:
+        return True  # not isolated
+    for p in applicable:
+        for rule in p["spec"].get(key) or []:
+            if not port_matches(rule.get("ports"), port, port_name, protocol):
+                continue
+            peers = rule.get(peers_key)
+            if not peers:
+                return True
+            for peer in peers:
+                if external and "ipBlock" in peer:
+                    return True
+                if not external and peer_matches(m, peer, other_labels, other_ns, subject.namespace):
+                    return True
+    return False
+
+
+def open_to_everyone(rule: dict) -> bool:
+    peers = rule.get("from")
+    if not peers:
+        return True
+    for peer in peers:
+        if "ipBlock" in peer:
+            return True
+        if peer.get("namespaceSelector") == {} and not peer.get("podSelector"):
+            return True
+    return False
+
+
+def check_network(m: Manifests, problems: Problems, edges: list[Edge]) -> None:
+    huddle = [w for w in m.workloads() if huddle_subcommand(w)]
+    for w in huddle:
+        ref = f"{m.name}: {w.ref}"
+        for direction in ("Ingress", "Egress"):
+            if allowed(m, direction, w, {"no-such-pod": "x"}, "somewhere-else", 1, None, external=True):
+                problems.add(ref, f"not isolated for {direction}: add a default-deny NetworkPolicy")
+        if not allowed(m, "Egress", w, {"k8s-app": "kube-dns"}, "kube-system", 53, "dns", "UDP"):
+            problems.add(ref, "cannot reach DNS (kube-dns in kube-system, UDP 53)")
+
+    for e in edges:
+        for server in backends(m, e.service):
+            sp = service_port(e.service, e.port)
+            target = server.resolve_port(sp.get("targetPort", sp["port"])) if sp else None
+            if target is None:
+                continue
+            name = server.port_name(target)
+            ref = f"{m.name}: {e.client.ref} -> {server.ref}:{target} ({e.setting})"
+            if not allowed(m, "Egress", e.client, server.labels, server.namespace, target, name):
+                problems.add(ref, "the client's NetworkPolicies deny this egress")
+            if not allowed(m, "Ingress", server, e.client.labels, e.client.namespace, target, name):
+                problems.add(ref, "the server's NetworkPolicies deny this ingress")
+
+    # Only datastore clients reach the datastores.
+    datastore_edges = [e for e in edges if e.setting in DATASTORE_URL_VARS]
+    for svc_name in sorted({e.service["metadata"]["name"] for e in datastore_edges}):
+        svc = m.get("Service", svc_name)
+        clients = {e.client.ref for e in datastore_edges if e.service["metadata"]["name"] == svc_name}
+        for server in backends(m, svc):
+            for sp in svc["spec"]["ports"]:
+                target = server.resolve_port(sp.get("targetPort", sp["port"]))
+                for w in huddle:
+                    if w.ref in clients or target is None:
+                        continue
+                    name = server.port_name(target)
+                    if allowed(m, "Egress", w, server.labels, server.namespace, target, name) and allowed(
+                        m, "Ingress", server, w.labels, w.namespace, target, name
+                    ):
+                        problems.add(
+                            f"{m.name}: {w.ref} -> {server.ref}:{target}",
+                            "reaches a datastore it does not use; only the services (and migrations) may",
+                        )
+
+    # Open to the world: only the gateway.
+    for p in m.of_kind("NetworkPolicy"):
+        if "Ingress" not in policy_types(p["spec"]):
+            continue
+        for rule in p["spec"].get("ingress") or []:
+            if not open_to_everyone(rule):
+                continue
+            for w in m.workloads():
+                if selects(p["spec"].get("podSelector") or {}, w.labels) and huddle_subcommand(w) != "gateway":
+                    problems.add(
+                        f"{m.name}: NetworkPolicy/{p['metadata']['name']}",
+                        f"lets anyone reach {w.ref}; only the gateway takes traffic from outside",
+                    )
+
+
+# ---------------------------------------------------------------------------
+# Facts read from the source tree.
+# ---------------------------------------------------------------------------
+
+
+def proto_services() -> set[str]:
+    names = set()
+    for proto in (REPO / "proto").rglob("*.proto"):
+        text = proto.read_text()
+        pkg = re.search(r"^package\s+([\w.]+)\s*;", text, re.M)
+        for svc in re.findall(r"^service\s+(\w+)", text, re.M):
+            names.add(f"{pkg.group(1)}.{svc}" if pkg else svc)
+    return names
+
+
+def gateway_routes() -> set[str]:
+    routes = set()
+    for src in (REPO / "crates" / "gateway" / "src").rglob("*.rs"):
+        routes.update(re.findall(r'\.route\(\s*"(/[^"]*)"', src.read_text()))
+    return routes
+
+
+def gateway_drain_secs() -> int:
+    text = (REPO / "crates" / "gateway" / "src" / "lib.rs").read_text()
+    found = re.search(r"GRACEFUL_SHUTDOWN_SECS:\s*u64\s*=\s*(\d+)", text)
+    if not found:
+        raise SystemExit("GRACEFUL_SHUTDOWN_SECS not found in crates/gateway/src/lib.rs")
+    return int(found.group(1))
+
+
+def check_non_clap_env(problems: Problems) -> None:
+    for name, path in NON_CLAP_ENV.items():
+        if name not in (REPO / path).read_text():
+            problems.add("deploy/check/check.py", f"NON_CLAP_ENV says {path} reads {name}, but it does not any more")
+
+
+# ---------------------------------------------------------------------------
+# The Dockerfile.
+# ---------------------------------------------------------------------------
+
+
+def check_dockerfile(
+    problems: Problems, renders: list[Manifests], text: str | None = None, ignore: str | None = None
+) -> None:
+    ref = "deploy/docker/Dockerfile"
+    text = DOCKERFILE.read_text() if text is None else text
+    ignore = DOCKERIGNORE.read_text() if ignore is None else ignore
+    logical = re.sub(r"\\\n", " ", text)
+    lines = [line.strip() for line in logical.splitlines() if line.strip() and not line.strip().startswith("#")]
+    froms = [line.split()[1] for line in lines if line.upper().startswith("FROM ")]
+    for image in froms:
+        repo = image.split(":")[0].split("@")[0]
+        if repo not in ("rust", "debian"):
+            problems.add(ref, f"FROM {image}: only the official rust and debian images are expected")
+    for line in lines:
+        if re.match(r"(?i)^ADD\s", line) and re.search(r"https?://|git@", line):
+            problems.add(ref, f"{line!r}: downloads at build time; use the repository or a package registry")
+        if re.match(r"(?i)^RUN\s", line) and re.search(r"\b(curl|wget)\b|https?://", line):
+            problems.add(ref, f"{line!r}: downloads at build time; use the repository or a package registry")
+    build = " ".join(line for line in lines if "cargo build" in line)
+    for flag in ("--release", "--locked", "--bin huddle"):
+        if flag not in build:
+            problems.add(ref, f"cargo build lacks {flag}")
+    entry = next((line for line in lines if line.upper().startswith("ENTRYPOINT")), "")
+    if "/usr/local/bin/huddle" not in entry or "COPY --from=build /out/huddle /usr/local/bin/huddle" not in logical:
+        problems.add(ref, "the entrypoint must be the huddle binary at /usr/local/bin/huddle")
+    user = next((line.split()[1] for line in lines if line.upper().startswith("USER ")), None)
+    uid = user.split(":")[0] if user else None
+    if uid is None or not uid.isdigit() or uid == "0":
+        problems.add(ref, f"USER {user}: the image must run as a numeric non-root user")
+    for m in renders:
+        for w in m.workloads():
+            if huddle_subcommand(w) and str(w.pod.get("securityContext", {}).get("runAsUser")) != uid:
+                problems.add(
+                    f"{m.name}: {w.ref}",
+                    f"runAsUser {w.pod.get('securityContext', {}).get('runAsUser')} differs from the image's USER {uid}",
+                )
+
+    # The build context must keep what the build reads.
+    patterns = [line.strip() for line in ignore.splitlines() if line.strip() and not line.startswith("#")]
+    for needed in ("Cargo.toml", "Cargo.lock", "crates/huddle/src/main.rs", "proto", "migrations"):
+        for pat in patterns:
+            pat = pat.lstrip("/")
+            if fnmatch.fnmatch(needed, pat) or needed.startswith(pat.rstrip("/") + "/") or needed == pat.rstrip("/"):
+                problems.add(".dockerignore", f"{pat!r} excludes {needed}, which the image build needs")
+
+
+# ---------------------------------------------------------------------------
+
+
+def check_drift(m: Manifests, cli: Cli, problems: Problems) -> list[Edge]:
+    grpc_services, routes, drain = proto_services(), gateway_routes(), gateway_drain_secs()
+    edges: list[Edge] = []
+    for w in m.workloads():
+        for c in w.containers():
+            if not is_huddle_image(c.get("image", "")):
+                continue
+            check_huddle_container(m, cli, w, c, problems, edges)
+            check_probes(m, cli, w, c, problems, grpc_services, routes)
+            check_shutdown(m, w, c, problems, drain)
+    deployed = {huddle_subcommand(w) for w in m.workloads()}
+    for service in cli.service_names():
+        if service not in deployed and service in {s for s in cli.subcommands}:
+            problems.add(m.name, f"`huddle {service}` is a service, but no workload runs it")
+    check_services(m, problems)
+    check_network(m, problems, edges)
+    return edges
+
+
+def find_tool(name: str, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise SystemExit(f"{name} not found: run `bash deploy/check/install-tools.sh`")
+    return found
+
+
+def main(argv: list[str]) -> int:
+    sys.stdout.reconfigure(line_buffering=True)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--huddle", required=True, help="the huddle binary")
+    ap.add_argument("--kubectl", help="default: beside this Python, else on PATH")
+    ap.add_argument("--no-checkov", action="store_true")
+    args = ap.parse_args(argv)
+    kubectl = find_tool("kubectl", args.kubectl)
+
+    problems = Problems()
+    cli = load_cli(args.huddle)
+    rendered: dict[str, str] = {}
+    renders: list[Manifests] = []
+    for name, path in kustomizations().items():
+        try:
+            text, docs = render(kubectl, path)
+        except RenderError as e:
+            problems.add(name, str(e))
+            continue
+        rendered[name] = text
+        m = Manifests(name, docs)
+        renders.append(m)
+        validate_schemas(m, problems)
+        if name != "base":  # the base is never applied on its own
+            check_drift(m, cli, problems)
+        print(f"deploy-check: rendered {name}: {len(docs)} objects")
+    check_non_clap_env(problems)
+    check_dockerfile(problems, renders)
+
+    if not args.no_checkov:
+        ok, output = run_checkov(rendered, find_tool("checkov", None))
+        summary = [line for line in output.splitlines() if "checks:" in line]
+        print(f"deploy-check: checkov: {' '.join(summary) or output[-2000:]}")
+        if not ok:
+            problems.add("checkov", "\n" + output)
+
+    if problems:
+        sys.stdout.flush()
+        print(f"deploy-check: FAILED, {len(problems)} problem(s):", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print(
+        f"deploy-check: ok ({', '.join(rendered)}: schemas, drift against {args.huddle}, Dockerfile{'' if args.no_checkov else ', checkov'})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,260 @@
+"""Proof that deploy/check/check.py fails when manifests and binary drift.
+
+Each test breaks one thing in the rendered dev overlay (or the Dockerfile)
+and asserts the check names the problem; the first asserts the untouched
+render is clean and that the check saw the connections it should.
+
+    HUDDLE_BIN=/var/tmp/huddle-target/debug/huddle python deploy/check/test_check.py
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import check  # noqa: E402
+
+HUDDLE = os.environ.get("HUDDLE_BIN", "/var/tmp/huddle-target/debug/huddle")
+
+
+def find(docs: list[dict], kind: str, name: str) -> dict:
+    for d in docs:
+        if d["kind"] == kind and d["metadata"]["name"].startswith(name):
+            return d
+    raise KeyError(f"{kind}/{name}")
+
+
+def container(docs: list[dict], kind: str, name: str) -> dict:
+    return find(docs, kind, name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_entry(c: dict, name: str) -> dict:
+    return next(e for e in c["env"] if e["name"] == name)
+
+
+class DriftCheck(unittest.TestCase):
+    cli: check.Cli
+    dev_text: str
+    dev_docs: list[dict]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.cli = check.load_cli(HUDDLE)
+        kubectl = check.find_tool("kubectl", None)
+        cls.dev_text, cls.dev_docs = check.render(kubectl, check.K8S / "overlays" / "dev")
+
+    def problems(self, mutate) -> list[str]:
+        docs = copy.deepcopy(self.dev_docs)
+        mutate(docs)
+        problems = check.Problems()
+        check.check_drift(check.Manifests("dev", docs), self.cli, problems)
+        return problems
+
+    def assertFlags(self, mutate, *fragments: str) -> None:
+        found = self.problems(mutate)
+        for fragment in fragments:
+            self.assertTrue(
+                any(fragment in p for p in found),
+                f"no problem mentions {fragment!r}; got: {found}",
+            )
+
+    # -- the baseline ------------------------------------------------------
+
+    def test_the_binary_interface_is_parsed(self) -> None:
+        subs = self.cli.subcommands
+        self.assertTrue({"gateway", "user", "migrate"} <= set(subs))
+        self.assertEqual(subs["gateway"].env["HUDDLE_HTTP_ADDR"], "127.0.0.1:8080")
+        self.assertIn("HUDDLE_JWT_SECRET", subs["gateway"].env)
+        self.assertIn("ping", subs["cache"].subcommands)
+        self.assertIn("user", self.cli.service_names())
+
+    def test_the_dev_overlay_is_clean_and_its_connections_are_seen(self) -> None:
+        problems = check.Problems()
+        edges = check.check_drift(check.Manifests("dev", self.dev_docs), self.cli, problems)
+        self.assertEqual(problems, [])
+        seen = {(e.client.ref, e.setting, e.service["metadata"]["name"]) for e in edges}
+        self.assertTrue(
+            {
+                ("Deployment/gateway", "HUDDLE_USER_ADDR", "user"),
+                ("Deployment/user", "HUDDLE_DATABASE_URL", "postgres"),
+                ("Deployment/user", "HUDDLE_REDIS_URL", "redis"),
+                ("Job/migrate", "HUDDLE_DATABASE_URL", "postgres"),
+            }
+            <= seen,
+            seen,
+        )
+
+    # -- subcommands, flags and environment ---------------------------------
+
+    def test_an_unknown_subcommand(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "user")["args"] = ["usr"]
+
+        self.assertFlags(mutate, "`usr` is not a huddle subcommand")
+
+    def test_an_unknown_flag(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "user")["args"] = ["user", "--verbose"]
+
+        self.assertFlags(mutate, "has no flag --verbose")
+
+    def test_an_env_var_the_binary_does_not_read(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "user")["env"].append({"name": "HUDDLE_USER_PORT", "value": "50051"})
+
+        self.assertFlags(mutate, "sets HUDDLE_USER_PORT, which `huddle user` does not read")
+
+    def test_a_configmap_key_the_binary_does_not_read(self) -> None:
+        def mutate(docs):
+            find(docs, "ConfigMap", "huddle-config")["data"]["HUDDLE_LOG_LEVEL"] = "debug"
+
+        self.assertFlags(mutate, "Deployment/gateway container huddle: sets HUDDLE_LOG_LEVEL")
+
+    def test_a_missing_secret_key(self) -> None:
+        def mutate(docs):
+            del find(docs, "Secret", "huddle-secrets")["data"]["HUDDLE_JWT_SECRET"]
+
+        self.assertFlags(mutate, "has no such key")
+
+    def test_a_required_setting_left_out(self) -> None:
+        def mutate(docs):
+            c = container(docs, "Deployment", "gateway")
+            c["env"] = [e for e in c["env"] if e["name"] != "HUDDLE_JWT_SECRET"]
+
+        self.assertFlags(mutate, "`huddle gateway` needs HUDDLE_JWT_SECRET")
+
+    # -- ports --------------------------------------------------------------
+
+    def test_a_container_port_the_process_does_not_listen_on(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "user")["ports"][0]["containerPort"] = 50052
+
+        self.assertFlags(
+            mutate,
+            "containerPort 50052 is not a port `huddle user` listens on",
+            "listens on port 50051 (HUDDLE_USER_ADDR) but declares no containerPort 50051",
+        )
+
+    def test_a_listen_address_on_loopback(self) -> None:
+        def mutate(docs):
+            c = container(docs, "Deployment", "gateway")
+            c["env"] = [e for e in c["env"] if e["name"] != "HUDDLE_HTTP_ADDR"]
+
+        self.assertFlags(mutate, "HUDDLE_HTTP_ADDR='127.0.0.1:8080' (the default) listens on loopback")
+
+    def test_a_peer_address_naming_no_service(self) -> None:
+        def mutate(docs):
+            env_entry(container(docs, "Deployment", "gateway"), "HUDDLE_USER_ADDR")["value"] = "http://users:50051"
+
+        self.assertFlags(mutate, "no Service 'users'")
+
+    def test_a_peer_address_on_the_wrong_port(self) -> None:
+        def mutate(docs):
+            env_entry(container(docs, "Deployment", "gateway"), "HUDDLE_USER_ADDR")["value"] = "http://user:50052"
+
+        self.assertFlags(mutate, "Service user has no port 50052")
+
+    def test_a_grpc_service_behind_a_cluster_ip(self) -> None:
+        def mutate(docs):
+            del find(docs, "Service", "user")["spec"]["clusterIP"]
+
+        self.assertFlags(mutate, "is not headless")
+
+    def test_a_headless_port_that_differs_from_the_pod_port(self) -> None:
+        def mutate(docs):
+            find(docs, "Service", "user")["spec"]["ports"][0]["port"] = 80
+
+        self.assertFlags(mutate, "headless, so clients dial pod IPs on port 80")
+
+    # -- probes and shutdown -------------------------------------------------
+
+    def test_a_grpc_probe_for_an_unknown_health_service(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "user")["readinessProbe"]["grpc"]["service"] = "huddle.user.v1.Users"
+
+        self.assertFlags(mutate, "'huddle.user.v1.Users' is not a service in proto/")
+
+    def test_a_grpc_probe_on_the_metrics_port(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "user")["readinessProbe"]["grpc"]["port"] = 9090
+
+        self.assertFlags(mutate, "grpc probe on port 9090")
+
+    def test_an_http_probe_on_a_route_the_gateway_does_not_serve(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "gateway")["readinessProbe"]["httpGet"]["path"] = "/ready"
+
+        self.assertFlags(mutate, "'/ready' is not a gateway route")
+
+    def test_a_grace_period_shorter_than_the_drain(self) -> None:
+        def mutate(docs):
+            find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 30
+
+        self.assertFlags(mutate, "terminationGracePeriodSeconds 30 < preStop sleep 10 s + drain 30 s")
+
+    # -- network policies ----------------------------------------------------
+
+    def test_a_call_the_network_policies_deny(self) -> None:
+        def mutate(docs):
+            rule = find(docs, "NetworkPolicy", "user")["spec"]["ingress"][0]
+            rule["from"][0]["podSelector"]["matchExpressions"][0]["values"] = ["meeting"]
+
+        self.assertFlags(mutate, "Deployment/gateway -> Deployment/user:50051", "deny this ingress")
+
+    def test_the_gateway_reaching_postgres(self) -> None:
+        def mutate(docs):
+            labels = find(docs, "Deployment", "gateway")["spec"]["template"]["metadata"]["labels"]
+            labels["huddle.io/postgres-client"] = "true"
+
+        self.assertFlags(mutate, "Deployment/gateway -> StatefulSet/postgres:5432")
+
+    def test_a_service_open_to_everyone(self) -> None:
+        def mutate(docs):
+            del find(docs, "NetworkPolicy", "user")["spec"]["ingress"][0]["from"]
+
+        self.assertFlags(mutate, "lets anyone reach Deployment/user")
+
+    def test_no_default_deny(self) -> None:
+        def mutate(docs):
+            docs.remove(find(docs, "NetworkPolicy", "default-deny"))
+
+        self.assertFlags(mutate, "Job/migrate: not isolated for Ingress")
+
+    # -- schemas, checkov, Dockerfile ----------------------------------------
+
+    def test_schema_validation_rejects_an_unknown_field(self) -> None:
+        docs = copy.deepcopy(self.dev_docs)
+        container(docs, "Deployment", "user")["imagePullPolicyy"] = "Always"
+        problems = check.Problems()
+        check.validate_schemas(check.Manifests("dev", docs), problems)
+        self.assertTrue(any("imagePullPolicyy" in p for p in problems), problems)
+
+    def test_checkov_rejects_a_writable_root_filesystem(self) -> None:
+        text = self.dev_text.replace("readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
+        self.assertNotEqual(text, self.dev_text)
+        ok, output = check.run_checkov({"dev": text}, check.find_tool("checkov", None))
+        self.assertFalse(ok)
+        self.assertIn("CKV_K8S_22", output)
+
+    def test_a_dockerfile_that_downloads_or_runs_as_root(self) -> None:
+        dockerfile = check.DOCKERFILE.read_text()
+        broken = dockerfile.replace("USER 10001:10001", "RUN curl -sSf https://example.com/x | sh")
+        problems = check.Problems()
+        check.check_dockerfile(problems, [check.Manifests("dev", self.dev_docs)], text=broken)
+        self.assertTrue(any("downloads at build time" in p for p in problems), problems)
+        self.assertTrue(any("numeric non-root user" in p for p in problems), problems)
+        problems = check.Problems()
+        check.check_dockerfile(problems, [], ignore="/target\ncrates\n")
+        self.assertTrue(any("excludes crates/huddle/src/main.rs" in p for p in problems), problems)
+        problems = check.Problems()
+        check.check_dockerfile(problems, [check.Manifests("dev", self.dev_docs)])
+        self.assertEqual(problems, [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
