@@ -3,6 +3,7 @@
 #   make run     start Postgres/Redis, build, migrate, seed, run everything
 #   make test    start Postgres/Redis, run the whole test suite
 #   make lint    rustfmt check, clippy -D warnings, dependency rules
+#   make bench   meeting delete with 1k vs 1M unrelated Redis keys (not a test)
 #   make fmt     format the workspace
 
 CARGO ?= cargo
@@ -20,7 +21,11 @@ SETUP_FLAGS ?=
 
 .DEFAULT_GOAL := build
 
-.PHONY: setup build run test check-gateway-deps lint fmt
+# Tools of `make deploy-check`, in a venv shared between clones.
+HUDDLE_DEPLOY_TOOLS ?= /var/tmp/huddle-deploy-tools
+export HUDDLE_DEPLOY_TOOLS
+
+.PHONY: setup build run test check-gateway-deps deploy-check bench lint fmt
 
 setup:
 	bash scripts/setup.sh $(SETUP_FLAGS)
@@ -45,6 +50,7 @@ test: setup
 	bash scripts/redis-cluster.sh stop; \
 	exit $$rc
 	$(MAKE) --no-print-directory check-gateway-deps
+	$(MAKE) --no-print-directory deploy-check
 
 # The gateway must never pull in diesel (normal or build edges). `cargo tree -i`
 # fails with "`diesel` did not match any packages" exactly when it is absent.
@@ -58,6 +64,22 @@ check-gateway-deps:
 		printf '%s\n' "$$out" | sed 's/^/    /' >&2; \
 		exit 1; \
 	fi
+
+# deploy/ validated offline: every kustomization renders, validates against
+# the Kubernetes schemas and passes checkov; manifests and the binary agree
+# (subcommands, env vars, ports, probes, peers, NetworkPolicies); the
+# Dockerfile builds from the repo and registries only. test_check.py first
+# proves the checks fail on drift.
+deploy-check: build
+	@bash deploy/check/install-tools.sh
+	HUDDLE_BIN=$(HUDDLE_BIN) $(HUDDLE_DEPLOY_TOOLS)/bin/python deploy/check/test_check.py
+	$(HUDDLE_DEPLOY_TOOLS)/bin/python deploy/check/check.py --huddle $(HUDDLE_BIN)
+
+# A benchmark, not a test: prints how long deleting a meeting with its keys
+# cached takes while Redis holds 1 thousand, then 1 million unrelated keys
+# (a private redis-server on 127.0.0.1; crates/huddle/benches/meeting_delete.rs).
+bench: setup
+	$(CARGO) bench -p huddle --bench meeting_delete
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -8,7 +8,11 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let include = protoc_bin_vendored::include_path()?;
-    let protos = ["huddle/user/v1/user.proto"].map(|p| root.join(p));
+    let protos = [
+        "huddle/user/v1/user.proto",
+        "huddle/meeting/v1/meeting.proto",
+    ]
+    .map(|p| root.join(p));
     let out = PathBuf::from(env::var("OUT_DIR")?);
 
     tonic_prost_build::configure()

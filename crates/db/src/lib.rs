@@ -1,6 +1,8 @@
-//! Postgres plumbing shared by the services: database URLs, pools, embedded
-//! migrations, the storage error mapping, and throwaway databases for tests.
-//! The gateway never depends on this crate.
+//! What the services share on their side of the gRPC line: Postgres
+//! plumbing (database URLs, pools, embedded migrations, the storage error
+//! mapping, throwaway databases for tests), the invalidation outbox, and the
+//! health/reflection scaffolding of their servers. The gateway never depends
+//! on this crate.
 
 use std::sync::{
     Arc,
@@ -18,6 +20,7 @@ use diesel_async::{
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 pub mod outbox;
+pub mod serving;
 pub mod testing;
 
 pub type PgPool = Pool<AsyncPgConnection>;

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod meetings;
 pub mod metrics;
 pub mod openapi;
 pub mod request_id;
@@ -24,10 +25,12 @@ use actix_web::{
     web,
 };
 use huddle_common::Shutdown;
+use huddle_common::grpc_client::{ChannelError, ChannelOptions, balanced_channel};
+use huddle_proto::meeting::v1::meeting_service_client::MeetingServiceClient;
 use huddle_proto::user::v1::user_service_client::UserServiceClient;
 use prometheus::Registry;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use utoipa::ToSchema;
 
@@ -39,6 +42,8 @@ use crate::request_id::RequestId;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The user service's name in the standard gRPC health protocol.
 pub const USER_SERVICE: &str = "huddle.user.v1.UserService";
+/// The meeting service's name in the standard gRPC health protocol.
+pub const MEETING_SERVICE: &str = "huddle.meeting.v1.MeetingService";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long in-flight requests may run once shutdown starts.
 const GRACEFUL_SHUTDOWN_SECS: u64 = 30;
@@ -48,6 +53,8 @@ pub struct GatewayConfig {
     pub http_addr: SocketAddr,
     /// Where the user service is dialled: "host:port" or "http://host:port".
     pub user_addr: String,
+    /// Where the meeting service is dialled, in the same forms.
+    pub meeting_addr: String,
     pub jwt_secret: String,
     /// Per gRPC call deadline.
     pub request_timeout: Duration,
@@ -61,6 +68,7 @@ impl std::fmt::Debug for GatewayConfig {
         f.debug_struct("GatewayConfig")
             .field("http_addr", &self.http_addr)
             .field("user_addr", &self.user_addr)
+            .field("meeting_addr", &self.meeting_addr)
             .field("jwt_secret", &"<redacted>")
             .field("request_timeout", &self.request_timeout)
             .field("workers", &self.workers)
@@ -74,7 +82,7 @@ pub enum GatewayError {
     BadAddr {
         addr: String,
         #[source]
-        source: tonic::transport::Error,
+        source: ChannelError,
     },
     #[error("jwt secret must not be empty")]
     EmptySecret,
@@ -110,12 +118,17 @@ pub(crate) fn success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse
 #[derive(Clone)]
 pub struct Backends {
     users: UserServiceClient<Channel>,
+    meetings: MeetingServiceClient<Channel>,
     request_timeout: Duration,
 }
 
 impl Backends {
     pub fn users(&self) -> UserServiceClient<Channel> {
         self.users.clone()
+    }
+
+    pub fn meetings(&self) -> MeetingServiceClient<Channel> {
+        self.meetings.clone()
     }
 
     /// Wraps a message with the request id and the deadline, so the service
@@ -147,16 +160,24 @@ impl AppState {
             return Err(GatewayError::EmptySecret);
         }
         let channel = lazy_channel(&config.user_addr, config.request_timeout)?;
+        let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout)?;
         let metrics = HttpMetrics::register(&registry)?;
         Ok(Self {
             backends: web::Data::new(Backends {
                 users: UserServiceClient::new(channel.clone()),
+                meetings: MeetingServiceClient::new(meeting_channel.clone()),
                 request_timeout: config.request_timeout,
             }),
-            dependencies: web::Data::new(vec![health::Dependency {
-                service: USER_SERVICE,
-                client: HealthClient::new(channel),
-            }]),
+            dependencies: web::Data::new(vec![
+                health::Dependency {
+                    service: USER_SERVICE,
+                    client: HealthClient::new(channel),
+                },
+                health::Dependency {
+                    service: MEETING_SERVICE,
+                    client: HealthClient::new(meeting_channel),
+                },
+            ]),
             verifier: web::Data::new(JwtVerifier::new(&config.jwt_secret)),
             registry: web::Data::new(registry),
             metrics,
@@ -165,21 +186,18 @@ impl AppState {
 }
 
 /// Connects on first use, so the gateway starts (and reports not ready)
-/// while a service is still coming up.
+/// while a service is still coming up. A DNS name (a headless Service) is
+/// balanced over every pod it resolves to, re-resolved as pods come and go.
 fn lazy_channel(addr: &str, request_timeout: Duration) -> Result<Channel, GatewayError> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
+    let options = ChannelOptions {
+        connect_timeout: CONNECT_TIMEOUT,
+        request_timeout: Some(request_timeout),
+        ..ChannelOptions::default()
     };
-    let endpoint = Endpoint::from_shared(url).map_err(|source| GatewayError::BadAddr {
+    balanced_channel(addr, options).map_err(|source| GatewayError::BadAddr {
         addr: addr.to_owned(),
         source,
-    })?;
-    Ok(endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(request_timeout)
-        .connect_lazy())
+    })
 }
 
 /// The actix application: routes, extractor configs and middleware. Public so
@@ -212,6 +230,7 @@ pub fn app(
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(metrics::render))
         .configure(users::routes)
+        .configure(meetings::routes)
         .configure(openapi::routes)
         .default_service(web::to(error::no_route))
         // Listed innermost first: the envelope is applied before metrics
@@ -252,7 +271,7 @@ pub async fn bind(
         .listen(listener)
         .map_err(bind_error)?
         .run();
-    tracing::info!(%addr, user_addr = %config.user_addr, "gateway listening");
+    tracing::info!(%addr, user_addr = %config.user_addr, meeting_addr = %config.meeting_addr, "gateway listening");
 
     let serve = async move {
         let handle = server.handle();

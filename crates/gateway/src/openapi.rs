@@ -8,7 +8,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{error, health, metrics, users};
+use crate::{error, health, meetings, metrics, users};
 
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH: &str = "/api/docs/";
@@ -21,6 +21,21 @@ pub const DOCS_PATH: &str = "/api/docs/";
         users::get_user_by_email,
         users::get_user,
         users::update_user,
+        meetings::create_meeting,
+        meetings::live_meetings,
+        meetings::scheduled_meetings,
+        meetings::join_meeting,
+        meetings::get_meeting,
+        meetings::update_meeting,
+        meetings::delete_meeting,
+        meetings::start_meeting,
+        meetings::end_meeting,
+        meetings::leave_meeting,
+        meetings::list_participants,
+        meetings::count_participants,
+        meetings::user_meetings,
+        meetings::user_participations,
+        meetings::user_stats,
         health::healthz,
         health::readyz,
         metrics::render,
@@ -29,6 +44,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
     modifiers(&BearerAuth),
     tags(
         (name = "users", description = "User profiles"),
+        (name = "meetings", description = "Meetings, invite codes, participants and host stats"),
         (name = "ops", description = "Health and metrics"),
     )
 )]

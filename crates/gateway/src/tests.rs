@@ -31,6 +31,9 @@ const SECRET: &str = "gateway-test-secret";
 fn config(user_addr: String) -> GatewayConfig {
     GatewayConfig {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        // The fake user service also answers the meeting service's health
+        // check, so one fake makes the gateway ready.
+        meeting_addr: user_addr.clone(),
         user_addr,
         jwt_secret: SECRET.to_owned(),
         request_timeout: Duration::from_secs(2),
@@ -529,6 +532,9 @@ async fn start_fake() -> (String, Arc<FakeUsers>) {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status(USER_SERVICE, ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(MEETING_SERVICE, ServingStatus::Serving)
         .await;
     let server = tonic::transport::Server::builder()
         .add_service(health)

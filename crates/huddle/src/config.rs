@@ -32,6 +32,8 @@ pub enum Command {
     Gateway,
     /// The user service alone.
     User,
+    /// The meeting service alone.
+    Meeting,
     /// Create the databases if missing and run pending migrations.
     Migrate,
     /// Insert demo data (idempotent).
@@ -147,6 +149,15 @@ pub struct Global {
         default_value = "127.0.0.1:50051"
     )]
     pub user_addr: String,
+    /// The meeting service: where `huddle meeting` listens, and where the
+    /// gateway dials it (host:port or http://host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_MEETING_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub meeting_addr: String,
     /// Where a standalone service process serves Prometheus metrics.
     #[arg(
         long,
@@ -210,6 +221,13 @@ impl Global {
             format!("HUDDLE_USER_ADDR {addr:?} must be ip:port where the user service listens (e.g. 0.0.0.0:50051)")
         })
     }
+
+    pub fn meeting_listen_addr(&self) -> Result<SocketAddr, String> {
+        let addr = self.meeting_addr.trim_start_matches("http://");
+        addr.parse().map_err(|_| {
+            format!("HUDDLE_MEETING_ADDR {addr:?} must be ip:port where the meeting service listens (e.g. 0.0.0.0:50052)")
+        })
+    }
 }
 
 /// `30s`, `15m`, `1h`, `7d`, or plain seconds.
@@ -256,5 +274,6 @@ mod tests {
         assert_eq!(cli.global.http_addr.port(), 8080);
         assert_eq!(cli.global.cache_prefix, "huddle:v1:");
         assert_eq!(cli.global.user_listen_addr().unwrap().port(), 50051);
+        assert_eq!(cli.global.meeting_listen_addr().unwrap().port(), 50052);
     }
 }

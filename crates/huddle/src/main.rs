@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
         Command::All(args) => run::all(&cli.global, args).await,
         Command::Gateway => run::gateway(&cli.global).await,
         Command::User => run::user(&cli.global).await,
+        Command::Meeting => run::meeting(&cli.global).await,
         Command::Migrate => setup_cmds::migrate(&cli.global).await,
         Command::Seed => setup_cmds::seed(&cli.global).await,
         Command::Token(args) => setup_cmds::token(&cli.global, &args),

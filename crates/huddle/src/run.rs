@@ -31,14 +31,34 @@ fn user_config(
     })
 }
 
+/// `user_addr`: where the meeting service dials user-service.
+fn meeting_config(
+    global: &Global,
+    listen_addr: SocketAddr,
+    user_addr: String,
+) -> Result<meeting_service::MeetingConfig, Box<dyn std::error::Error>> {
+    Ok(meeting_service::MeetingConfig {
+        listen_addr,
+        database_url: huddle_db::database_url(
+            &global.database_url,
+            meeting_service::DATABASE_NAME,
+        )?,
+        db_pool_size: usize::from(global.db_pool_size),
+        user_addr,
+        user_call_timeout: Duration::from_millis(global.request_timeout_ms),
+    })
+}
+
 fn gateway_config(
     global: &Global,
     user_addr: String,
+    meeting_addr: String,
     jwt_secret: String,
 ) -> gateway::GatewayConfig {
     gateway::GatewayConfig {
         http_addr: global.http_addr,
         user_addr,
+        meeting_addr,
         jwt_secret,
         request_timeout: Duration::from_millis(global.request_timeout_ms),
         workers: 2,
@@ -53,15 +73,22 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
 
     let user = user_service::bind(
         &user_config(global, global.user_listen_addr()?)?,
+        cache.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    // Services dial each other over loopback, exactly as they would across
+    // pods.
+    let user_dial = format!("http://{}", loopback(user.addr));
+    let meeting = meeting_service::bind(
+        &meeting_config(global, global.meeting_listen_addr()?, user_dial.clone())?,
         cache,
         shutdown.clone(),
     )
     .await?;
-    // The gateway dials the user service over loopback, exactly as it would
-    // across pods.
-    let user_dial = format!("http://{}", loopback(user.addr));
+    let meeting_dial = format!("http://{}", loopback(meeting.addr));
     let (http_addr, gateway) = gateway::bind(
-        gateway_config(global, user_dial, jwt_secret.clone()),
+        gateway_config(global, user_dial, meeting_dial, jwt_secret.clone()),
         registry,
         shutdown.clone(),
     )
@@ -69,11 +96,13 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
     if args.banner {
         print_banner(http_addr, &jwt_secret)?;
     }
-    let (user_result, gateway_result) = tokio::join!(
+    let (user_result, meeting_result, gateway_result) = tokio::join!(
         stop_all_on_exit(user.server, &shutdown),
+        stop_all_on_exit(meeting.server, &shutdown),
         stop_all_on_exit(gateway, &shutdown)
     );
     user_result?;
+    meeting_result?;
     gateway_result?;
     Ok(())
 }
@@ -84,7 +113,12 @@ pub async fn gateway(global: &Global) -> CmdResult {
     shutdown.trigger_on_signals();
     let registry = prometheus::Registry::new();
     let (_, server) = gateway::bind(
-        gateway_config(global, global.user_addr.clone(), jwt_secret),
+        gateway_config(
+            global,
+            global.user_addr.clone(),
+            global.meeting_addr.clone(),
+            jwt_secret,
+        ),
         registry,
         shutdown,
     )
@@ -103,9 +137,36 @@ pub async fn user(global: &Global) -> CmdResult {
         shutdown.clone(),
     )
     .await?;
+    standalone(global, registry, shutdown, bound.server).await
+}
+
+pub async fn meeting(global: &Global) -> CmdResult {
+    let (registry, cache) = registry_and_cache(global)?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let bound = meeting_service::bind(
+        &meeting_config(
+            global,
+            global.meeting_listen_addr()?,
+            global.user_addr.clone(),
+        )?,
+        cache,
+        shutdown.clone(),
+    )
+    .await?;
+    standalone(global, registry, shutdown, bound.server).await
+}
+
+/// A service running alone: its gRPC server plus a metrics endpoint.
+async fn standalone<E: std::error::Error + 'static>(
+    global: &Global,
+    registry: prometheus::Registry,
+    shutdown: Shutdown,
+    server: impl std::future::Future<Output = Result<(), E>>,
+) -> CmdResult {
     let metrics =
         crate::metrics_server::serve(global.metrics_addr, registry, shutdown.clone()).await?;
-    let (served, _) = tokio::join!(stop_all_on_exit(bound.server, &shutdown), metrics);
+    let (served, _) = tokio::join!(stop_all_on_exit(server, &shutdown), metrics);
     served?;
     Ok(())
 }
@@ -149,6 +210,7 @@ fn print_banner(http_addr: SocketAddr, jwt_secret: &str) -> CmdResult {
     println!();
     println!("Try:");
     println!("  curl -s -H 'Authorization: Bearer {token}' {base}/api/users/{id}");
+    println!("  curl -s -H 'Authorization: Bearer {token}' {base}/api/meetings/live");
     println!();
     Ok(())
 }

@@ -13,6 +13,11 @@ pub async fn migrate(global: &Global) -> CmdResult {
         "{}: {ran} migration(s) applied",
         user_service::DATABASE_NAME
     );
+    let ran = meeting_service::migrate(&global.database_url).await?;
+    println!(
+        "{}: {ran} migration(s) applied",
+        meeting_service::DATABASE_NAME
+    );
     Ok(())
 }
 
@@ -31,6 +36,34 @@ pub async fn seed(global: &Global) -> CmdResult {
     bar.finish_and_clear();
     println!(
         "users: {inserted} inserted, {} already present",
+        total - inserted
+    );
+    db.close();
+    seed_meetings(global).await
+}
+
+/// Demo meetings hosted and joined by the demo users. Their cache
+/// invalidations go through the meeting service's outbox, applied when it
+/// next starts, so a running cache never keeps a pre-seed list.
+async fn seed_meetings(global: &Global) -> CmdResult {
+    let url = huddle_db::database_url(&global.database_url, meeting_service::DATABASE_NAME)?;
+    let db = huddle_db::Database::connect(&url, 1)?;
+    let users: Vec<_> = user_service::seed::demo_users()
+        .into_iter()
+        .map(|(id, ..)| id)
+        .collect();
+    let total = meeting_service::seed::demo_meetings().len();
+    let bar = ProgressBar::new(total as u64).with_style(ProgressStyle::with_template(
+        "seeding meetings {bar:30} {pos}/{len} {msg}",
+    )?);
+    let inserted = meeting_service::seed::seed(&db, &users, |title| {
+        bar.set_message(title.to_owned());
+        bar.inc(1);
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "meetings: {inserted} inserted, {} already present",
         total - inserted
     );
     db.close();

@@ -1,9 +1,11 @@
-//! A reflection client that has no proto files can discover the user service.
+//! A reflection client that has no proto files can discover each service.
 
 // Test helpers outside #[test] fns may panic freely.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+
+use std::net::SocketAddr;
 
 use common::TestApp;
 use tonic_reflection::pb::v1::{
@@ -11,20 +13,18 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reflection_lists_the_user_service() {
-    let app = TestApp::spawn().await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.user_addr))
+/// The service names a server lists over reflection.
+async fn listed_services(addr: SocketAddr) -> Vec<String> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = client
+    let mut responses = ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::iter([request]))
         .await
         .unwrap()
@@ -33,13 +33,23 @@ async fn reflection_lists_the_user_service() {
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection response: {response:?}");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"huddle.user.v1.UserService".to_owned()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_owned()),
-        "{names:?}"
-    );
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_user_service() {
+    let app = TestApp::spawn().await;
+    let names = listed_services(app.user_addr).await;
+    for expected in ["huddle.user.v1.UserService", "grpc.health.v1.Health"] {
+        assert!(names.contains(&expected.to_owned()), "{names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_meeting_service() {
+    let app = TestApp::spawn().await;
+    let names = listed_services(app.meeting_addr).await;
+    for expected in ["huddle.meeting.v1.MeetingService", "grpc.health.v1.Health"] {
+        assert!(names.contains(&expected.to_owned()), "{names:?}");
+    }
 }

@@ -6,5 +6,11 @@ pub mod user {
     }
 }
 
+pub mod meeting {
+    pub mod v1 {
+        tonic::include_proto!("huddle.meeting.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Huddle proto, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("huddle_descriptor");

@@ -1,12 +1,12 @@
 //! user-service: users, profile lookups, email lookup. Owns database
 //! `huddle_user`; everyone else asks over gRPC (`huddle.user.v1`).
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use cache_core::Cache;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use huddle_common::Shutdown;
-use huddle_db::{Database, DbError, outbox::Outbox};
+use huddle_db::{Database, DbError, outbox::Outbox, serving::Readiness};
 use huddle_proto::user::v1::user_service_server::UserServiceServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -82,12 +82,7 @@ pub async fn bind(
     })?;
     let db = Database::connect(&config.database_url, config.db_pool_size)?;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(huddle_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection = huddle_db::serving::reflection().map_err(ServeError::Reflection)?;
     let outbox = Outbox::new(db.clone(), cache.clone(), "user");
     let failpoints = Arc::new(Failpoints::default());
     let api = UserApi::new(
@@ -96,9 +91,7 @@ pub async fn bind(
         outbox.clone(),
         failpoints.clone(),
     );
-    // Report the first status before serving, so a fresh process is never
-    // "unknown" to a readiness probe.
-    let serving = set_readiness(&health, &db, None).await;
+    let (readiness, health_service) = Readiness::start(db.clone(), SERVICE_NAME).await;
 
     let watched_db = db.clone();
     let relay = outbox.clone();
@@ -107,12 +100,7 @@ pub async fn bind(
         let relay = tokio::spawn(relay.run_relay(shutdown.clone()));
         // Ready while Postgres answers; Redis is an optimisation and never
         // makes the service unready.
-        let readiness = tokio::spawn(report_readiness(
-            health,
-            watched_db.clone(),
-            serving,
-            shutdown.clone(),
-        ));
+        let readiness = tokio::spawn(readiness.run(shutdown.clone()));
         tracing::info!(%addr, "user service listening");
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
@@ -142,41 +130,6 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     bind(config, cache, shutdown).await?.server.await
-}
-
-async fn report_readiness(
-    health: tonic_health::server::HealthReporter,
-    db: Database,
-    mut serving: bool,
-    shutdown: Shutdown,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(if serving { 5 } else { 1 })) => {}
-            _ = shutdown.clone().wait() => break,
-        }
-        serving = set_readiness(&health, &db, Some(serving)).await;
-    }
-}
-
-/// Serving while Postgres answers. Returns the new state.
-async fn set_readiness(
-    health: &tonic_health::server::HealthReporter,
-    db: &Database,
-    was: Option<bool>,
-) -> bool {
-    let up = db.ping().await.is_ok();
-    if was != Some(up) {
-        let status = if up {
-            tonic_health::ServingStatus::Serving
-        } else {
-            tracing::warn!("database unreachable; reporting NOT_SERVING");
-            tonic_health::ServingStatus::NotServing
-        };
-        health.set_service_status(SERVICE_NAME, status).await;
-        health.set_service_status("", status).await;
-    }
-    up
 }
 
 /// Creates the database if missing and runs pending migrations.

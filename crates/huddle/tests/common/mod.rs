@@ -1,6 +1,6 @@
-//! `TestApp`: the user service and the gateway started in-process, each test
-//! with its own freshly migrated database and its own cache key prefix, so
-//! tests run in parallel against real Postgres and Redis.
+//! `TestApp`: the user service, the meeting service and the gateway started
+//! in-process, each test with its own freshly migrated databases and its own
+//! cache key prefix, so tests run in parallel against real Postgres and Redis.
 
 #![allow(dead_code)]
 
@@ -22,10 +22,17 @@ pub struct TestApp {
     /// of database round trips the service made.
     pub user_db: Database,
     pub user_addr: std::net::SocketAddr,
+    /// The meeting service's database handle (checkouts, direct queries).
+    pub meeting_db: Database,
+    pub meeting_addr: std::net::SocketAddr,
+    pub meeting_outbox: huddle_db::outbox::Outbox,
+    pub meeting_cascade: meeting_service::Cascade,
+    pub meeting_failpoints: std::sync::Arc<meeting_service::Failpoints>,
     /// A handle on the same Redis prefix the services use.
     pub cache: Cache,
     shutdown: Shutdown,
     _user_database: TestDatabase,
+    _meeting_database: TestDatabase,
 }
 
 pub struct Response {
@@ -51,9 +58,12 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: TestOptions) -> Self {
-        let database = TestDatabase::create("huddle_user", user_service::MIGRATIONS)
-            .await
-            .expect("test database");
+        let (database, meeting_database) = tokio::join!(
+            TestDatabase::create("huddle_user", user_service::MIGRATIONS),
+            TestDatabase::create("huddle_meeting", meeting_service::MIGRATIONS),
+        );
+        let database = database.expect("user test database");
+        let meeting_database = meeting_database.expect("meeting test database");
         let registry = prometheus::Registry::new();
         let cache_config = CacheConfig {
             redis_url: options.redis_url.unwrap_or_else(shared_redis_url),
@@ -81,10 +91,31 @@ impl TestApp {
         let user_db = user.db.clone();
         tokio::spawn(user.server);
 
+        let meeting = meeting_service::bind(
+            &meeting_service::MeetingConfig {
+                listen_addr: "127.0.0.1:0".parse().unwrap(),
+                database_url: meeting_database.url().to_owned(),
+                db_pool_size: 4,
+                user_addr: format!("http://{user_addr}"),
+                user_call_timeout: Duration::from_secs(5),
+            },
+            cache.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .expect("meeting service");
+        let meeting_addr = meeting.addr;
+        let meeting_db = meeting.db.clone();
+        let meeting_outbox = meeting.outbox.clone();
+        let meeting_cascade = meeting.cascade.clone();
+        let meeting_failpoints = meeting.failpoints.clone();
+        tokio::spawn(meeting.server);
+
         let (http_addr, gateway) = gateway::bind(
             gateway::GatewayConfig {
                 http_addr: "127.0.0.1:0".parse().unwrap(),
                 user_addr: format!("http://{user_addr}"),
+                meeting_addr: format!("http://{meeting_addr}"),
                 jwt_secret: SECRET.to_owned(),
                 request_timeout: Duration::from_secs(5),
                 workers: 1,
@@ -101,9 +132,15 @@ impl TestApp {
             http: reqwest::Client::new(),
             user_db,
             user_addr,
+            meeting_db,
+            meeting_addr,
+            meeting_outbox,
+            meeting_cascade,
+            meeting_failpoints,
             cache,
             shutdown,
             _user_database: database,
+            _meeting_database: meeting_database,
         }
     }
 
@@ -145,6 +182,90 @@ impl TestApp {
         self.call(Method::GET, path, Some(token), None).await
     }
 
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates a SCHEDULED meeting (two hours ahead) as `token`'s user.
+    pub async fn create_meeting(&self, token: &str, title: &str) -> Value {
+        let resp = self
+            .post(
+                "/api/meetings",
+                token,
+                json!({"title": title, "scheduledAt": later(2)}),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED, "{:?}", resp.body);
+        resp.body["data"].clone()
+    }
+
+    /// Creates an instant (LIVE) meeting; its host is in it.
+    pub async fn create_live_meeting(&self, token: &str, title: &str) -> Value {
+        let resp = self
+            .post(
+                "/api/meetings",
+                token,
+                json!({"title": title, "status": "LIVE"}),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED, "{:?}", resp.body);
+        resp.body["data"].clone()
+    }
+
+    /// Joins by invite code and asserts it worked.
+    pub async fn join(&self, token: &str, invite_code: &str) -> Value {
+        let resp = self
+            .post(
+                "/api/meetings/join",
+                token,
+                json!({"inviteCode": invite_code}),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+        resp.body["data"].clone()
+    }
+
+    /// Every key under this test's prefix whose path contains `needle`
+    /// (SCAN, never KEYS), as paths without the prefix.
+    pub async fn keys_containing(&self, needle: &str) -> Vec<String> {
+        self.cache
+            .scan(&format!("*{needle}*"), 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.trim_start_matches(self.cache.prefix()).to_owned())
+            .collect()
+    }
+
+    /// Asserts a value (not a not-found marker) is cached under each path.
+    pub async fn assert_cached(&self, paths: &[String]) {
+        for path in paths {
+            let cached = self.cache.inspect(path).await.unwrap();
+            assert!(
+                cached.is_some_and(|(v, _)| !v.starts_with('<')),
+                "{path} should be cached"
+            );
+        }
+    }
+
+    /// A fresh user (unique email) and a token for them: `(id, token)`.
+    pub async fn user(&self, name: &str) -> (String, String) {
+        let email = format!("{}@example.com", Uuid::new_v4().simple());
+        let user = self.create_user(name, &email).await;
+        let id = user["id"].as_str().unwrap().to_owned();
+        let token = self.token_for(&id);
+        (id, token)
+    }
+
     /// Creates a user through the API (admin) and returns its JSON.
     pub async fn create_user(&self, name: &str, email: &str) -> Value {
         let resp = self
@@ -184,6 +305,11 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.trigger();
     }
+}
+
+/// RFC 3339 timestamp `hours` from now.
+pub fn later(hours: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(hours)).to_rfc3339()
 }
 
 pub fn assert_error(resp: &Response, status: u16, code: &str) {

@@ -1,0 +1,335 @@
+//! The meeting service's cached reads: which key, TTL and tags each uses, and
+//! the shape stored under it. Keys and invalidation rules live in cache-core.
+//!
+//! Every value that embeds a user (a host, a participant) is tagged with that
+//! user *before* the user's data is fetched, so a profile update that commits
+//! after the fetch finds and deletes the value (SPEC §5, first row).
+//!
+//! Meeting details are composed from separately cached parts — the row with
+//! its host (`meeting`), and the active-participant count
+//! (`meetingParticipantCount`) — so a join or leave invalidates only the
+//! count and never costs a reload of the row and the host.
+
+use cache_core::{Cache, CacheKey, Tag, Tagger};
+use chrono::{DateTime, Utc};
+use huddle_db::Database;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    db::{self, HostStats, MeetingRow, ParticipantRow, Status},
+    error::MeetingError,
+    users::{RequestCtx, UserCard, Users},
+};
+
+/// `GET /api/meetings/live`: the 20 newest.
+pub const LIVE_PAGE: i64 = 20;
+/// `GET /api/meetings/scheduled`: the 20 soonest.
+pub const SCHEDULED_PAGE: i64 = 20;
+/// `GET /api/users/{id}/meetings` and `/participations`: the 50 newest.
+pub const USER_PAGE: i64 = 50;
+
+/// What every read needs: the service's database, the cache, user-service.
+#[derive(Clone)]
+pub struct Sources {
+    pub db: Database,
+    pub cache: Cache,
+    pub users: Users,
+}
+
+/// `meeting:{id}`: the row and its host. Counts are cached separately.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeetingWithHost {
+    pub meeting: MeetingRow,
+    pub host: Option<UserCard>,
+}
+
+/// `meeting:invite:{code}`: what a code shows before joining.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvitePreview {
+    pub id: Uuid,
+    pub title: String,
+    pub status: Status,
+    pub scheduled_at: DateTime<Utc>,
+    pub host: Option<UserCard>,
+}
+
+/// One entry of `meetings:live`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiveItem {
+    pub id: Uuid,
+    pub title: String,
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub host: Option<UserCard>,
+    /// Active participants.
+    pub participants: i64,
+}
+
+/// One entry of `meetings:scheduled`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduledItem {
+    pub id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    pub scheduled_at: DateTime<Utc>,
+    pub host: Option<UserCard>,
+}
+
+/// `meeting:{id}:participants`: every participant row with its user, and
+/// the meeting's host, so that this one value answers "does the meeting
+/// exist" and "may the caller see it" for the participant routes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Participants {
+    pub host_id: Uuid,
+    pub items: Vec<ParticipantItem>,
+}
+
+impl Participants {
+    /// Host or participant (present or past).
+    pub fn admits(&self, user: Uuid) -> bool {
+        self.host_id == user || self.items.iter().any(|p| p.participant.user_id == user)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParticipantItem {
+    pub participant: ParticipantRow,
+    pub user: Option<UserCard>,
+}
+
+/// One entry of `user:{id}:participations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParticipationItem {
+    pub participant: ParticipantRow,
+    pub meeting: ParticipationMeeting,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParticipationMeeting {
+    pub id: Uuid,
+    pub title: String,
+    pub status: Status,
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub host: Option<UserCard>,
+}
+
+/// Tags `users` on the key being loaded, then fetches their cards in one
+/// batch. The order is the point: see the module comment.
+async fn tagged_cards(
+    tagger: &Tagger,
+    src: &Sources,
+    ctx: &RequestCtx,
+    users: impl IntoIterator<Item = Uuid>,
+) -> Result<std::collections::HashMap<Uuid, UserCard>, MeetingError> {
+    let mut ids: Vec<Uuid> = users.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let tags: Vec<Tag> = ids.iter().copied().map(Tag::user).collect();
+    tagger.tag(&tags).await;
+    src.users.cards(ctx, ids).await
+}
+
+pub async fn meeting(
+    src: &Sources,
+    ctx: &RequestCtx,
+    id: Uuid,
+) -> Result<Option<MeetingWithHost>, MeetingError> {
+    let key = CacheKey::meeting(id);
+    src.cache
+        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
+            let Some(meeting) = db::find_meeting(&mut *src.db.conn().await?, id).await? else {
+                return Ok(None);
+            };
+            let mut cards = tagged_cards(&tagger, src, ctx, [meeting.host_id]).await?;
+            let host = cards.remove(&meeting.host_id);
+            Ok(Some(MeetingWithHost { meeting, host }))
+        })
+        .await
+}
+
+/// `code` must be well-formed (checked before any Redis or Postgres call).
+pub async fn meeting_by_invite_code(
+    src: &Sources,
+    ctx: &RequestCtx,
+    code: &str,
+) -> Result<Option<InvitePreview>, MeetingError> {
+    let key = CacheKey::meeting_by_invite_code(code);
+    src.cache
+        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
+            let Some(m) = db::find_by_invite_code(&mut *src.db.conn().await?, code).await? else {
+                return Ok(None);
+            };
+            let mut cards = tagged_cards(&tagger, src, ctx, [m.host_id]).await?;
+            Ok(Some(InvitePreview {
+                host: cards.remove(&m.host_id),
+                id: m.id,
+                title: m.title,
+                status: m.status,
+                scheduled_at: m.scheduled_at,
+            }))
+        })
+        .await
+}
+
+pub async fn active_participant_count(src: &Sources, id: Uuid) -> Result<i64, MeetingError> {
+    let key = CacheKey::meeting_participant_count(id);
+    let count = src
+        .cache
+        .get_or_load(&key, key.ttl(), &[], async || {
+            Ok::<_, MeetingError>(Some(
+                db::count_active(&mut *src.db.conn().await?, id).await?,
+            ))
+        })
+        .await?;
+    Ok(count.unwrap_or(0))
+}
+
+/// Every participant row of the meeting with its user, oldest join first;
+/// `None` when the meeting does not exist.
+pub async fn participants(
+    src: &Sources,
+    ctx: &RequestCtx,
+    id: Uuid,
+) -> Result<Option<Participants>, MeetingError> {
+    let key = CacheKey::meeting_participants(id);
+    src.cache
+        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
+            let (host_id, rows) = {
+                let mut conn = src.db.conn().await?;
+                let Some(meeting) = db::find_meeting(&mut conn, id).await? else {
+                    return Ok(None);
+                };
+                (meeting.host_id, db::list_participants(&mut conn, id).await?)
+            };
+            let cards = tagged_cards(&tagger, src, ctx, rows.iter().map(|p| p.user_id)).await?;
+            let items = rows
+                .into_iter()
+                .map(|participant| ParticipantItem {
+                    user: cards.get(&participant.user_id).cloned(),
+                    participant,
+                })
+                .collect();
+            Ok(Some(Participants { host_id, items }))
+        })
+        .await
+}
+
+pub async fn live_meetings(src: &Sources, ctx: &RequestCtx) -> Result<Vec<LiveItem>, MeetingError> {
+    let key = CacheKey::live_meetings();
+    let items = src
+        .cache
+        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
+            let (rows, counts) = {
+                let mut conn = src.db.conn().await?;
+                let rows = db::live_meetings(&mut conn, LIVE_PAGE).await?;
+                let ids: Vec<Uuid> = rows.iter().map(|m| m.id).collect();
+                let counts = db::count_active_many(&mut conn, &ids).await?;
+                (rows, counts)
+            };
+            let cards = tagged_cards(&tagger, src, ctx, rows.iter().map(|m| m.host_id)).await?;
+            Ok::<_, MeetingError>(Some(
+                rows.into_iter()
+                    .map(|m| LiveItem {
+                        host: cards.get(&m.host_id).cloned(),
+                        participants: counts.get(&m.id).copied().unwrap_or(0),
+                        id: m.id,
+                        title: m.title,
+                        scheduled_at: m.scheduled_at,
+                        started_at: m.started_at,
+                    })
+                    .collect(),
+            ))
+        })
+        .await?;
+    Ok(items.unwrap_or_default())
+}
+
+pub async fn scheduled_meetings(
+    src: &Sources,
+    ctx: &RequestCtx,
+) -> Result<Vec<ScheduledItem>, MeetingError> {
+    let key = CacheKey::scheduled_meetings();
+    let items = src
+        .cache
+        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
+            let rows = db::scheduled_meetings(&mut *src.db.conn().await?, SCHEDULED_PAGE).await?;
+            let cards = tagged_cards(&tagger, src, ctx, rows.iter().map(|m| m.host_id)).await?;
+            Ok::<_, MeetingError>(Some(
+                rows.into_iter()
+                    .map(|m| ScheduledItem {
+                        host: cards.get(&m.host_id).cloned(),
+                        id: m.id,
+                        title: m.title,
+                        description: m.description,
+                        scheduled_at: m.scheduled_at,
+                    })
+                    .collect(),
+            ))
+        })
+        .await?;
+    Ok(items.unwrap_or_default())
+}
+
+/// Meetings `user` hosts, newest first. Embeds no other user: untagged.
+pub async fn user_meetings(src: &Sources, user: Uuid) -> Result<Vec<MeetingRow>, MeetingError> {
+    let key = CacheKey::user_meetings(user);
+    let rows = src
+        .cache
+        .get_or_load(&key, key.ttl(), &[], async || {
+            Ok::<_, MeetingError>(Some(
+                db::hosted_meetings(&mut *src.db.conn().await?, user, USER_PAGE).await?,
+            ))
+        })
+        .await?;
+    Ok(rows.unwrap_or_default())
+}
+
+/// The meetings `user` joined, newest join first, each with its host.
+pub async fn user_participations(
+    src: &Sources,
+    ctx: &RequestCtx,
+    user: Uuid,
+) -> Result<Vec<ParticipationItem>, MeetingError> {
+    let key = CacheKey::user_participations(user);
+    let items = src
+        .cache
+        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
+            let rows = db::participations(&mut *src.db.conn().await?, user, USER_PAGE).await?;
+            let cards =
+                tagged_cards(&tagger, src, ctx, rows.iter().map(|(_, m)| m.host_id)).await?;
+            Ok::<_, MeetingError>(Some(
+                rows.into_iter()
+                    .map(|(participant, m)| ParticipationItem {
+                        participant,
+                        meeting: ParticipationMeeting {
+                            host: cards.get(&m.host_id).cloned(),
+                            id: m.id,
+                            title: m.title,
+                            status: m.status,
+                            scheduled_at: m.scheduled_at,
+                            started_at: m.started_at,
+                            ended_at: m.ended_at,
+                        },
+                    })
+                    .collect(),
+            ))
+        })
+        .await?;
+    Ok(items.unwrap_or_default())
+}
+
+pub async fn host_stats(src: &Sources, user: Uuid) -> Result<HostStats, MeetingError> {
+    let key = CacheKey::user_meeting_count(user);
+    let stats = src
+        .cache
+        .get_or_load(&key, key.ttl(), &[], async || {
+            Ok::<_, MeetingError>(Some(
+                db::host_stats(&mut *src.db.conn().await?, user).await?,
+            ))
+        })
+        .await?;
+    Ok(stats.unwrap_or_default())
+}

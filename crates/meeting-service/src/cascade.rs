@@ -1,0 +1,180 @@
+//! Deleting a meeting's data in the services that own it (chat messages in
+//! chat-service, the recording in recording-service).
+//!
+//! A meeting delete writes one `meeting_deletions` row in the same
+//! transaction as the delete, so the intent cannot be lost. The relay then
+//! asks every [`CascadeTarget`] to delete the meeting's data and removes the
+//! row only when all of them acknowledged; a target that is down or fails is
+//! retried with backoff (and at the next start) until it answers. Targets
+//! must be idempotent: a row may be processed twice (two replicas, or a crash
+//! between the acknowledgement and the row's removal), and a target that
+//! already acknowledged is asked again when another target failed.
+//!
+//! Extension point: when chat-service and recording-service exist, implement
+//! [`CascadeTarget`] over their gRPC clients (`DeleteMeetingData(meeting_id)`)
+//! and return them from `crate::cascade_targets`. Nothing else changes.
+
+use std::{sync::Arc, time::Duration};
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
+use huddle_common::Shutdown;
+use huddle_db::{Database, DbError};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::schema::meeting_deletions;
+
+const BATCH: i64 = 50;
+const IDLE_TICK: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A service that owns data of meetings and must delete it when the meeting
+/// is deleted.
+pub trait CascadeTarget: Send + Sync + 'static {
+    /// For logs and the `last_error` column.
+    fn service(&self) -> &'static str;
+
+    /// Deletes everything the service holds for `meeting` (and its cache
+    /// keys). Succeeds when there is nothing (left) to delete.
+    fn delete_meeting_data(&self, meeting: Uuid) -> BoxFuture<'_, Result<(), String>>;
+}
+
+#[derive(Clone)]
+pub struct Cascade {
+    db: Database,
+    targets: Arc<Vec<Arc<dyn CascadeTarget>>>,
+    wake: Arc<Notify>,
+}
+
+impl Cascade {
+    pub fn new(db: Database, targets: Vec<Arc<dyn CascadeTarget>>) -> Self {
+        Self {
+            db,
+            targets: Arc::new(targets),
+            wake: Arc::default(),
+        }
+    }
+
+    /// Records the deletion inside the caller's open (delete) transaction.
+    pub async fn record(conn: &mut AsyncPgConnection, meeting: Uuid) -> Result<(), DbError> {
+        diesel::insert_into(meeting_deletions::table)
+            .values(meeting_deletions::meeting_id.eq(meeting))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// After the delete committed: process it soon, without waiting a tick.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Deletions not yet acknowledged by every target.
+    pub async fn pending(&self) -> Result<i64, DbError> {
+        let mut conn = self.db.conn().await?;
+        Ok(meeting_deletions::table
+            .count()
+            .get_result(&mut conn)
+            .await?)
+    }
+
+    /// Processes every pending deletion once, oldest first. Returns how many
+    /// completed and how many are still pending after a failure.
+    pub async fn drain(&self) -> Result<(usize, usize), DbError> {
+        let rows: Vec<Uuid> = {
+            let mut conn = self.db.conn().await?;
+            meeting_deletions::table
+                .select(meeting_deletions::meeting_id)
+                // Fresh deletions first, so one that keeps failing cannot
+                // hold back the others.
+                .order((
+                    meeting_deletions::attempts.asc(),
+                    meeting_deletions::deleted_at.asc(),
+                    meeting_deletions::meeting_id.asc(),
+                ))
+                .limit(BATCH)
+                .load(&mut conn)
+                .await?
+        };
+        let (mut done, mut failed) = (0, 0);
+        for meeting in rows {
+            match self.delete_everywhere(meeting).await {
+                Ok(()) => {
+                    let mut conn = self.db.conn().await?;
+                    diesel::delete(meeting_deletions::table.find(meeting))
+                        .execute(&mut conn)
+                        .await?;
+                    done += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%meeting, %error, "meeting data deletion will be retried");
+                    let mut conn = self.db.conn().await?;
+                    diesel::update(meeting_deletions::table.find(meeting))
+                        .set((
+                            meeting_deletions::attempts.eq(meeting_deletions::attempts + 1),
+                            meeting_deletions::last_error.eq(Some(error)),
+                        ))
+                        .execute(&mut conn)
+                        .await?;
+                    failed += 1;
+                }
+            }
+        }
+        Ok((done, failed))
+    }
+
+    /// Asks every target; the error names the targets that failed.
+    async fn delete_everywhere(&self, meeting: Uuid) -> Result<(), String> {
+        let results = futures::future::join_all(
+            self.targets
+                .iter()
+                .map(|t| async move { (t.service(), t.delete_meeting_data(meeting).await) }),
+        )
+        .await;
+        let errors: Vec<String> = results
+            .into_iter()
+            .filter_map(|(service, r)| r.err().map(|e| format!("{service}: {e}")))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Runs until `shutdown`: at start (deletions a crash left behind), when
+    /// woken by a delete, and every few seconds; backs off while targets fail.
+    pub async fn run_relay(self, shutdown: Shutdown) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let wait = match self.drain().await {
+                Ok((done, 0)) => {
+                    if done > 0 {
+                        tracing::debug!(done, "meeting deletions completed");
+                    }
+                    backoff = Duration::from_millis(200);
+                    IDLE_TICK
+                }
+                Ok((_, _failed)) => {
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    wait
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "meeting deletion relay cannot read its table");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.clone().wait() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! `schema.rs` and the migrations cannot drift apart unnoticed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use huddle_db::testing::{TestDatabase, schema_drift};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_rs_matches_the_migrated_database() {
+    let db = TestDatabase::create("huddle_meeting", meeting_service::MIGRATIONS)
+        .await
+        .unwrap();
+    let drift = schema_drift(db.url(), include_str!("../src/schema.rs"))
+        .await
+        .unwrap();
+    assert!(drift.is_empty(), "schema drift:\n{}", drift.join("\n"));
+}
