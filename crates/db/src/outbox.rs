@@ -33,6 +33,15 @@ const IDLE_TICK: Duration = Duration::from_secs(5);
 /// value this invalidation would delete.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Fault injection for tests of the crash-safety guarantees. Off in
+/// production; nothing sets it outside tests.
+#[derive(Debug, Default)]
+pub struct Failpoints {
+    /// Fail the request right after its transaction commits, before the
+    /// invalidation is applied — as if the process died there.
+    pub crash_after_commit: std::sync::atomic::AtomicBool,
+}
+
 /// An invalidation recorded in a transaction that has committed.
 #[must_use = "apply it after the commit, or the relay applies it only on its next tick"]
 pub struct Recorded {

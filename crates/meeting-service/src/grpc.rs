@@ -2,17 +2,14 @@
 //! read through the cache, write in a transaction that records its cache
 //! invalidation (outbox), then apply it after the commit.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use cache_core::Invalidation;
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use huddle_db::{
     DbError,
-    outbox::{Outbox, Recorded},
+    outbox::{Failpoints, Outbox, Recorded},
 };
 use huddle_proto::meeting::v1::{self as pb, meeting_service_server::MeetingService};
 use tonic::{Request, Response, Status as GrpcStatus};
@@ -31,15 +28,6 @@ use crate::{
 
 /// Fresh invite codes tried before giving up on a (72-bit) collision streak.
 const CODE_ATTEMPTS: usize = 3;
-
-/// Fault injection for tests of the crash-safety guarantees. Off in
-/// production; nothing sets it outside tests.
-#[derive(Debug, Default)]
-pub struct Failpoints {
-    /// Fail the request right after its transaction commits, before the
-    /// invalidation is applied — as if the process died there.
-    pub crash_after_commit: AtomicBool,
-}
 
 #[derive(Clone)]
 pub struct MeetingApi {

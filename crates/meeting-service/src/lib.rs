@@ -23,7 +23,8 @@ mod users;
 mod validate;
 
 pub use cascade::{Cascade, CascadeTarget};
-pub use grpc::{Failpoints, MeetingApi};
+pub use grpc::MeetingApi;
+pub use huddle_db::outbox::Failpoints;
 pub use users::user_client;
 
 /// The database this service owns on the shared Postgres server.

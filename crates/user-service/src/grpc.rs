@@ -1,16 +1,13 @@
 //! The tonic implementation of `huddle.user.v1.UserService`: validate, read
 //! through the cache, write then invalidate.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use cache_core::{Cache, Invalidation};
 use diesel_async::AsyncConnection;
 use huddle_db::{
     Database, DbError,
-    outbox::{Outbox, Recorded},
+    outbox::{Failpoints, Outbox, Recorded},
 };
 use huddle_proto::user::v1::{
     BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, GetUserByEmailRequest,
@@ -29,15 +26,6 @@ use crate::{
 
 /// Upper bound on ids per BatchGetUsers call (one response's worth of rows).
 const MAX_BATCH: usize = 500;
-
-/// Fault injection for tests of the crash-safety guarantees. Off in
-/// production; nothing sets it outside tests.
-#[derive(Debug, Default)]
-pub struct Failpoints {
-    /// Fail the request right after its transaction commits, before the
-    /// invalidation is applied — as if the process died there.
-    pub crash_after_commit: AtomicBool,
-}
 
 #[derive(Clone)]
 pub struct UserApi {

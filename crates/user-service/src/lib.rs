@@ -18,7 +18,8 @@ pub mod schema;
 pub mod seed;
 mod validate;
 
-pub use grpc::{Failpoints, UserApi};
+pub use grpc::UserApi;
+pub use huddle_db::outbox::Failpoints;
 
 /// The database this service owns on the shared Postgres server.
 pub const DATABASE_NAME: &str = "huddle_user";
