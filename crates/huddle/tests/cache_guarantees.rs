@@ -67,6 +67,7 @@ async fn reads_answer_from_postgres_while_redis_is_down() {
     let mut redis = TestRedis::start();
     let app = TestApp::spawn_with(TestOptions {
         redis_url: Some(redis.url()),
+        ..TestOptions::default()
     })
     .await;
     let user = app.create_user("Before Outage", "outage@example.com").await;
@@ -146,6 +147,7 @@ async fn an_invalidation_redis_refused_is_applied_when_it_accepts_again() {
     let redis = TestRedis::start();
     let app = TestApp::spawn_with(TestOptions {
         redis_url: Some(redis.url()),
+        ..TestOptions::default()
     })
     .await;
     let user = app.create_user("Old Name", "refused@example.com").await;
@@ -204,6 +206,7 @@ async fn a_paused_redis_holds_no_request_up() {
     let redis = TestRedis::start();
     let app = TestApp::spawn_with(TestOptions {
         redis_url: Some(redis.url()),
+        ..TestOptions::default()
     })
     .await;
     let user = app.create_user("Paused", "paused@example.com").await;
@@ -407,4 +410,75 @@ async fn two_hundred_reads_through_two_instances_load_once() {
     }
     let after: u64 = instances.iter().map(|i| i.db.checkouts()).sum();
     assert_eq!(after - before, 1, "database loads for 200 concurrent reads");
+}
+
+/// The same services on a Redis Cluster: users and meetings read, cache,
+/// and invalidate (keys and tags spread over many slots) without a CROSSSLOT
+/// or MOVED error reaching a caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_run_on_a_redis_cluster() {
+    let app = TestApp::spawn_with(TestOptions {
+        cluster_nodes: huddle_testkit::cluster_nodes(),
+        ..TestOptions::default()
+    })
+    .await;
+    let host = app
+        .create_user("Cluster Host", "cluster-host@example.com")
+        .await;
+    let host_id = host["id"].as_str().unwrap().to_owned();
+    let token = app.token_for(&host_id);
+    let path = format!("/api/users/{host_id}");
+    app.get(&path, &token).await;
+    let hits = "huddle_cache_lookups_total{key=\"user\",result=\"hit\"}";
+    let before = app.metric(hits).await;
+    assert_eq!(app.get(&path, &token).await.status, StatusCode::OK);
+    assert_eq!(app.metric(hits).await, before + 1.0, "second read is a hit");
+
+    let scheduled_at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let created = app
+        .call(
+            Method::POST,
+            "/api/meetings",
+            Some(&token),
+            Some(json!({"title": "On the cluster", "scheduledAt": scheduled_at})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let meeting = format!(
+        "/api/meetings/{}",
+        created.body["data"]["id"].as_str().unwrap()
+    );
+    let details = app.get(&meeting, &token).await;
+    assert_eq!(
+        details.body["data"]["host"]["name"], "Cluster Host",
+        "{:?}",
+        details.body
+    );
+
+    // A profile update reaches the cached meeting through its user tag.
+    let resp = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"name": "Renamed Host"})),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+    assert_eq!(
+        app.get(&path, &token).await.body["data"]["name"],
+        "Renamed Host"
+    );
+    let details = app.get(&meeting, &token).await;
+    assert_eq!(
+        details.body["data"]["host"]["name"], "Renamed Host",
+        "{:?}",
+        details.body
+    );
+
+    let resp = app.call(Method::DELETE, &meeting, Some(&token), None).await;
+    assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+    common::assert_error(&app.get(&meeting, &token).await, 404, "NOT_FOUND");
+    assert_eq!(outbox_pending(&app.user_db).await, 0);
+    assert_eq!(outbox_pending(&app.meeting_db).await, 0);
 }

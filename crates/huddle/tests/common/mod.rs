@@ -46,6 +46,8 @@ pub struct Response {
 pub struct TestOptions {
     /// A private Redis (e.g. one the test stops); default: the shared one.
     pub redis_url: Option<String>,
+    /// Run the services' cache against this Redis Cluster instead.
+    pub cluster_nodes: Vec<String>,
 }
 
 pub fn shared_redis_url() -> String {
@@ -67,6 +69,7 @@ impl TestApp {
         let registry = prometheus::Registry::new();
         let cache_config = CacheConfig {
             redis_url: options.redis_url.unwrap_or_else(shared_redis_url),
+            cluster_nodes: options.cluster_nodes,
             prefix: format!("huddle:test-{}:", Uuid::new_v4().simple()),
             // Generous for a loaded 2-core test machine: these tests are
             // about cache contents, not about Redis latency.
