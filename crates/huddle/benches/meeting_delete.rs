@@ -66,6 +66,7 @@ async fn run() {
     };
     let app = TestApp::spawn_with(TestOptions {
         redis_url: Some(redis_url.clone()),
+        ..TestOptions::default()
     })
     .await;
     let mut raw = redis::Client::open(redis_url.as_str())
