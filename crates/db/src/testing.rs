@@ -21,7 +21,12 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn create(prefix: &str, migrations: EmbeddedMigrations) -> Result<Self, DbError> {
         let server_url = server_url();
-        let name = format!("{prefix}_test_{}", uuid::Uuid::new_v4().simple());
+        sweep_abandoned(&server_url).await;
+        let name = format!(
+            "{prefix}_test_{}_{}",
+            unix_secs(),
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
         create_database_if_missing(&server_url, &name).await?;
         let url = database_url(&server_url, &name)?;
         run_migrations(&url, migrations).await?;
@@ -39,6 +44,54 @@ impl TestDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// A test process killed outright never runs `Drop`; its databases would
+/// pile up. Names carry their creation time, so any test database older
+/// than an hour (longer than any test run) is dropped by the next test that
+/// starts. Failures here never fail a test.
+async fn sweep_abandoned(server_url: &str) {
+    use diesel::{QueryableByName, sql_types::Text};
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+
+    let Ok(url) = database_url(server_url, "postgres") else {
+        return;
+    };
+    let Ok(mut conn) = AsyncPgConnection::establish(&url).await else {
+        return;
+    };
+    let names: Vec<Name> =
+        diesel::sql_query(r"SELECT datname::text FROM pg_database WHERE datname LIKE '%\_test\_%'")
+            .load(&mut conn)
+            .await
+            .unwrap_or_default();
+    drop(conn);
+    let now = unix_secs();
+    for Name { datname } in names {
+        if created_at(&datname).is_some_and(|t| now.saturating_sub(t) > ABANDONED_AFTER_SECS) {
+            let _ = drop_database(server_url, &datname).await;
+        }
+    }
+}
+
+const ABANDONED_AFTER_SECS: u64 = 3600;
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The creation time in a name made by [`TestDatabase::create`].
+fn created_at(name: &str) -> Option<u64> {
+    name.split("_test_").nth(1)?.split('_').next()?.parse().ok()
 }
 
 impl Drop for TestDatabase {
@@ -178,6 +231,20 @@ fn pg_type(diesel_type: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_database_names_carry_their_creation_time() {
+        assert_eq!(
+            created_at("huddle_user_test_1795730886_0123456789abcdef"),
+            Some(1_795_730_886)
+        );
+        assert_eq!(created_at("huddle_user"), None);
+        assert_eq!(
+            created_at("huddle_user_test_0b5c4f"),
+            None,
+            "older naming is left alone"
+        );
+    }
 
     #[test]
     fn parses_table_macro_text() {
