@@ -3,7 +3,7 @@
 //! Postgres answers (Redis is an optimisation and never makes a service
 //! unready), and reflection over every Huddle proto.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use huddle_common::Shutdown;
 use tonic_health::{
@@ -88,4 +88,12 @@ pub fn reflection() -> Result<
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| e.to_string())
+}
+
+/// Binds a service's gRPC listener (port 0 allowed, for tests) and returns it
+/// with the address it actually got.
+pub async fn listen(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
 }

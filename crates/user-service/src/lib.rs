@@ -71,16 +71,12 @@ pub async fn bind(
     cache: Cache,
     shutdown: Shutdown,
 ) -> Result<Bound<impl Future<Output = Result<(), ServeError>> + Send + 'static>, ServeError> {
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+    let (listener, addr) = huddle_db::serving::listen(config.listen_addr)
         .await
         .map_err(|source| ServeError::Bind {
             addr: config.listen_addr,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen_addr,
-        source,
-    })?;
     let db = Database::connect(&config.database_url, config.db_pool_size)?;
 
     let reflection = huddle_db::serving::reflection().map_err(ServeError::Reflection)?;
