@@ -2,7 +2,7 @@
 #
 #   make run     start Postgres/Redis, build, migrate, seed, run everything
 #   make test    start Postgres/Redis, run the whole test suite
-#   make lint    rustfmt check, clippy -D warnings, dependency rules
+#   make lint    rustfmt check, clippy -D warnings, dependency rules, size rules
 #   make bench   meeting delete with 1k vs 1M unrelated Redis keys (not a test)
 #   make fmt     format the workspace
 
@@ -85,6 +85,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(MAKE) --no-print-directory check-gateway-deps
+	CARGO=$(CARGO) bash scripts/check-sizes.sh
 
 fmt:
 	$(CARGO) fmt --all

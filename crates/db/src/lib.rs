@@ -1,8 +1,7 @@
-//! What the services share on their side of the gRPC line: Postgres
-//! plumbing (database URLs, pools, embedded migrations, the storage error
-//! mapping, throwaway databases for tests), the invalidation outbox, and the
-//! health/reflection scaffolding of their servers. The gateway never depends
-//! on this crate.
+//! Postgres plumbing for the services: database URLs, pools, embedded
+//! migrations and the storage error mapping. Serving and the outbox live in
+//! `huddle-serve`, test databases in `huddle-testkit`. The gateway never
+//! depends on this crate.
 
 use std::sync::{
     Arc,
@@ -18,10 +17,6 @@ use diesel_async::{
     },
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
-
-pub mod outbox;
-pub mod serving;
-pub mod testing;
 
 pub type PgPool = Pool<AsyncPgConnection>;
 pub type PgConn = Object<AsyncPgConnection>;

@@ -20,13 +20,10 @@
 // A benchmark binary may panic on setup failures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
 use cache_core::{CacheKey, Invalidation};
-use common::{TestApp, TestOptions};
+use huddle_testapp::{TestApp, TestOptions};
 use huddle_testkit::TestRedis;
 use serde_json::json;
 use uuid::Uuid;

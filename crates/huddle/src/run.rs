@@ -3,7 +3,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use cache_core::{Cache, CacheMetrics};
+use huddle::stack::{self, StackConfig};
 use huddle_common::Shutdown;
+use huddle_serve::{GrpcMetrics, ServiceConfig, Shared};
 
 use crate::config::{AllArgs, Global};
 
@@ -11,42 +13,38 @@ pub type CmdResult = Result<(), Box<dyn std::error::Error>>;
 
 /// One registry per process: the gateway's `/metrics` (or the metrics port of
 /// a standalone service) shows everything the process measured.
-fn registry_and_cache(
+fn registry_and_shared(
     global: &Global,
-) -> Result<(prometheus::Registry, Cache), Box<dyn std::error::Error>> {
+    shutdown: &Shutdown,
+) -> Result<(prometheus::Registry, Shared), Box<dyn std::error::Error>> {
     let registry = prometheus::Registry::new();
     let metrics = CacheMetrics::register(&registry)?;
     let cache = Cache::new(&global.cache_config(), metrics)?;
-    Ok((registry, cache))
+    let grpc_metrics = GrpcMetrics::register(&registry)?;
+    Ok((
+        registry,
+        Shared {
+            cache,
+            grpc_metrics,
+            shutdown: shutdown.clone(),
+        },
+    ))
 }
 
-fn user_config(
+fn service_config(
     global: &Global,
     listen_addr: SocketAddr,
-) -> Result<user_service::UserConfig, Box<dyn std::error::Error>> {
-    Ok(user_service::UserConfig {
+    database: &str,
+) -> Result<ServiceConfig, Box<dyn std::error::Error>> {
+    Ok(ServiceConfig {
         listen_addr,
-        database_url: huddle_db::database_url(&global.database_url, user_service::DATABASE_NAME)?,
+        database_url: huddle_db::database_url(&global.database_url, database)?,
         db_pool_size: usize::from(global.db_pool_size),
     })
 }
 
-/// `user_addr`: where the meeting service dials user-service.
-fn meeting_config(
-    global: &Global,
-    listen_addr: SocketAddr,
-    user_addr: String,
-) -> Result<meeting_service::MeetingConfig, Box<dyn std::error::Error>> {
-    Ok(meeting_service::MeetingConfig {
-        listen_addr,
-        database_url: huddle_db::database_url(
-            &global.database_url,
-            meeting_service::DATABASE_NAME,
-        )?,
-        db_pool_size: usize::from(global.db_pool_size),
-        user_addr,
-        user_call_timeout: Duration::from_millis(global.request_timeout_ms),
-    })
+fn user_call_timeout(global: &Global) -> Duration {
+    Duration::from_millis(global.request_timeout_ms)
 }
 
 fn gateway_config(
@@ -67,44 +65,34 @@ fn gateway_config(
 
 pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
     let jwt_secret = global.jwt_secret(true)?;
-    let (registry, cache) = registry_and_cache(global)?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-
-    let user = user_service::bind(
-        &user_config(global, global.user_listen_addr()?)?,
-        cache.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    // Services dial each other over loopback, exactly as they would across
-    // pods.
-    let user_dial = format!("http://{}", loopback(user.addr));
-    let meeting = meeting_service::bind(
-        &meeting_config(global, global.meeting_listen_addr()?, user_dial.clone())?,
-        cache,
-        shutdown.clone(),
-    )
-    .await?;
-    let meeting_dial = format!("http://{}", loopback(meeting.addr));
-    let (http_addr, gateway) = gateway::bind(
-        gateway_config(global, user_dial, meeting_dial, jwt_secret.clone()),
-        registry,
-        shutdown.clone(),
-    )
-    .await?;
+    let (registry, shared) = registry_and_shared(global, &shutdown)?;
+    let config = StackConfig {
+        user: service_config(
+            global,
+            global.user_listen_addr()?,
+            user_service::DATABASE_NAME,
+        )?,
+        meeting: service_config(
+            global,
+            global.meeting_listen_addr()?,
+            meeting_service::DATABASE_NAME,
+        )?,
+        user_call_timeout: user_call_timeout(global),
+        // The stack points it at the services it binds.
+        gateway: gateway_config(global, String::new(), String::new(), jwt_secret.clone()),
+    };
+    let stack = stack::start(config, registry, shared)
+        .await
+        .map_err(|e| e as Box<dyn std::error::Error>)?;
     if args.banner {
-        print_banner(http_addr, &jwt_secret)?;
+        print_banner(stack.http_addr, &jwt_secret)?;
     }
-    let (user_result, meeting_result, gateway_result) = tokio::join!(
-        stop_all_on_exit(user.server, &shutdown),
-        stop_all_on_exit(meeting.server, &shutdown),
-        stop_all_on_exit(gateway, &shutdown)
-    );
-    user_result?;
-    meeting_result?;
-    gateway_result?;
-    Ok(())
+    stack
+        .run()
+        .await
+        .map_err(|e| e as Box<dyn std::error::Error>)
 }
 
 pub async fn gateway(global: &Global) -> CmdResult {
@@ -128,33 +116,33 @@ pub async fn gateway(global: &Global) -> CmdResult {
 }
 
 pub async fn user(global: &Global) -> CmdResult {
-    let (registry, cache) = registry_and_cache(global)?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    let bound = user_service::bind(
-        &user_config(global, global.user_listen_addr()?)?,
-        cache,
-        shutdown.clone(),
-    )
-    .await?;
+    let (registry, shared) = registry_and_shared(global, &shutdown)?;
+    let config = service_config(
+        global,
+        global.user_listen_addr()?,
+        user_service::DATABASE_NAME,
+    )?;
+    let bound = user_service::bind(&config, shared).await?;
     standalone(global, registry, shutdown, bound.server).await
 }
 
 pub async fn meeting(global: &Global) -> CmdResult {
-    let (registry, cache) = registry_and_cache(global)?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    let bound = meeting_service::bind(
-        &meeting_config(
+    let (registry, shared) = registry_and_shared(global, &shutdown)?;
+    let config = meeting_service::MeetingConfig {
+        service: service_config(
             global,
             global.meeting_listen_addr()?,
-            global.user_addr.clone(),
+            meeting_service::DATABASE_NAME,
         )?,
-        cache,
-        shutdown.clone(),
-    )
-    .await?;
-    standalone(global, registry, shutdown, bound.server).await
+        user_addr: global.user_addr.clone(),
+        user_call_timeout: user_call_timeout(global),
+    };
+    let bound = meeting_service::bind(&config, shared).await?;
+    standalone(global, registry, shutdown, bound.service.server).await
 }
 
 /// A service running alone: its gRPC server plus a metrics endpoint.
@@ -166,28 +154,17 @@ async fn standalone<E: std::error::Error + 'static>(
 ) -> CmdResult {
     let metrics =
         crate::metrics_server::serve(global.metrics_addr, registry, shutdown.clone()).await?;
-    let (served, _) = tokio::join!(stop_all_on_exit(server, &shutdown), metrics);
+    let (served, _) = tokio::join!(
+        async {
+            let result = server.await;
+            // The metrics server stops with the service.
+            shutdown.trigger();
+            result
+        },
+        metrics
+    );
     served?;
     Ok(())
-}
-
-/// When one server of the process stops (error or not), stop the others too:
-/// a half-running `huddle all` is worse than none.
-async fn stop_all_on_exit<E: std::error::Error + 'static>(
-    server: impl std::future::Future<Output = Result<(), E>>,
-    shutdown: &Shutdown,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let result = server.await;
-    shutdown.trigger();
-    result.map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
-}
-
-fn loopback(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    }
 }
 
 fn print_banner(http_addr: SocketAddr, jwt_secret: &str) -> CmdResult {
@@ -201,7 +178,7 @@ fn print_banner(http_addr: SocketAddr, jwt_secret: &str) -> CmdResult {
         false,
         Duration::from_secs(24 * 3600),
     )?;
-    let base = format!("http://{}", loopback(http_addr));
+    let base = format!("http://{}", stack::loopback(http_addr));
     println!();
     println!("Huddle is serving on {base}");
     println!("  API docs:   {base}/api/docs/");

@@ -16,12 +16,13 @@ use cache_core::{Cache, CacheConfig, CacheMetrics};
 use common::{TestApp, TestOptions};
 use diesel_async::RunQueryDsl;
 use huddle_common::Shutdown;
-use huddle_db::{Database, testing::TestDatabase};
+use huddle_db::Database;
 use huddle_proto::user::v1::{
     BatchGetUsersRequest, CreateUserRequest, GetUserRequest, UpdateUserRequest,
     user_service_client::UserServiceClient,
 };
 use huddle_testkit::TestRedis;
+use huddle_testkit::database::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tonic::transport::Channel;
@@ -238,7 +239,7 @@ async fn a_paused_redis_holds_no_request_up() {
 struct Instance {
     addr: SocketAddr,
     db: Database,
-    failpoints: Arc<user_service::Failpoints>,
+    failpoints: Arc<huddle_serve::Failpoints>,
     shutdown: Shutdown,
 }
 
@@ -267,13 +268,17 @@ async fn start_instance(database_url: &str, prefix: &str) -> Instance {
     .unwrap();
     let shutdown = Shutdown::new();
     let bound = user_service::bind(
-        &user_service::UserConfig {
+        &huddle_serve::ServiceConfig {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
             database_url: database_url.to_owned(),
             db_pool_size: 4,
         },
-        cache,
-        shutdown.clone(),
+        huddle_serve::Shared {
+            cache,
+            grpc_metrics: huddle_serve::GrpcMetrics::register(&prometheus::Registry::new())
+                .unwrap(),
+            shutdown: shutdown.clone(),
+        },
     )
     .await
     .unwrap();

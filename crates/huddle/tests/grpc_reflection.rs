@@ -13,7 +13,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-/// The service names a server lists over reflection.
+/// The service names a server lists over reflection `v1`.
 async fn listed_services(addr: SocketAddr) -> Vec<String> {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -52,4 +52,49 @@ async fn reflection_lists_the_meeting_service() {
     for expected in ["huddle.meeting.v1.MeetingService", "grpc.health.v1.Health"] {
         assert!(names.contains(&expected.to_owned()), "{names:?}");
     }
+}
+
+/// The same list through the older `v1alpha` protocol, the only one the
+/// Python `grpcio-reflection` client (and Postman, Evans, older grpcurl)
+/// speaks. Seen to fail with UNIMPLEMENTED when only `build_v1` was served.
+async fn listed_services_v1alpha(addr: SocketAddr) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response: {response:?}");
+    };
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1alpha_reflection_lists_both_services() {
+    let app = TestApp::spawn().await;
+    let user = listed_services_v1alpha(app.user_addr).await;
+    let meeting = listed_services_v1alpha(app.meeting_addr).await;
+    assert!(
+        user.contains(&"huddle.user.v1.UserService".to_owned()),
+        "{user:?}"
+    );
+    assert!(
+        meeting.contains(&"huddle.meeting.v1.MeetingService".to_owned()),
+        "{meeting:?}"
+    );
+    assert!(user.contains(&"grpc.health.v1.Health".to_owned()));
 }

@@ -19,16 +19,22 @@ use std::{sync::Arc, time::Duration};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
-use huddle_common::Shutdown;
 use huddle_db::{Database, DbError};
+use huddle_serve::relay::{Pass, Policy, Relay, Wake};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::schema::meeting_deletions;
 
 const BATCH: i64 = 50;
-const IDLE_TICK: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Targets are other services: a failing one is retried for as long as it
+/// takes, at most every 30 s.
+pub const RELAY_POLICY: Policy = Policy {
+    idle: Duration::from_secs(5),
+    first_backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_secs(30),
+};
 
 /// A service that owns data of meetings and must delete it when the meeting
 /// is deleted.
@@ -144,37 +150,29 @@ impl Cascade {
             Err(errors.join("; "))
         }
     }
+}
 
-    /// Runs until `shutdown`: at start (deletions a crash left behind), when
-    /// woken by a delete, and every few seconds; backs off while targets fail.
-    pub async fn run_relay(self, shutdown: Shutdown) {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let wait = match self.drain().await {
-                Ok((done, 0)) => {
-                    if done > 0 {
-                        tracing::debug!(done, "meeting deletions completed");
-                    }
-                    backoff = Duration::from_millis(200);
-                    IDLE_TICK
-                }
-                Ok((_, _failed)) => {
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    wait
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "meeting deletion relay cannot read its table");
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    wait
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.wake.notified() => {}
-                _ = shutdown.clone().wait() => return,
-            }
-        }
+impl Cascade {
+    /// Runs the relay until `shutdown` (the service runs it through its kit).
+    pub async fn run_relay(self, shutdown: huddle_common::Shutdown) {
+        huddle_serve::relay::run(self, RELAY_POLICY, shutdown).await;
+    }
+}
+
+impl Relay for Cascade {
+    fn name(&self) -> &'static str {
+        "meeting-deletions"
+    }
+
+    async fn drain(&self) -> Result<Pass, String> {
+        let (done, failed) = Cascade::drain(self).await.map_err(|e| e.to_string())?;
+        Ok(Pass { done, failed })
+    }
+
+    async fn woken(&self) -> Wake {
+        // A new deletion: its targets may well answer even while an older
+        // one keeps failing (fresh rows are tried first).
+        self.wake.notified().await;
+        Wake::Now
     }
 }

@@ -1,7 +1,8 @@
-//! The meeting service's errors and their one mapping onto gRPC statuses.
+//! The meeting service's errors and their place in the one code table.
 
 use huddle_common::ErrorCode;
 use huddle_db::DbError;
+use huddle_serve::{ServiceError, db_code};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeetingError {
@@ -33,24 +34,21 @@ impl From<diesel::result::Error> for MeetingError {
     }
 }
 
+impl ServiceError for MeetingError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Self::NotFound | Self::InvalidInviteCode => ErrorCode::NotFound,
+            Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Db(e) => db_code(e),
+            Self::Users(_) | Self::Failpoint(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
 impl From<MeetingError> for tonic::Status {
     fn from(e: MeetingError) -> Self {
-        let code = match &e {
-            MeetingError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            MeetingError::NotFound | MeetingError::InvalidInviteCode => ErrorCode::NotFound,
-            MeetingError::PermissionDenied(_) => ErrorCode::PermissionDenied,
-            MeetingError::Conflict(_) => ErrorCode::Conflict,
-            MeetingError::Db(DbError::NotFound) => ErrorCode::NotFound,
-            MeetingError::Db(DbError::Unique { .. }) => ErrorCode::Conflict,
-            MeetingError::Db(DbError::Unavailable(_)) => ErrorCode::Unavailable,
-            MeetingError::Db(DbError::Query(_)) => ErrorCode::Internal,
-            MeetingError::Users(_) | MeetingError::Failpoint(_) => ErrorCode::Unavailable,
-        };
-        if code == ErrorCode::Internal || code == ErrorCode::Unavailable {
-            tracing::error!(error = %e, "request failed");
-            // Details stay in the log; callers get the category only.
-            return code.status(code.as_str().to_lowercase().replace('_', " "));
-        }
-        code.status(e.to_string())
+        huddle_serve::to_status(e)
     }
 }

@@ -7,11 +7,9 @@ use std::sync::{Arc, atomic::Ordering};
 use cache_core::Invalidation;
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use huddle_db::{
-    DbError,
-    outbox::{Failpoints, Outbox, Recorded},
-};
+use huddle_db::DbError;
 use huddle_proto::meeting::v1::{self as pb, meeting_service_server::MeetingService};
+use huddle_serve::{Failpoints, Outbox, Recorded};
 use tonic::{Request, Response, Status as GrpcStatus};
 use tracing::Instrument;
 use uuid::Uuid;

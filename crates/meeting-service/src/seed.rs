@@ -5,7 +5,8 @@
 use cache_core::Invalidation;
 use chrono::Utc;
 use diesel_async::AsyncConnection;
-use huddle_db::{Database, DbError, outbox::Outbox};
+use huddle_db::{Database, DbError};
+use huddle_serve::Outbox;
 use uuid::Uuid;
 
 use crate::{

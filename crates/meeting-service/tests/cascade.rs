@@ -15,7 +15,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use huddle_common::Shutdown;
-use huddle_db::{Database, DbError, testing::TestDatabase};
+use huddle_db::{Database, DbError};
+use huddle_testkit::database::TestDatabase;
 use meeting_service::{Cascade, CascadeTarget, schema::meeting_deletions};
 use uuid::Uuid;
 

@@ -11,7 +11,6 @@ use std::{
 
 use cache_core::{Cache, CacheConfig, CacheMetrics};
 use huddle_common::{REQUEST_ID_HEADER, Shutdown};
-use huddle_db::testing::TestDatabase;
 use huddle_proto::{
     meeting::v1::{self as pb, meeting_service_client::MeetingServiceClient},
     user::v1::{
@@ -20,6 +19,7 @@ use huddle_proto::{
         user_service_server::{UserService, UserServiceServer},
     },
 };
+use huddle_testkit::database::TestDatabase;
 use tonic::{Request, Response, Status, transport::Channel};
 use uuid::Uuid;
 
@@ -121,19 +121,25 @@ async fn start() -> Harness {
     let shutdown = Shutdown::new();
     let bound = meeting_service::bind(
         &meeting_service::MeetingConfig {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.url().to_owned(),
-            db_pool_size: 4,
+            service: huddle_serve::ServiceConfig {
+                listen_addr: "127.0.0.1:0".parse().unwrap(),
+                database_url: db.url().to_owned(),
+                db_pool_size: 4,
+            },
             user_addr: format!("http://{user_addr}"),
             user_call_timeout: Duration::from_secs(5),
         },
-        cache,
-        shutdown.clone(),
+        huddle_serve::Shared {
+            cache,
+            grpc_metrics: huddle_serve::GrpcMetrics::register(&prometheus::Registry::new())
+                .unwrap(),
+            shutdown: shutdown.clone(),
+        },
     )
     .await
     .unwrap();
-    let addr = bound.addr;
-    tokio::spawn(bound.server);
+    let addr = bound.service.addr;
+    tokio::spawn(bound.service.server);
     let client = MeetingServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();

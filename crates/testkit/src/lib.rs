@@ -1,6 +1,9 @@
 //! Test fixtures that need real processes: a private `redis-server` a test
 //! may stop, restart or pause without disturbing other tests, and the Redis
-//! Cluster that `make test` starts (scripts/redis-cluster.sh).
+//! Cluster that `make test` starts (scripts/redis-cluster.sh); throwaway
+//! databases cloned from a migrated template (`database`).
+
+pub mod database;
 
 use std::{
     net::TcpStream,

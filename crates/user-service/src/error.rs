@@ -1,7 +1,8 @@
-//! The user service's errors and their one mapping onto gRPC statuses.
+//! The user service's errors and their place in the one code table.
 
 use huddle_common::ErrorCode;
 use huddle_db::DbError;
+use huddle_serve::{ServiceError, db_code};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -24,23 +25,20 @@ impl From<diesel::result::Error> for UserError {
     }
 }
 
+impl ServiceError for UserError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::EmailTaken => ErrorCode::Conflict,
+            Self::Db(e) => db_code(e),
+            Self::Failpoint(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
 impl From<UserError> for tonic::Status {
     fn from(e: UserError) -> Self {
-        let code = match &e {
-            UserError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            UserError::NotFound => ErrorCode::NotFound,
-            UserError::EmailTaken => ErrorCode::Conflict,
-            UserError::Db(DbError::NotFound) => ErrorCode::NotFound,
-            UserError::Db(DbError::Unique { .. }) => ErrorCode::Conflict,
-            UserError::Db(DbError::Unavailable(_)) => ErrorCode::Unavailable,
-            UserError::Db(DbError::Query(_)) => ErrorCode::Internal,
-            UserError::Failpoint(_) => ErrorCode::Unavailable,
-        };
-        if code == ErrorCode::Internal || code == ErrorCode::Unavailable {
-            tracing::error!(error = %e, "request failed");
-            // Details stay in the log; callers get the category only.
-            return code.status(code.as_str().to_lowercase().replace('_', " "));
-        }
-        code.status(e.to_string())
+        huddle_serve::to_status(e)
     }
 }

@@ -5,14 +5,12 @@ use std::sync::{Arc, atomic::Ordering};
 
 use cache_core::{Cache, Invalidation};
 use diesel_async::AsyncConnection;
-use huddle_db::{
-    Database, DbError,
-    outbox::{Failpoints, Outbox, Recorded},
-};
+use huddle_db::{Database, DbError};
 use huddle_proto::user::v1::{
     BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, GetUserByEmailRequest,
     GetUserRequest, UpdateUserRequest, User, user_service_server::UserService,
 };
+use huddle_serve::{Failpoints, Outbox, Recorded};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use uuid::Uuid;

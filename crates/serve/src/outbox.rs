@@ -2,21 +2,24 @@
 //! in the same transaction as its data change, so the invalidation cannot be
 //! lost. After commit the write applies it at once; if Redis refuses (down,
 //! paused, breaker open) or the process dies first, the relay applies it
-//! later — on its next tick, or at the next start.
+//! later — when woken, when Redis recovers, on its idle tick, or at the next
+//! start.
 //!
 //! Applying twice is harmless (DEL is idempotent), so replicas may race on
 //! the same rows without locking.
 
 use std::{sync::Arc, time::Duration};
 
-use cache_core::{Cache, Invalidation};
+use cache_core::{Cache, CacheError, Invalidation};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use huddle_common::Shutdown;
+use huddle_db::{Database, DbError};
 use tokio::sync::Notify;
 
-use crate::{Database, DbError};
+use crate::relay::{self, Pass, Relay, Wake};
 
+// The one declaration of the table every service's migrations create; the
+// services' `schema.rs` leave it out and their drift checks add this text.
 diesel::table! {
     cache_outbox (id) {
         id -> Int8,
@@ -25,13 +28,27 @@ diesel::table! {
     }
 }
 
+/// The `table!` text above, for schema drift checks.
+pub const SCHEMA_RS: &str = "diesel::table! {\n    cache_outbox (id) {\n        id -> Int8,\n        invalidation -> Text,\n        created_at -> Timestamptz,\n    }\n}\n";
+
 /// Rows applied per relay query.
 const BATCH: i64 = 100;
-/// How often the relay looks for leftovers when nobody wakes it.
-const IDLE_TICK: Duration = Duration::from_secs(5);
+
 /// Kept short: until the relay succeeds, other replicas may still read a
-/// value this invalidation would delete.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// value a pending invalidation would delete.
+pub const RELAY_POLICY: relay::Policy = relay::Policy {
+    idle: Duration::from_secs(5),
+    first_backoff: Duration::from_millis(100),
+    max_backoff: Duration::from_secs(1),
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("redis refused the invalidation: {0}")]
+    Cache(#[from] CacheError),
+}
 
 /// Fault injection for tests of the crash-safety guarantees. Off in
 /// production; nothing sets it outside tests.
@@ -104,42 +121,47 @@ impl Outbox {
 
     /// Applies every pending row, oldest first. Stops at the first Redis
     /// failure. Returns how many rows it applied.
-    pub async fn drain(&self) -> Result<usize, DbError> {
-        let mut applied = 0;
+    ///
+    /// A row this binary cannot decode was written by a newer version
+    /// during a rolling update: it is left for a binary that can apply it,
+    /// and skipped so it never holds back the rows behind it.
+    pub async fn drain(&self) -> Result<usize, OutboxError> {
+        let (mut applied, mut skipped) = (0, 0_i64);
+        let mut after = 0_i64;
         loop {
             let mut conn = self.db.conn().await?;
             let rows: Vec<(i64, String)> = cache_outbox::table
                 .select((cache_outbox::id, cache_outbox::invalidation))
+                .filter(cache_outbox::id.gt(after))
                 .order(cache_outbox::id)
                 .limit(BATCH)
                 .load(&mut conn)
-                .await?;
+                .await
+                .map_err(DbError::from)?;
             drop(conn);
-            if rows.is_empty() {
+            let Some((last, _)) = rows.last() else {
                 self.cache
                     .metrics()
-                    .set_invalidations_pending(self.service, 0);
+                    .set_invalidations_pending(self.service, skipped);
                 return Ok(applied);
-            }
+            };
+            after = *last;
             let mut done = Vec::with_capacity(rows.len());
             let mut failure = None;
             for (id, json) in &rows {
-                match serde_json::from_str::<Invalidation>(json) {
-                    Ok(invalidation) => match self.cache.invalidate(&invalidation).await {
-                        Ok(_) => {
-                            self.cache.metrics().invalidation_applied(self.service);
-                            done.push(*id);
-                        }
-                        Err(e) => {
-                            failure = Some(e);
-                            break;
-                        }
-                    },
-                    Err(e) => {
-                        // Written by an incompatible version; nothing can
-                        // apply it, so keep it out of the way of the rest.
-                        tracing::error!(id, error = %e, "dropping undecodable outbox row");
+                let Ok(invalidation) = serde_json::from_str::<Invalidation>(json) else {
+                    tracing::warn!(id, "outbox row from another version left for it to apply");
+                    skipped += 1;
+                    continue;
+                };
+                match self.cache.invalidate(&invalidation).await {
+                    Ok(_) => {
+                        self.cache.metrics().invalidation_applied(self.service);
                         done.push(*id);
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
                     }
                 }
             }
@@ -147,44 +169,14 @@ impl Outbox {
             applied += done.len();
             if let Some(e) = failure {
                 self.update_pending().await;
-                return Err(DbError::Unavailable(format!("redis: {e}")));
+                return Err(e.into());
             }
         }
     }
 
-    /// Runs until `shutdown`: drains at start (writes whose process died
-    /// after commit), then whenever woken or every few seconds, backing off
-    /// while Redis refuses.
-    pub async fn run_relay(self, shutdown: Shutdown) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let wait = match self.drain().await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(applied = n, service = self.service, "outbox drained");
-                    }
-                    backoff = Duration::from_millis(100);
-                    IDLE_TICK
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, ?backoff, "outbox relay will retry");
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    wait
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.wake.notified() => {
-                    // A write just failed to apply: Redis is likely still
-                    // down, so keep the backoff rather than spin.
-                    tokio::time::sleep(backoff.min(wait)).await;
-                }
-                // The breaker just closed: Redis is back, retry at once.
-                _ = self.cache.recovered() => {}
-                _ = shutdown.clone().wait() => return,
-            }
-        }
+    /// Runs the relay until `shutdown`.
+    pub async fn run_relay(self, shutdown: huddle_common::Shutdown) {
+        relay::run(self, RELAY_POLICY, shutdown).await;
     }
 
     pub async fn pending(&self) -> Result<i64, DbError> {
@@ -209,5 +201,29 @@ impl Outbox {
             .execute(&mut conn)
             .await?;
         Ok(())
+    }
+}
+
+impl Relay for Outbox {
+    fn name(&self) -> &'static str {
+        self.service
+    }
+
+    async fn drain(&self) -> Result<Pass, String> {
+        match Outbox::drain(self).await {
+            Ok(done) => Ok(Pass { done, failed: 0 }),
+            // Redis refused: the rows stay, the pass counts as failed.
+            Err(OutboxError::Cache(_)) => Ok(Pass { done: 0, failed: 1 }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn woken(&self) -> Wake {
+        tokio::select! {
+            // A write just failed to apply: Redis is likely still down.
+            _ = self.wake.notified() => Wake::AfterBackoff,
+            // The breaker just closed: Redis is back, retry at once.
+            _ = self.cache.recovered() => Wake::Now,
+        }
     }
 }

@@ -1,17 +1,16 @@
-//! What every service's gRPC server carries besides its own API: the
-//! standard health service, reporting SERVING exactly while the service's
-//! Postgres answers (Redis is an optimisation and never makes a service
-//! unready), and reflection over every Huddle proto.
+//! The standard health service, reporting SERVING exactly while the
+//! service's Postgres answers (Redis is an optimisation and never makes a
+//! service unready).
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use huddle_common::Shutdown;
+use huddle_db::Database;
 use tonic_health::{
     ServingStatus,
+    pb::health_server::{Health, HealthServer},
     server::{HealthReporter, health_reporter},
 };
-
-use crate::Database;
 
 /// Health reporting for one service, driven by its database.
 pub struct Readiness {
@@ -25,13 +24,7 @@ impl Readiness {
     /// Checks the database once and reports the result before the server
     /// starts, so a fresh process is never "unknown" to a readiness probe.
     /// Returns the health service to add to the server.
-    pub async fn start(
-        db: Database,
-        service: &'static str,
-    ) -> (
-        Self,
-        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-    ) {
+    pub async fn start(db: Database, service: &'static str) -> (Self, HealthServer<impl Health>) {
         let (health, server) = health_reporter();
         let mut readiness = Self {
             health,
@@ -73,27 +66,4 @@ impl Readiness {
         }
         up
     }
-}
-
-/// gRPC reflection over every Huddle service and the health service, so a
-/// client with no proto files (grpcurl, a debugger) can discover the API.
-pub fn reflection() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-    String,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(huddle_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())
-}
-
-/// Binds a service's gRPC listener (port 0 allowed, for tests) and returns it
-/// with the address it actually got.
-pub async fn listen(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    Ok((listener, bound))
 }

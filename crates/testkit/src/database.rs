@@ -1,9 +1,22 @@
-//! Throwaway databases for tests: each test gets its own freshly migrated
-//! database, so tests run in parallel with no shared state and no `#[serial]`.
+//! Throwaway databases for tests: each test gets its own database, so tests
+//! run in parallel with no shared state and no `#[serial]`.
+//!
+//! Migrating a database from scratch for every test costs more than the
+//! test; instead each test process migrates one template per migration set
+//! once and every test clones it with `CREATE DATABASE … TEMPLATE`
+//! (crates.io's test-db does the same). A template lives as long as its
+//! process: a changed migration is never served from a stale one.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::EmbeddedMigrations;
-
-use crate::{DbError, create_database_if_missing, database_url, drop_database, run_migrations};
+use huddle_db::{DbError, create_database_if_missing, database_url, drop_database, run_migrations};
+use tokio::sync::OnceCell;
 
 /// The server URL tests use: `HUDDLE_DATABASE_URL`, or the local default.
 pub fn server_url() -> String {
@@ -18,15 +31,50 @@ pub struct TestDatabase {
     url: String,
 }
 
+type Templates = Mutex<HashMap<&'static str, Arc<OnceCell<String>>>>;
+
+/// One template per database prefix (one prefix per migration set) and
+/// process. A test fixture, not production state.
+fn templates() -> &'static Templates {
+    static TEMPLATES: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
+    TEMPLATES.get_or_init(Templates::default)
+}
+
 impl TestDatabase {
-    pub async fn create(prefix: &str, migrations: EmbeddedMigrations) -> Result<Self, DbError> {
+    /// A fresh database with `migrations` applied, named after `prefix`.
+    pub async fn create(
+        prefix: &'static str,
+        migrations: EmbeddedMigrations,
+    ) -> Result<Self, DbError> {
+        let server_url = server_url();
+        let cell = templates()
+            .lock()
+            .map_err(|_| DbError::Unavailable("template registry poisoned".into()))?
+            .entry(prefix)
+            .or_default()
+            .clone();
+        let template = cell
+            .get_or_try_init(|| make_template(&server_url, prefix, migrations))
+            .await?;
+        let name = test_name(prefix, "");
+        clone_database(&server_url, template, &name).await?;
+        let url = database_url(&server_url, &name)?;
+        Ok(Self {
+            server_url,
+            name,
+            url,
+        })
+    }
+
+    /// A fresh database migrated from scratch (no template), for tests of
+    /// migrating itself.
+    pub async fn create_migrated(
+        prefix: &str,
+        migrations: EmbeddedMigrations,
+    ) -> Result<Self, DbError> {
         let server_url = server_url();
         sweep_abandoned(&server_url).await;
-        let name = format!(
-            "{prefix}_test_{}_{}",
-            unix_secs(),
-            &uuid::Uuid::new_v4().simple().to_string()[..16]
-        );
+        let name = test_name(prefix, "");
         create_database_if_missing(&server_url, &name).await?;
         let url = database_url(&server_url, &name)?;
         run_migrations(&url, migrations).await?;
@@ -46,13 +94,59 @@ impl TestDatabase {
     }
 }
 
+/// `{prefix}_test_{unix secs}_{kind}{random}`: the creation time lets a
+/// later run sweep what a killed process left behind.
+fn test_name(prefix: &str, kind: &str) -> String {
+    format!(
+        "{prefix}_test_{}_{kind}{}",
+        unix_secs(),
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    )
+}
+
+async fn make_template(
+    server_url: &str,
+    prefix: &str,
+    migrations: EmbeddedMigrations,
+) -> Result<String, DbError> {
+    sweep_abandoned(server_url).await;
+    let name = test_name(prefix, "tpl");
+    create_database_if_missing(server_url, &name).await?;
+    run_migrations(&database_url(server_url, &name)?, migrations).await?;
+    Ok(name)
+}
+
+/// Postgres refuses to copy a database anyone is connected to; the
+/// migration connection's backend may take a moment to exit after it
+/// closed, so that one refusal is retried.
+async fn clone_database(server_url: &str, template: &str, name: &str) -> Result<(), DbError> {
+    let mut conn = AsyncPgConnection::establish(&database_url(server_url, "postgres")?)
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let mut attempts = 0;
+    loop {
+        let result = diesel::sql_query(format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+        ))
+        .execute(&mut conn)
+        .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e) if attempts < 50 && e.to_string().contains("being accessed by other users") => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// A test process killed outright never runs `Drop`; its databases would
 /// pile up. Names carry their creation time, so any test database older
 /// than an hour (longer than any test run) is dropped by the next test that
 /// starts. Failures here never fail a test.
 async fn sweep_abandoned(server_url: &str) {
     use diesel::{QueryableByName, sql_types::Text};
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
     #[derive(QueryableByName)]
     struct Name {
@@ -121,7 +215,6 @@ impl Drop for TestDatabase {
 /// the database has no column `schema.rs` lacks.
 pub async fn schema_drift(url: &str, schema_rs: &str) -> Result<Vec<String>, DbError> {
     use diesel::{QueryableByName, sql_types::Text};
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
     #[derive(QueryableByName)]
     struct Column {

@@ -1,0 +1,4 @@
+//! The library half of the `huddle` binary: process composition, shared by
+//! `huddle all`, the end-to-end tests and the benchmarks.
+
+pub mod stack;

@@ -1,0 +1,99 @@
+//! Process composition: every service and the gateway in one process,
+//! dialling each other over loopback exactly as they would across pods.
+//! `huddle all`, the tests' `TestApp` and `make bench` all start the same
+//! stack through [`start`], so what the tests exercise is what runs.
+
+use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
+
+use huddle_common::Shutdown;
+use huddle_serve::{ServiceConfig, Shared};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+type Server = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+
+pub struct StackConfig {
+    pub user: ServiceConfig,
+    pub meeting: ServiceConfig,
+    /// Deadline of the meeting service's calls to user-service.
+    pub user_call_timeout: Duration,
+    /// The gateway; its service addresses are set to the bound services.
+    pub gateway: gateway::GatewayConfig,
+}
+
+/// A bound stack; nothing serves until [`Stack::run`] or [`Stack::spawn`].
+pub struct Stack {
+    pub user: huddle_serve::Bound,
+    pub meeting: meeting_service::Bound,
+    pub http_addr: SocketAddr,
+    gateway: Server,
+    shutdown: Shutdown,
+}
+
+pub async fn start(
+    mut config: StackConfig,
+    registry: prometheus::Registry,
+    shared: Shared,
+) -> Result<Stack, Error> {
+    let shutdown = shared.shutdown.clone();
+    let user = user_service::bind(&config.user, shared.clone()).await?;
+    let user_dial = format!("http://{}", loopback(user.addr));
+    let meeting = meeting_service::bind(
+        &meeting_service::MeetingConfig {
+            service: config.meeting,
+            user_addr: user_dial.clone(),
+            user_call_timeout: config.user_call_timeout,
+        },
+        shared,
+    )
+    .await?;
+    config.gateway.user_addr = user_dial;
+    config.gateway.meeting_addr = format!("http://{}", loopback(meeting.service.addr));
+    let (http_addr, gateway) = gateway::bind(config.gateway, registry, shutdown.clone()).await?;
+    Ok(Stack {
+        user,
+        meeting,
+        http_addr,
+        gateway: Box::pin(async move { Ok(gateway.await?) }),
+        shutdown,
+    })
+}
+
+impl Stack {
+    /// Serves until shutdown. When one server stops (error or not) the
+    /// others are stopped too: a half-running process is worse than none.
+    pub async fn run(self) -> Result<(), Error> {
+        let shutdown = self.shutdown;
+        let (user, meeting, gateway) = tokio::join!(
+            stop_all_on_exit(self.user.server, &shutdown),
+            stop_all_on_exit(self.meeting.service.server, &shutdown),
+            stop_all_on_exit(self.gateway, &shutdown),
+        );
+        user?;
+        meeting?;
+        gateway
+    }
+
+    /// Serves in the background (tests): stops when the shutdown fires.
+    pub fn spawn(self) -> tokio::task::JoinHandle<Result<(), Error>> {
+        tokio::spawn(self.run())
+    }
+}
+
+async fn stop_all_on_exit<E: Into<Error>>(
+    server: impl Future<Output = Result<(), E>>,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let result = server.await;
+    shutdown.trigger();
+    result.map_err(Into::into)
+}
+
+/// A listener bound to 0.0.0.0 is dialled on 127.0.0.1.
+pub fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}

@@ -1,0 +1,224 @@
+//! The service kit: everything a Huddle gRPC service needs besides its
+//! domain. A service binds a [`Kit`] (listener with `TCP_NODELAY`, its
+//! database pool, its outbox), builds its API from the kit's parts, and
+//! hands the API to [`Kit::serve`], which adds health, reflection (v1 and
+//! v1alpha), the request layer (spans, metrics) and the background relays,
+//! and drains everything on shutdown.
+
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use cache_core::Cache;
+use futures::future::BoxFuture;
+use huddle_common::{Shutdown, grpc_client::ChannelError};
+use huddle_db::{Database, DbError};
+use tonic::{body::Body, server::NamedService, transport::server::TcpIncoming};
+
+pub mod error;
+pub mod health;
+pub mod layer;
+pub mod outbox;
+pub mod relay;
+
+pub use error::{ServiceError, db_code, to_status};
+pub use layer::GrpcMetrics;
+pub use outbox::{Failpoints, Outbox, OutboxError, Recorded};
+
+/// What every service in one process shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub cache: Cache,
+    pub grpc_metrics: GrpcMetrics,
+    pub shutdown: Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("peer address: {0}")]
+    Peer(#[from] ChannelError),
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A running service's future: resolves when it has stopped.
+pub type Server = Pin<Box<dyn Future<Output = Result<(), ServeError>> + Send + 'static>>;
+
+/// A bound, not yet running, service.
+pub struct Bound {
+    pub addr: SocketAddr,
+    /// The service's database handle (tests read its checkout count).
+    pub db: Database,
+    pub outbox: Outbox,
+    pub failpoints: Arc<Failpoints>,
+    pub server: Server,
+}
+
+/// The parts of a service that do not depend on its domain.
+pub struct Kit {
+    pub addr: SocketAddr,
+    pub db: Database,
+    pub cache: Cache,
+    pub outbox: Outbox,
+    pub failpoints: Arc<Failpoints>,
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    background: Vec<BoxFuture<'static, ()>>,
+}
+
+/// Where a service listens and which database it owns.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Port 0 allowed (tests).
+    pub listen_addr: SocketAddr,
+    /// Full URL of the service's own database.
+    pub database_url: String,
+    pub db_pool_size: usize,
+}
+
+impl Kit {
+    /// Binds the listener and opens the pool (lazily: no connection yet).
+    /// `name` labels the service's outbox in logs and metrics.
+    pub async fn bind(
+        name: &'static str,
+        config: &ServiceConfig,
+        shared: Shared,
+    ) -> Result<Self, ServeError> {
+        let (listener, addr) =
+            listen(config.listen_addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen_addr,
+                    source,
+                })?;
+        let db = Database::connect(&config.database_url, config.db_pool_size)?;
+        let cache = shared.cache.clone();
+        let outbox = Outbox::new(db.clone(), cache.clone(), name);
+        Ok(Self {
+            addr,
+            db,
+            cache,
+            outbox,
+            failpoints: Arc::default(),
+            listener,
+            shared,
+            background: Vec::new(),
+        })
+    }
+
+    pub fn shutdown(&self) -> Shutdown {
+        self.shared.shutdown.clone()
+    }
+
+    /// Runs `relay` beside the server until shutdown.
+    pub fn with_relay<R: relay::Relay>(mut self, relay: R, policy: relay::Policy) -> Self {
+        let shutdown = self.shutdown();
+        self.background
+            .push(Box::pin(relay::run(relay, policy, shutdown)));
+        self
+    }
+
+    /// Builds the server around `api`; awaiting [`Bound::server`] runs it
+    /// until shutdown, then drains in-flight calls and closes the pools.
+    pub fn serve<S>(self, api: S) -> Result<Bound, ServeError>
+    where
+        S: tower::Service<
+                http::Request<Body>,
+                Response = http::Response<Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(huddle_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let Self {
+            addr,
+            db,
+            cache,
+            outbox,
+            failpoints,
+            listener,
+            shared,
+            mut background,
+        } = self;
+        let shutdown = shared.shutdown.clone();
+        background.push(Box::pin(outbox.clone().run_relay(shutdown.clone())));
+        let watched_db = db.clone();
+        let server = async move {
+            let (readiness, health) = health::Readiness::start(watched_db.clone(), S::NAME).await;
+            let mut tasks: Vec<_> = background.into_iter().map(tokio::spawn).collect();
+            tasks.push(tokio::spawn(readiness.run(shutdown.clone())));
+            tracing::info!(%addr, service = S::NAME, "listening");
+            let result = tonic::transport::Server::builder()
+                .layer(layer::RequestLayer::new(shared.grpc_metrics))
+                .add_service(health)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(api)
+                .serve_with_incoming_shutdown(incoming(listener), shutdown.wait())
+                .await;
+            for task in tasks {
+                task.abort();
+            }
+            watched_db.close();
+            cache.close();
+            tracing::info!(service = S::NAME, "stopped");
+            Ok(result?)
+        };
+        Ok(Bound {
+            addr,
+            db,
+            outbox,
+            failpoints,
+            server: Box::pin(server),
+        })
+    }
+}
+
+/// Binds a gRPC listener (port 0 allowed, for tests) and returns it with the
+/// address it actually got.
+pub async fn listen(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
+/// The accepted connections of `listener`, with `TCP_NODELAY`: gRPC writes
+/// small frames, and Nagle's algorithm against the peer's delayed ACK
+/// stalled them up to 40 ms (p99 42 ms → 2 ms when set).
+pub fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// Seen to fail (`nodelay() == false`) with `with_nodelay` removed.
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        let (listener, addr) = listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut incoming = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
+}

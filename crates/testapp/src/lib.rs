@@ -1,0 +1,311 @@
+//! `TestApp`: the user service, the meeting service and the gateway started
+//! in-process through the same composition as `huddle all`
+//! (`huddle::stack`), each test with its own databases (cloned from a
+//! migrated template) and its own cache key prefix, so tests run in
+//! parallel against real Postgres and Redis.
+
+// A test harness: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use cache_core::{Cache, CacheConfig, CacheMetrics};
+use huddle_common::Shutdown;
+use huddle_db::Database;
+use huddle_testkit::database::TestDatabase;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    /// The user service's database handle; its checkout count is the number
+    /// of database round trips the service made.
+    pub user_db: Database,
+    pub user_addr: std::net::SocketAddr,
+    /// The meeting service's database handle (checkouts, direct queries).
+    pub meeting_db: Database,
+    pub meeting_addr: std::net::SocketAddr,
+    pub meeting_outbox: huddle_serve::Outbox,
+    pub meeting_cascade: meeting_service::Cascade,
+    pub meeting_failpoints: std::sync::Arc<huddle_serve::Failpoints>,
+    /// A handle on the same Redis prefix the services use.
+    pub cache: Cache,
+    shutdown: Shutdown,
+    _user_database: TestDatabase,
+    _meeting_database: TestDatabase,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+/// What a test may change about its app.
+#[derive(Default)]
+pub struct TestOptions {
+    /// A private Redis (e.g. one the test stops); default: the shared one.
+    pub redis_url: Option<String>,
+    /// Run the services' cache against this Redis Cluster instead.
+    pub cluster_nodes: Vec<String>,
+}
+
+pub fn shared_redis_url() -> String {
+    std::env::var("HUDDLE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TestOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: TestOptions) -> Self {
+        let (database, meeting_database) = tokio::join!(
+            TestDatabase::create("huddle_user", user_service::MIGRATIONS),
+            TestDatabase::create("huddle_meeting", meeting_service::MIGRATIONS),
+        );
+        let database = database.expect("user test database");
+        let meeting_database = meeting_database.expect("meeting test database");
+        let registry = prometheus::Registry::new();
+        let cache_config = CacheConfig {
+            redis_url: options.redis_url.unwrap_or_else(shared_redis_url),
+            cluster_nodes: options.cluster_nodes,
+            prefix: format!("huddle:test-{}:", Uuid::new_v4().simple()),
+            // Generous for a loaded 2-core test machine: these tests are
+            // about cache contents, not about Redis latency.
+            op_timeout: Duration::from_millis(500),
+            ..CacheConfig::default()
+        };
+        let cache = Cache::new(&cache_config, CacheMetrics::register(&registry).unwrap()).unwrap();
+        let shutdown = Shutdown::new();
+        let shared = huddle_serve::Shared {
+            cache: cache.clone(),
+            grpc_metrics: huddle_serve::GrpcMetrics::register(&registry).unwrap(),
+            shutdown: shutdown.clone(),
+        };
+        let service = |url: &str| huddle_serve::ServiceConfig {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            database_url: url.to_owned(),
+            db_pool_size: 4,
+        };
+        let config = huddle::stack::StackConfig {
+            user: service(database.url()),
+            meeting: service(meeting_database.url()),
+            user_call_timeout: Duration::from_secs(5),
+            gateway: gateway::GatewayConfig {
+                http_addr: "127.0.0.1:0".parse().unwrap(),
+                user_addr: String::new(),
+                meeting_addr: String::new(),
+                jwt_secret: SECRET.to_owned(),
+                request_timeout: Duration::from_secs(5),
+                workers: 1,
+            },
+        };
+        let stack = huddle::stack::start(config, registry, shared)
+            .await
+            .expect("stack");
+        let http_addr = stack.http_addr;
+        let user_addr = stack.user.addr;
+        let user_db = stack.user.db.clone();
+        let meeting_addr = stack.meeting.service.addr;
+        let meeting_db = stack.meeting.service.db.clone();
+        let meeting_outbox = stack.meeting.service.outbox.clone();
+        let meeting_cascade = stack.meeting.cascade.clone();
+        let meeting_failpoints = stack.meeting.service.failpoints.clone();
+        stack.spawn();
+
+        Self {
+            base: format!("http://{http_addr}"),
+            http: reqwest::Client::new(),
+            user_db,
+            user_addr,
+            meeting_db,
+            meeting_addr,
+            meeting_outbox,
+            meeting_cascade,
+            meeting_failpoints,
+            cache,
+            shutdown,
+            _user_database: database,
+            _meeting_database: meeting_database,
+        }
+    }
+
+    pub fn admin_token(&self) -> String {
+        gateway::auth::mint_token(SECRET, "admin", true, Duration::from_secs(600)).unwrap()
+    }
+
+    pub fn token_for(&self, user: &str) -> String {
+        gateway::auth::mint_token(SECRET, user, false, Duration::from_secs(600)).unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("http call");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates a SCHEDULED meeting (two hours ahead) as `token`'s user.
+    pub async fn create_meeting(&self, token: &str, title: &str) -> Value {
+        let resp = self
+            .post(
+                "/api/meetings",
+                token,
+                json!({"title": title, "scheduledAt": later(2)}),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED, "{:?}", resp.body);
+        resp.body["data"].clone()
+    }
+
+    /// Creates an instant (LIVE) meeting; its host is in it.
+    pub async fn create_live_meeting(&self, token: &str, title: &str) -> Value {
+        let resp = self
+            .post(
+                "/api/meetings",
+                token,
+                json!({"title": title, "status": "LIVE"}),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED, "{:?}", resp.body);
+        resp.body["data"].clone()
+    }
+
+    /// Joins by invite code and asserts it worked.
+    pub async fn join(&self, token: &str, invite_code: &str) -> Value {
+        let resp = self
+            .post(
+                "/api/meetings/join",
+                token,
+                json!({"inviteCode": invite_code}),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+        resp.body["data"].clone()
+    }
+
+    /// Every key under this test's prefix whose path contains `needle`
+    /// (SCAN, never KEYS), as paths without the prefix.
+    pub async fn keys_containing(&self, needle: &str) -> Vec<String> {
+        self.cache
+            .scan(&format!("*{needle}*"), 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.trim_start_matches(self.cache.prefix()).to_owned())
+            .collect()
+    }
+
+    /// Asserts a value (not a not-found marker) is cached under each path.
+    pub async fn assert_cached(&self, paths: &[String]) {
+        for path in paths {
+            let cached = self.cache.inspect(path).await.unwrap();
+            assert!(
+                cached.is_some_and(|(v, _)| !v.starts_with('<')),
+                "{path} should be cached"
+            );
+        }
+    }
+
+    /// A fresh user (unique email) and a token for them: `(id, token)`.
+    pub async fn user(&self, name: &str) -> (String, String) {
+        let email = format!("{}@example.com", Uuid::new_v4().simple());
+        let user = self.create_user(name, &email).await;
+        let id = user["id"].as_str().unwrap().to_owned();
+        let token = self.token_for(&id);
+        (id, token)
+    }
+
+    /// Creates a user through the API (admin) and returns its JSON.
+    pub async fn create_user(&self, name: &str, email: &str) -> Value {
+        let resp = self
+            .call(
+                Method::POST,
+                "/api/users",
+                Some(&self.admin_token()),
+                Some(json!({ "name": name, "email": email })),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED, "{:?}", resp.body);
+        resp.body["data"].clone()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample line of `/metrics`, 0 when absent.
+    pub async fn metric(&self, name_and_labels: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// RFC 3339 timestamp `hours` from now.
+pub fn later(hours: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(hours)).to_rfc3339()
+}
+
+pub fn assert_error(resp: &Response, status: u16, code: &str) {
+    assert_eq!(resp.status.as_u16(), status, "{:?}", resp.body);
+    assert_eq!(resp.body["success"], json!(false), "{:?}", resp.body);
+    assert_eq!(resp.body["code"], json!(code), "{:?}", resp.body);
+    assert!(resp.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
