@@ -487,3 +487,61 @@ async fn the_services_run_on_a_redis_cluster() {
     assert_eq!(outbox_pending(&app.user_db).await, 0);
     assert_eq!(outbox_pending(&app.meeting_db).await, 0);
 }
+
+/// A write whose request is cancelled between its commit and its
+/// invalidation (here: the client's 100 ms deadline, with the apply held
+/// back 400 ms) still invalidates at once, not at the relay's next tick.
+///
+/// Seen to fail with `Outbox::apply` run inline instead of in its own
+/// task: the dropped handler never applied, and "Old" was served until the
+/// relay's 5 s tick (the check below gives it 1.5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_write_still_invalidates_at_once() {
+    let database = TestDatabase::create("huddle_user", user_service::MIGRATIONS)
+        .await
+        .unwrap();
+    let prefix = format!("huddle:test-{}:", Uuid::new_v4().simple());
+    let instance = start_instance(database.url(), &prefix).await;
+    let mut grpc = client(instance.addr).await;
+    let user = grpc
+        .create_user(CreateUserRequest {
+            name: "Old".into(),
+            email: "cancel@example.com".into(),
+            image: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let read = |mut grpc: UserServiceClient<Channel>, id: String| async move {
+        grpc.get_user(GetUserRequest { id })
+            .await
+            .unwrap()
+            .into_inner()
+            .name
+    };
+    assert_eq!(read(grpc.clone(), user.id.clone()).await, "Old"); // cached
+
+    instance
+        .failpoints
+        .delay_apply_ms
+        .store(400, Ordering::SeqCst);
+    let mut update = tonic::Request::new(UpdateUserRequest {
+        id: user.id.clone(),
+        name: Some("New".into()),
+        image: None,
+        clear_image: false,
+    });
+    update.set_timeout(Duration::from_millis(100));
+    let cancelled = grpc.update_user(update).await;
+    let code = cancelled.map(|_| ()).unwrap_err().code();
+    assert!(
+        matches!(code, tonic::Code::Cancelled | tonic::Code::DeadlineExceeded),
+        "the request was cut off after its commit: {code:?}"
+    );
+    let fresh = eventually(Duration::from_millis(1500), || {
+        let read = read(grpc.clone(), user.id.clone());
+        async move { read.await == "New" }
+    })
+    .await;
+    assert!(fresh, "still serving the old name");
+}

@@ -105,8 +105,8 @@ impl Kit {
             addr,
             db,
             cache,
+            failpoints: outbox.failpoints(),
             outbox,
-            failpoints: Arc::default(),
             listener,
             shared,
             background: Vec::new(),
@@ -159,6 +159,7 @@ impl Kit {
         } = self;
         let shutdown = shared.shutdown.clone();
         background.push(Box::pin(outbox.clone().run_relay(shutdown.clone())));
+        background.push(Box::pin(outbox.clone().listen(shutdown.clone())));
         let watched_db = db.clone();
         let server = async move {
             let (readiness, health) = health::Readiness::start(watched_db.clone(), S::NAME).await;

@@ -8,7 +8,13 @@
 //! Applying twice is harmless (DEL is idempotent), so replicas may race on
 //! the same rows without locking.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use cache_core::{Cache, CacheError, Invalidation};
 use diesel::prelude::*;
@@ -56,8 +62,20 @@ pub enum OutboxError {
 pub struct Failpoints {
     /// Fail the request right after its transaction commits, before the
     /// invalidation is applied — as if the process died there.
-    pub crash_after_commit: std::sync::atomic::AtomicBool,
+    pub crash_after_commit: AtomicBool,
+    /// Milliseconds to wait after commit before applying the invalidation,
+    /// so a test can cancel the request in between.
+    pub delay_apply_ms: AtomicU64,
 }
+
+/// Postgres channel on which a replica that could not apply an
+/// invalidation wakes every replica's relay (one per service database).
+const CHANNEL: &str = "huddle_cache_outbox";
+
+/// How long a request keeps retrying its own invalidation before it
+/// answers and leaves the row to the relays.
+const APPLY_BUDGET: Duration = Duration::from_millis(300);
+const APPLY_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// An invalidation recorded in a transaction that has committed.
 #[must_use = "apply it after the commit, or the relay applies it only on its next tick"]
@@ -71,7 +89,11 @@ pub struct Outbox {
     db: Database,
     cache: Cache,
     service: &'static str,
+    /// A request of this process could not apply its invalidation.
     wake: Arc<Notify>,
+    /// Another replica could not (or this one, through Postgres).
+    remote_wake: Arc<Notify>,
+    failpoints: Arc<Failpoints>,
 }
 
 impl Outbox {
@@ -81,7 +103,13 @@ impl Outbox {
             cache,
             service,
             wake: Arc::default(),
+            remote_wake: Arc::default(),
+            failpoints: Arc::default(),
         }
+    }
+
+    pub fn failpoints(&self) -> Arc<Failpoints> {
+        self.failpoints.clone()
     }
 
     /// Records `invalidation` inside the caller's open transaction.
@@ -100,23 +128,97 @@ impl Outbox {
     }
 
     /// After commit: apply now, so the write's own response is never
-    /// followed by a stale read. On failure the row stays for the relay.
+    /// followed by a stale read.
+    ///
+    /// The work runs in a task of its own, so a request cancelled between
+    /// its commit and this call's end (client gone, deadline) still applies
+    /// its invalidation. A refused attempt is retried for a short budget;
+    /// past it the row stays, and every replica's relay is woken (Postgres
+    /// NOTIFY) so whichever reaches Redis first applies it.
     pub async fn apply(&self, recorded: Recorded) {
-        match self.cache.invalidate(&recorded.invalidation).await {
-            Ok(_) => {
-                self.cache.metrics().invalidation_applied(self.service);
-                if let Err(e) = self.delete(&[recorded.id]).await {
-                    // Applied but not deleted: the relay applies it again,
-                    // which is harmless.
-                    tracing::warn!(error = %e, "outbox row applied but not deleted");
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.apply_detached(recorded).await });
+        // A JoinError here is a panic in the task: nothing to add to it.
+        let _ = task.await;
+    }
+
+    async fn apply_detached(self, recorded: Recorded) {
+        let delay = AtomicU64::load(&self.failpoints.delay_apply_ms, Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let started = Instant::now();
+        loop {
+            match self.cache.invalidate(&recorded.invalidation).await {
+                Ok(_) => {
+                    self.cache.metrics().invalidation_applied(self.service);
+                    if let Err(e) = self.delete(&[recorded.id]).await {
+                        // Applied but not deleted: the relay applies it
+                        // again, which is harmless.
+                        tracing::warn!(error = %e, "outbox row applied but not deleted");
+                    }
+                    return;
                 }
-            }
-            Err(e) => {
-                tracing::warn!(write = ?recorded.invalidation.write, error = %e,
-                    "invalidation deferred to the outbox relay");
-                self.wake.notify_one();
+                Err(e) if started.elapsed() + APPLY_RETRY_PAUSE > APPLY_BUDGET => {
+                    tracing::warn!(write = ?recorded.invalidation.write, error = %e,
+                        "invalidation deferred to the outbox relays");
+                    self.wake.notify_one();
+                    self.notify_replicas().await;
+                    return;
+                }
+                Err(_) => tokio::time::sleep(APPLY_RETRY_PAUSE).await,
             }
         }
+    }
+
+    async fn notify_replicas(&self) {
+        let result = async {
+            let mut conn = self.db.conn().await?;
+            diesel::sql_query(format!("NOTIFY {CHANNEL}"))
+                .execute(&mut conn)
+                .await?;
+            Ok::<_, DbError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot wake the other replicas' relays");
+        }
+    }
+
+    /// Listens for other replicas' failed applies until `shutdown`, on a
+    /// connection of its own (taken out of the pool), reconnecting after a
+    /// failure.
+    pub async fn listen(self, shutdown: huddle_common::Shutdown) {
+        loop {
+            let result = tokio::select! {
+                r = self.listen_once() => r,
+                _ = shutdown.clone().wait() => return,
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "outbox listener reconnecting");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.clone().wait() => return,
+            }
+        }
+    }
+
+    async fn listen_once(&self) -> Result<(), DbError> {
+        use futures::StreamExt;
+
+        let mut conn = huddle_db::PgConn::take(self.db.conn().await?);
+        diesel::sql_query(format!("LISTEN {CHANNEL}"))
+            .execute(&mut conn)
+            .await?;
+        // Rows written while nobody listened are picked up by this pass.
+        self.remote_wake.notify_one();
+        let mut notifications = std::pin::pin!(conn.notifications_stream());
+        while let Some(notification) = notifications.next().await {
+            notification?;
+            self.remote_wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Applies every pending row, oldest first. Stops at the first Redis
@@ -222,6 +324,8 @@ impl Relay for Outbox {
         tokio::select! {
             // A write just failed to apply: Redis is likely still down.
             _ = self.wake.notified() => Wake::AfterBackoff,
+            // A replica left a row: start retrying it (with backoff).
+            _ = self.remote_wake.notified() => Wake::Now,
             // The breaker just closed: Redis is back, retry at once.
             _ = self.cache.recovered() => Wake::Now,
         }
