@@ -440,9 +440,18 @@ async fn delete_removes_the_meeting_and_its_participants() {
     assert_eq!(participations.body["data"], json!([]));
 
     // The cascade record was written with the delete and, with no chat or
-    // recording service to ask yet, completed by the relay.
-    app.meeting_cascade.drain().await.unwrap();
-    assert_eq!(app.meeting_cascade.pending().await.unwrap(), 0);
+    // recording service to ask yet, completed by the relay the delete woke
+    // (not by this test: seen to fail, still pending, with the kit's relay
+    // for the cascade removed from `meeting_service::bind`).
+    let mut pending = app.meeting_cascade.pending().await.unwrap();
+    for _ in 0..100 {
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        pending = app.meeting_cascade.pending().await.unwrap();
+    }
+    assert_eq!(pending, 0, "the relay did not complete the deletion");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,8 +641,10 @@ async fn authorization_rule_by_rule() {
     let resp = app.post(&format!("{m}/leave"), &stranger, json!({})).await;
     assert_error(&resp, 403, "PERMISSION_DENIED");
     // A participant who left may still read what they took part in.
-    app.post(&format!("{m}/leave"), &participant, json!({}))
+    let left = app
+        .post(&format!("{m}/leave"), &participant, json!({}))
         .await;
+    assert_eq!(left.status, StatusCode::OK, "{:?}", left.body);
     assert_eq!(app.get(&m, &participant).await.status, StatusCode::OK);
 
     // Self only: a user's meetings, participations and stats.

@@ -57,7 +57,7 @@ fn cascade_targets(_config: &MeetingConfig) -> Vec<Arc<dyn CascadeTarget>> {
 pub async fn bind(config: &MeetingConfig, shared: Shared) -> Result<Bound, ServeError> {
     let kit = Kit::bind("meeting", &config.service, shared).await?;
     let users = users::Users::new(user_client(&config.user_addr, config.user_call_timeout)?);
-    let cascade = Cascade::new(kit.db.clone(), cascade_targets(config));
+    let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config));
     let api = MeetingApi::new(
         cache::Sources {
             db: kit.db.clone(),
