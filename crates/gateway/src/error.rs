@@ -100,7 +100,15 @@ impl From<tonic::Status> for ApiError {
     /// 5xx message may carry internals (SQL, hostnames), so it is logged here
     /// and replaced by a generic one.
     fn from(status: tonic::Status) -> Self {
-        let code = ErrorCode::from_grpc(status.code());
+        let code = match status.code() {
+            // Made on this side from a transport failure (the peer reset the
+            // connection, or vanished mid-handshake): the backend is
+            // unreachable, which the API calls 503, not 500.
+            tonic::Code::Unknown if std::error::Error::source(&status).is_some() => {
+                ErrorCode::Unavailable
+            }
+            other => ErrorCode::from_grpc(other),
+        };
         if code.http_status() < 500 {
             let message = if status.message().is_empty() {
                 default_message(code).to_owned()

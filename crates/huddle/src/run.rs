@@ -82,6 +82,7 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
         user_call_timeout: user_call_timeout(global),
         // The stack points it at the services it binds.
         gateway: gateway_config(global, String::new(), String::new(), jwt_secret.clone()),
+        dial: stack::Dial::default(),
     };
     let stack = stack::start(config, registry, shared)
         .await

@@ -19,6 +19,15 @@ pub struct StackConfig {
     pub user_call_timeout: Duration,
     /// The gateway; its service addresses are set to the bound services.
     pub gateway: gateway::GatewayConfig,
+    /// Dial these instead of the bound services (tests put a proxy they
+    /// can cut in between); `None`: the bound address over loopback.
+    pub dial: Dial,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Dial {
+    pub user: Option<String>,
+    pub meeting: Option<String>,
 }
 
 /// A bound stack; nothing serves until [`Stack::run`] or [`Stack::spawn`].
@@ -37,7 +46,8 @@ pub async fn start(
 ) -> Result<Stack, Error> {
     let shutdown = shared.shutdown.clone();
     let user = user_service::bind(&config.user, shared.clone()).await?;
-    let user_dial = format!("http://{}", loopback(user.addr));
+    let user_dial =
+        (config.dial.user.take()).unwrap_or_else(|| format!("http://{}", loopback(user.addr)));
     let meeting = meeting_service::bind(
         &meeting_service::MeetingConfig {
             service: config.meeting,
@@ -48,7 +58,8 @@ pub async fn start(
     )
     .await?;
     config.gateway.user_addr = user_dial;
-    config.gateway.meeting_addr = format!("http://{}", loopback(meeting.service.addr));
+    config.gateway.meeting_addr = (config.dial.meeting.take())
+        .unwrap_or_else(|| format!("http://{}", loopback(meeting.service.addr)));
     let (http_addr, gateway) = gateway::bind(config.gateway, registry, shutdown.clone()).await?;
     Ok(Stack {
         user,

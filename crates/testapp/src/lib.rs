@@ -12,7 +12,7 @@ use std::time::Duration;
 use cache_core::{Cache, CacheConfig, CacheMetrics};
 use huddle_common::Shutdown;
 use huddle_db::Database;
-use huddle_testkit::database::TestDatabase;
+use huddle_testkit::{database::TestDatabase, proxy::TcpProxy};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -34,6 +34,8 @@ pub struct TestApp {
     pub meeting_failpoints: std::sync::Arc<huddle_serve::Failpoints>,
     /// A handle on the same Redis prefix the services use.
     pub cache: Cache,
+    /// With `TestOptions::proxies`.
+    pub proxies: Option<Proxies>,
     shutdown: Shutdown,
     _user_database: TestDatabase,
     _meeting_database: TestDatabase,
@@ -52,6 +54,43 @@ pub struct TestOptions {
     pub redis_url: Option<String>,
     /// Run the services' cache against this Redis Cluster instead.
     pub cluster_nodes: Vec<String>,
+    /// Put a proxy the test can cut in front of user-service's Postgres,
+    /// user-service (as the meeting service and gateway dial it) and
+    /// meeting-service (as the gateway dials it): `TestApp::proxies`.
+    pub proxies: bool,
+    /// The meeting service's deadline on user-service calls (default 5 s).
+    pub user_call_timeout: Option<Duration>,
+}
+
+/// Cut-able links between the parts (see `TestOptions::proxies`).
+pub struct Proxies {
+    pub user_db: TcpProxy,
+    pub user_grpc: TcpProxy,
+    pub meeting_grpc: TcpProxy,
+}
+
+impl Proxies {
+    async fn start(user_db_url: &str) -> (Self, String) {
+        let mut url = url::Url::parse(user_db_url).unwrap();
+        let postgres = (
+            url.host_str().unwrap().to_owned(),
+            url.port().unwrap_or(5432),
+        );
+        let postgres = tokio::net::lookup_host(postgres)
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let user_db = TcpProxy::start(postgres).await.unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(user_db.addr().port())).unwrap();
+        let proxies = Self {
+            user_db,
+            user_grpc: TcpProxy::unpointed().await.unwrap(),
+            meeting_grpc: TcpProxy::unpointed().await.unwrap(),
+        };
+        (proxies, url.to_string())
+    }
 }
 
 pub fn shared_redis_url() -> String {
@@ -87,15 +126,22 @@ impl TestApp {
             grpc_metrics: huddle_serve::GrpcMetrics::register(&registry).unwrap(),
             shutdown: shutdown.clone(),
         };
+        let (proxies, user_db_url) = if options.proxies {
+            let (proxies, url) = Proxies::start(database.url()).await;
+            (Some(proxies), url)
+        } else {
+            (None, database.url().to_owned())
+        };
+        let dial = |proxy: &TcpProxy| Some(format!("http://{}", proxy.addr()));
         let service = |url: &str| huddle_serve::ServiceConfig {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
             database_url: url.to_owned(),
             db_pool_size: 4,
         };
         let config = huddle::stack::StackConfig {
-            user: service(database.url()),
+            user: service(&user_db_url),
             meeting: service(meeting_database.url()),
-            user_call_timeout: Duration::from_secs(5),
+            user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
             gateway: gateway::GatewayConfig {
                 http_addr: "127.0.0.1:0".parse().unwrap(),
                 user_addr: String::new(),
@@ -103,6 +149,10 @@ impl TestApp {
                 jwt_secret: SECRET.to_owned(),
                 request_timeout: Duration::from_secs(5),
                 workers: 1,
+            },
+            dial: huddle::stack::Dial {
+                user: proxies.as_ref().and_then(|p| dial(&p.user_grpc)),
+                meeting: proxies.as_ref().and_then(|p| dial(&p.meeting_grpc)),
             },
         };
         let stack = huddle::stack::start(config, registry, shared)
@@ -116,6 +166,10 @@ impl TestApp {
         let meeting_outbox = stack.meeting.service.outbox.clone();
         let meeting_cascade = stack.meeting.cascade.clone();
         let meeting_failpoints = stack.meeting.service.failpoints.clone();
+        if let Some(proxies) = &proxies {
+            proxies.user_grpc.point_at(user_addr);
+            proxies.meeting_grpc.point_at(meeting_addr);
+        }
         stack.spawn();
 
         Self {
@@ -129,6 +183,7 @@ impl TestApp {
             meeting_cascade,
             meeting_failpoints,
             cache,
+            proxies,
             shutdown,
             _user_database: database,
             _meeting_database: meeting_database,

@@ -4,6 +4,7 @@
 //! databases cloned from a migrated template (`database`).
 
 pub mod database;
+pub mod proxy;
 
 use std::{
     net::TcpStream,
