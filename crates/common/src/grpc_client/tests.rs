@@ -39,7 +39,7 @@ fn fast() -> ChannelOptions {
 /// A resolver whose answer the test changes at will, like DNS as pods come
 /// and go behind a headless Service.
 #[derive(Clone, Default)]
-struct FakeDns(Arc<Mutex<Option<Vec<SocketAddr>>>>);
+struct FakeDns(Arc<Mutex<Option<Vec<SocketAddr>>>>, Arc<AtomicUsize>);
 
 impl FakeDns {
     fn answer(&self, addrs: &[SocketAddr]) {
@@ -48,10 +48,15 @@ impl FakeDns {
     fn fail(&self) {
         *self.0.lock().unwrap() = None;
     }
+    /// How many times the channel has asked.
+    fn lookups(&self) -> usize {
+        self.1.load(Ordering::SeqCst)
+    }
 }
 
 impl Resolve for FakeDns {
     async fn resolve(&self, _host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         let answer = self.0.lock().unwrap();
         match &*answer {
             Some(addrs) => Ok(addrs
@@ -242,9 +247,18 @@ async fn calls_spread_over_every_resolved_pod_and_follow_dns_changes() {
     check(&mut client, 50).await;
     assert_eq!((a.take_calls(), b.take_calls()), (50, 0));
 
-    // A DNS failure keeps the last good set.
+    // A DNS failure keeps the last good set: checked after the channel has
+    // asked (and been refused) twice, so a refresh that never ran cannot
+    // pass for one that kept the set.
     dns.fail();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = dns.lookups();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while dns.lookups() < asked + 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the channel stopped refreshing");
     assert_eq!(*applied.borrow(), keys(&[&a.addr.to_string()]));
     check(&mut client, 10).await;
     assert_eq!(a.take_calls(), 10);
@@ -264,10 +278,11 @@ async fn calls_spread_over_every_resolved_pod_and_follow_dns_changes() {
 async fn an_unresolvable_name_fails_fast_instead_of_hanging() {
     // The resolver fails, so the balancer dials the name itself; the system
     // resolves it (localhost) to a port nobody listens on, which refuses.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // The port is held by a socket that never listens (bound, no listen()),
+    // so no other test can take it meanwhile and answer.
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = holder.local_addr().unwrap().port();
     let dns = FakeDns::default();
     dns.fail();
     let (channel, mut applied) =
