@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_redis::Runtime;
 use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
 
-use crate::client::CacheError;
+use crate::error::{CacheError, unavailable};
 
 pub(crate) enum Backend {
     Single {
@@ -134,10 +134,6 @@ fn pool_error(e: deadpool_redis::PoolError) -> CacheError {
         deadpool_redis::PoolError::Timeout(_) => CacheError::Unavailable("pool timeout".into()),
         other => CacheError::Unavailable(other.to_string()),
     }
-}
-
-pub(crate) fn unavailable(e: redis::RedisError) -> CacheError {
-    CacheError::Unavailable(e.to_string())
 }
 
 /// Splits keys into groups that each fall in one hash slot (cluster), or one

@@ -121,6 +121,7 @@ suite!(
     invalidation_also_clears_not_found_markers,
     batch_reads_use_one_load_for_all_misses,
     scan_finds_keys_by_pattern_under_the_prefix_only,
+    reads_survive_a_server_that_forgot_the_scripts,
 );
 
 async fn second_read_is_a_hit_and_skips_the_loader(config: CacheConfig) {
@@ -609,4 +610,58 @@ async fn scan_finds_keys_by_pattern_under_the_prefix_only(config: CacheConfig) {
     assert_eq!(found, vec![cache.redis_key(key.path())]);
     assert_eq!(cache.flush_prefix().await.unwrap(), 1);
     assert!(other.inspect(key.path()).await.unwrap().is_some());
+}
+
+/// Every node forgets the scripts (as after a restart or failover): reads,
+/// fills and batch reads still work — `EVALSHA` falls back to loading the
+/// script, on a cluster on the node that owns the key.
+///
+/// Seen to fail with the mechanism off: with `read_or_lease_one` sending a
+/// bare EVALSHA (no load on NOSCRIPT), both backends answered from the
+/// loader and the second read was not a hit (`calls` 2).
+async fn reads_survive_a_server_that_forgot_the_scripts(config: CacheConfig) {
+    let cache = instance(&config);
+    let nodes = if config.cluster_nodes.is_empty() {
+        vec![config.redis_url.clone()]
+    } else {
+        config.cluster_nodes.clone()
+    };
+    let flush = async || {
+        for node in &nodes {
+            let client = redis::Client::open(node.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        flush().await;
+        let got = cache
+            .get_or_load(&key, key.ttl(), &[], || {
+                load_counting(&calls, profile("kept"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, profile("kept"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the second read was a hit");
+    flush().await;
+    let got: Vec<Option<Profile>> = cache
+        .get_many_or_load(
+            &[key.clone(), CacheKey::user(Uuid::new_v4())],
+            key.ttl(),
+            |m| async move {
+                assert_eq!(m, vec![1]);
+                Ok::<_, Infallible>(vec![profile("other")])
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, vec![profile("kept"), profile("other")]);
+    assert_eq!(cache.metrics().redis_errors(KeyName::User.as_str()), 0);
 }
