@@ -122,6 +122,7 @@ suite!(
     batch_reads_use_one_load_for_all_misses,
     scan_finds_keys_by_pattern_under_the_prefix_only,
     reads_survive_a_server_that_forgot_the_scripts,
+    no_stale_read_after_an_invalidation_under_concurrent_refills,
 );
 
 async fn second_read_is_a_hit_and_skips_the_loader(config: CacheConfig) {
@@ -664,4 +665,68 @@ async fn reads_survive_a_server_that_forgot_the_scripts(config: CacheConfig) {
         .unwrap();
     assert_eq!(got, vec![profile("kept"), profile("other")]);
     assert_eq!(cache.metrics().redis_errors(KeyName::User.as_str()), 0);
+}
+
+/// Stress: readers on two instances keep refilling a tagged key while a
+/// writer bumps the "row" and invalidates the tag, 200 times. Once an
+/// invalidation has returned, no read may answer an older version.
+///
+/// Seen to fail with the mechanism off: with the old invalidation
+/// (SMEMBERS → DEL → SREM of the members read) a refill between DEL and
+/// SREM left the key untagged, and reads then answered an older version
+/// for the rest of the run.
+async fn no_stale_read_after_an_invalidation_under_concurrent_refills(config: CacheConfig) {
+    use std::sync::atomic::AtomicU64;
+    let instances = [instance(&config), instance(&config)];
+    let host = Uuid::new_v4();
+    let key = CacheKey::live_meetings();
+    let row = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let read = async |cache: &Cache, row: &AtomicU64| -> u64 {
+        cache
+            .get_or_load(&key, key.ttl(), &[Tag::user(host)], || async {
+                Ok::<_, Infallible>(Some(row.load(Ordering::SeqCst)))
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let mut readers = Vec::new();
+    for i in 0..8 {
+        let (cache, row, stop, key) = (
+            instances[i % 2].clone(),
+            row.clone(),
+            stop.clone(),
+            key.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                cache
+                    .get_or_load(&key, key.ttl(), &[Tag::user(host)], || async {
+                        let seen = row.load(Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        Ok::<_, Infallible>(Some(seen))
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let mut stale = Vec::new();
+    for _ in 0..200 {
+        let version = row.fetch_add(1, Ordering::SeqCst) + 1;
+        instances[0]
+            .invalidate(&Invalidation::user_profile_update(host, "h@x.io", "h@x.io"))
+            .await
+            .unwrap();
+        let seen = read(&instances[1], &row).await;
+        if seen < version {
+            stale.push((version, seen));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert!(stale.is_empty(), "stale reads after invalidation: {stale:?}");
 }

@@ -37,7 +37,11 @@ impl Cache {
     /// Keys under this prefix matching `pattern` (a glob on the key path),
     /// found with SCAN on every node — never KEYS, which blocks Redis.
     pub async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError> {
-        let matcher = self.redis_key(pattern);
+        self.scan_raw(&self.redis_key(pattern), limit).await
+    }
+
+    /// SCAN of a raw pattern (prefix included) on every node.
+    async fn scan_raw(&self, matcher: &str, limit: usize) -> Result<Vec<String>, CacheError> {
         let scan = async {
             let mut found = Vec::new();
             for mut node in self.inner.backend.node_connections().await? {
@@ -46,7 +50,7 @@ impl Cache {
                     let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
-                        .arg(&matcher)
+                        .arg(matcher)
                         .arg("COUNT")
                         .arg(1000)
                         .query_async(&mut node)
@@ -102,7 +106,10 @@ impl Cache {
 
     /// Deletes every key under this prefix (and only those). Returns how many.
     pub async fn flush_prefix(&self) -> Result<usize, CacheError> {
-        let keys = self.scan("*", usize::MAX).await?;
+        let mut keys = self.scan("*", usize::MAX).await?;
+        // Tags' pending sets are named `{<prefix>tag:…}:pending…`.
+        let braced = format!("{{{}*", self.prefix());
+        keys.extend(self.scan_raw(&braced, usize::MAX).await?);
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut deleted = 0;
         for group in slot_groups(&refs, self.inner.backend.is_cluster(), CHUNK) {

@@ -1,6 +1,18 @@
 //! Invalidation: delete the keys a write made stale, listed and tagged.
+//!
+//! The tag invariant: a key whose value embeds an entity is, until it is
+//! deleted, a member of the entity's tag set or of a pending set listed in
+//! the tag's registry. A tag's members are *moved* out (atomically, in the
+//! tag's slot) before they are deleted, never removed after: a key refilled
+//! between the delete and the cleanup is tagged again in the fresh set, so
+//! the next invalidation finds it (removing the members read, after the
+//! delete, lost exactly such a key: issue 9, item 1).
 
-use super::{CHUNK, Cache};
+use super::{
+    CHUNK, Cache,
+    lease::lease_token,
+    scripts::{DETACH_TAG, FORGET_PENDING},
+};
 use crate::{
     backend::slot_groups,
     error::{CacheError, unavailable},
@@ -19,51 +31,59 @@ impl Cache {
             .iter()
             .map(|k| self.redis_key(k.path()))
             .collect();
-        let mut tagged: Vec<(String, Vec<String>)> = Vec::with_capacity(invalidation.tags.len());
+        let explicit: Vec<&str> = explicit.iter().map(String::as_str).collect();
+        // Listed keys first: a tagged value refilled after its delete must
+        // not be built from a listed key's old value (a user's card) that is
+        // still cached — on a cluster the two deletes are not one command.
+        let mut deleted = self.delete(&explicit).await?;
+        let mut tagged = 0;
         for tag in &invalidation.tags {
-            let tag_key = self.redis_key(&tag.path());
-            let members: Vec<String> = self
-                .call("invalidate", async |conn| {
-                    redis::cmd("SMEMBERS")
-                        .arg(&tag_key)
-                        .query_async(conn)
-                        .await
-                        .map_err(unavailable)
-                })
-                .await?;
-            tagged.push((tag_key, members));
+            let (gone, members) = self.invalidate_tag(&self.redis_key(&tag.path())).await?;
+            deleted += gone;
+            tagged += members;
         }
-        let all: Vec<&str> = explicit
-            .iter()
-            .map(String::as_str)
-            .chain(
-                tagged
-                    .iter()
-                    .flat_map(|(_, m)| m.iter().map(String::as_str)),
-            )
-            .collect();
-        let deleted = self.delete(&all).await?;
-        // Remove only the members we deleted: a key registered after our
-        // SMEMBERS stays indexed for the next invalidation.
-        for (tag_key, members) in &tagged {
-            for chunk in members.chunks(CHUNK) {
-                self.call("invalidate", async |conn| {
-                    redis::cmd("SREM")
-                        .arg(tag_key)
-                        .arg(chunk)
-                        .query_async::<()>(conn)
-                        .await
-                        .map_err(unavailable)
-                })
-                .await?;
-            }
-        }
-        self.count_invalidations(invalidation, &tagged);
+        self.count_invalidations(invalidation, tagged);
         Ok(deleted)
     }
 
+    /// Detaches the tag's members, deletes them, then forgets the pending
+    /// sets. Returns (keys deleted, members found).
+    async fn invalidate_tag(&self, tag_key: &str) -> Result<(usize, usize), CacheError> {
+        let registry = pending_registry(tag_key);
+        let own = format!("{registry}:{}", &lease_token()[super::lease::LEASE_PREFIX.len()..]);
+        let (sets, members): (Vec<String>, Vec<String>) = self
+            .call("invalidate", async |conn| {
+                DETACH_TAG
+                    .key(tag_key)
+                    .key(&registry)
+                    .key(&own)
+                    .invoke_async(conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        #[cfg(test)]
+        self.failpoint("invalidate:detached").await;
+        let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+        let deleted = self.delete(&refs).await?;
+        #[cfg(test)]
+        self.failpoint("invalidate:deleted").await;
+        if !sets.is_empty() {
+            self.call("invalidate", async |conn| {
+                FORGET_PENDING
+                    .key(&registry)
+                    .arg(&sets)
+                    .invoke_async::<i64>(conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        }
+        Ok((deleted, members.len()))
+    }
+
     /// DEL of keys grouped by slot; returns how many existed.
-    async fn delete(&self, keys: &[&str]) -> Result<usize, CacheError> {
+    pub(super) async fn delete(&self, keys: &[&str]) -> Result<usize, CacheError> {
         let mut deleted = 0;
         for group in slot_groups(keys, self.inner.backend.is_cluster(), CHUNK) {
             deleted += self
@@ -79,7 +99,7 @@ impl Cache {
         Ok(deleted)
     }
 
-    fn count_invalidations(&self, invalidation: &Invalidation, tagged: &[(String, Vec<String>)]) {
+    fn count_invalidations(&self, invalidation: &Invalidation, tagged: usize) {
         let metrics = &self.inner.metrics;
         for key in &invalidation.keys {
             metrics
@@ -87,10 +107,29 @@ impl Cache {
                 .with_label_values(&[key.name().as_str()])
                 .inc();
         }
-        let tagged_count: usize = tagged.iter().map(|(_, m)| m.len()).sum();
         metrics
             .invalidations
             .with_label_values(&["tagged"])
-            .inc_by(tagged_count as u64);
+            .inc_by(tagged as u64);
+    }
+}
+
+/// The registry of a tag's pending sets: `{<tag key>}:pending`. The braces
+/// make it, and the sets named after it, hash to the tag's own slot (a tag
+/// key has no braces: prefixes and tag ids cannot contain them).
+pub(super) fn pending_registry(tag_key: &str) -> String {
+    format!("{{{tag_key}}}:pending")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::slot;
+
+    #[test]
+    fn pending_sets_share_the_tags_slot() {
+        let tag = "huddle:v1:tag:user:8c1b1f7e-6a55-4a8a-9d0c-2d1f1f8f0a11";
+        let registry = super::pending_registry(tag);
+        assert_eq!(slot(&registry), slot(tag));
+        assert_eq!(slot(&format!("{registry}:abc")), slot(tag));
     }
 }

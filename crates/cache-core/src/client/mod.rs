@@ -26,11 +26,15 @@
 
 mod admin;
 mod batch;
+#[cfg(test)]
+mod failpoint;
 mod flight;
 mod invalidate;
 mod lease;
 mod scripts;
 mod tagger;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,
@@ -72,6 +76,8 @@ struct Inner {
     /// deferred work (the invalidation outbox) should retry now.
     recovered: tokio::sync::Notify,
     flights: Mutex<HashMap<String, broadcast::Sender<flight::Fill>>>,
+    #[cfg(test)]
+    failpoints: failpoint::Failpoints,
 }
 
 impl Cache {
@@ -92,6 +98,8 @@ impl Cache {
                 metrics,
                 recovered: tokio::sync::Notify::new(),
                 flights: Mutex::default(),
+                #[cfg(test)]
+                failpoints: failpoint::Failpoints::default(),
             }),
         })
     }

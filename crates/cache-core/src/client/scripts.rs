@@ -51,3 +51,61 @@ return 0
 pub(super) fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
+
+/// Detaches a tag's members for an invalidation (KEYS: tag, registry, own
+/// pending set; all in the tag's slot). The members move, atomically, to a
+/// pending set of this invalidation's own, listed in the tag's registry; the
+/// tag starts empty, so a key tagged from now on is in the tag again, never
+/// lost to this invalidation's cleanup. Returns the members of every pending
+/// set (this one, and any an earlier invalidation left behind when it
+/// failed) with the set names, so a retry still finds what a failed attempt
+/// detached. Reply: { {set names}, {members} }.
+pub(super) static DETACH_TAG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local members = redis.call('SMEMBERS', KEYS[1])
+if #members > 0 then
+  for i = 1, #members, 1000 do
+    redis.call('SADD', KEYS[3], unpack(members, i, math.min(i + 999, #members)))
+  end
+  redis.call('SADD', KEYS[2], KEYS[3])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then
+    redis.call('PERSIST', KEYS[3])
+    redis.call('PERSIST', KEYS[2])
+  else
+    redis.call('PEXPIRE', KEYS[3], ttl)
+    local left = redis.call('PTTL', KEYS[2])
+    if left >= 0 and left < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+  end
+  redis.call('DEL', KEYS[1])
+end
+local names, out = {}, {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local part = redis.call('SMEMBERS', name)
+  if #part == 0 then
+    redis.call('SREM', KEYS[2], name)
+  else
+    table.insert(names, name)
+    for _, m in ipairs(part) do table.insert(out, m) end
+  end
+end
+return {names, out}
+",
+    )
+});
+
+/// After every member a pending set lists was deleted, forget the sets
+/// (KEYS: registry; ARGV: set names). Sets are written once, so nothing
+/// was added to them since they were read.
+pub(super) static FORGET_PENDING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for _, name in ipairs(ARGV) do
+  redis.call('DEL', name)
+  redis.call('SREM', KEYS[1], name)
+end
+return #ARGV
+",
+    )
+});
