@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -18,19 +21,46 @@ use super::{
 };
 use crate::keys::{CacheKey, KeyName, NOT_FOUND_TTL, Tag};
 
-/// What a single flight hands to the callers that waited on it.
+/// What a single flight hands to the callers that waited on it. `seq` is
+/// the flight's sequence number of the step that vouches for the result:
+/// the Redis read that found it, the fill that landed it, or the start of
+/// the load that read it (see [`Flight`]).
 #[derive(Clone)]
 pub(super) enum Fill {
-    Value(Arc<str>),
-    NotFound,
+    Value(Arc<str>, u64),
+    NotFound(u64),
     /// The leader could not share its result; waiters load for themselves.
     Unshared,
 }
 
+/// One key's in-process single flight. The leader bumps `seq` right before
+/// each step that can vouch for a result (a Redis read, a fill, the start
+/// of a load); a waiter notes `seq` when it joins and takes the result only
+/// if the step that vouches for it came later. So a waiter never gets a
+/// value read — from Redis or the database — before it arrived, when a
+/// write may have been acknowledged in between; a result whose source was
+/// read after it arrived is as current as its own read would be. That holds
+/// when Redis is down too, so concurrent misses then still share one load.
+pub(super) struct Flight {
+    tx: broadcast::Sender<Fill>,
+    seq: Arc<AtomicU64>,
+}
+
+/// The caller's part in a key's flight.
+enum Role {
+    Leader(Arc<AtomicU64>),
+    Waiter(broadcast::Receiver<Fill>, u64),
+}
+
+/// How many flights a caller waits on, whose results came too early for
+/// it, before it loads on its own.
+const MAX_JOINS: usize = 3;
+
 /// How probing Redis for a key ended.
 enum Probed<T> {
-    Hit(T, Arc<str>),
-    NotFound,
+    /// With the flight sequence number of the read that found it.
+    Hit(T, Arc<str>, u64),
+    NotFound(u64),
     /// Load from the database; `leased` when we hold the key's lease and
     /// may fill it.
     Load {
@@ -79,40 +109,62 @@ impl Cache {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let redis_key = self.redis_key(key.path());
-        let waiting = {
-            let mut flights = self.lock_flights();
-            match flights.get(&redis_key) {
-                Some(leader) => Some(leader.subscribe()),
-                None => {
-                    flights.insert(redis_key.clone(), broadcast::channel(1).0);
-                    None
+        let name = key.name();
+        let mut joins = 0;
+        let seq = loop {
+            let (mut rx, joined) = match self.join(&redis_key) {
+                Role::Leader(seq) => break Some(seq),
+                Role::Waiter(rx, joined) => (rx, joined),
+            };
+            if joins == 0 {
+                self.inner.metrics.lookup(name, "coalesced");
+            }
+            joins += 1;
+            match rx.recv().await {
+                Ok(Fill::NotFound(seq)) if seq > joined => return Ok(None),
+                Ok(Fill::Value(json, seq)) if seq > joined => {
+                    if let Ok(value) = serde_json::from_str(&json) {
+                        return Ok(Some(value));
+                    }
                 }
+                // Failed, cancelled, or vouched for before we arrived.
+                _ => {}
+            }
+            if joins == MAX_JOINS {
+                break None;
             }
         };
-
-        let Some(mut waiting) = waiting else {
-            let flight = FlightGuard {
-                cache: self,
-                redis_key: &redis_key,
-            };
-            let (value, fill) = self.lookup(key.name(), &redis_key, ttl, loader).await?;
-            flight.land(fill);
+        let Some(seq) = seq else {
+            let (value, _) = self
+                .lookup(name, &redis_key, ttl, &AtomicU64::default(), loader)
+                .await?;
             return Ok(value);
         };
-
-        self.inner.metrics.lookup(key.name(), "coalesced");
-        match waiting.recv().await {
-            Ok(Fill::NotFound) => return Ok(None),
-            Ok(Fill::Value(json)) => {
-                if let Ok(value) = serde_json::from_str(&json) {
-                    return Ok(Some(value));
-                }
-            }
-            // The leader failed or was cancelled: load without it.
-            Ok(Fill::Unshared) | Err(_) => {}
-        }
-        let (value, _) = self.lookup(key.name(), &redis_key, ttl, loader).await?;
+        let flight = FlightGuard {
+            cache: self,
+            redis_key: &redis_key,
+        };
+        let (value, fill) = self.lookup(name, &redis_key, ttl, &seq, loader).await?;
+        flight.land(fill);
         Ok(value)
+    }
+
+    /// Joins the key's flight, or starts one.
+    fn join(&self, redis_key: &str) -> Role {
+        let mut flights = self.lock_flights();
+        if let Some(flight) = flights.get(redis_key) {
+            let rx = flight.tx.subscribe();
+            return Role::Waiter(rx, flight.seq.load(Ordering::SeqCst));
+        }
+        let seq = Arc::new(AtomicU64::new(0));
+        flights.insert(
+            redis_key.to_owned(),
+            Flight {
+                tx: broadcast::channel(1).0,
+                seq: seq.clone(),
+            },
+        );
+        Role::Leader(seq)
     }
 
     /// One process's read of a key: a hit, or a lease and a load, or (when
@@ -122,6 +174,7 @@ impl Cache {
         name: KeyName,
         redis_key: &str,
         ttl: Duration,
+        seq: &AtomicU64,
         loader: F,
     ) -> Result<(Option<T>, Fill), E>
     where
@@ -130,13 +183,13 @@ impl Cache {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let token = lease_token();
-        let leased = match self.probe(name, redis_key, &token).await {
-            Probed::Hit(value, json) => return Ok((Some(value), Fill::Value(json))),
-            Probed::NotFound => return Ok((None, Fill::NotFound)),
+        let leased = match self.probe(name, redis_key, &token, seq).await {
+            Probed::Hit(value, json, at) => return Ok((Some(value), Fill::Value(json, at))),
+            Probed::NotFound(at) => return Ok((None, Fill::NotFound(at))),
             Probed::Load { leased } => leased,
         };
         self.inner.metrics.lookup(name, "miss");
-        self.load_and_fill(name, redis_key, &token, leased, ttl, loader)
+        self.load_and_fill(name, (redis_key, &token), leased, ttl, seq, loader)
             .await
     }
 
@@ -148,21 +201,26 @@ impl Cache {
         name: KeyName,
         redis_key: &str,
         token: &str,
+        seq: &AtomicU64,
     ) -> Probed<T> {
         let metrics = &self.inner.metrics;
         let deadline = Instant::now() + self.inner.config.lease_wait;
         let mut pause = Duration::from_millis(2);
         let mut waited = false;
         loop {
-            match self.read_or_lease(name, redis_key, token).await {
+            let at = seq.fetch_add(1, Ordering::SeqCst) + 1;
+            let probe = self.read_or_lease(name, redis_key, token).await;
+            #[cfg(test)]
+            self.failpoint("lookup:probed").await;
+            match probe {
                 Probe::NotFound => {
                     metrics.lookup(name, "not_found_hit");
-                    return Probed::NotFound;
+                    return Probed::NotFound(at);
                 }
                 Probe::Value(json) => match serde_json::from_str(&json) {
                     Ok(value) => {
                         metrics.lookup(name, if waited { "lease_wait_hit" } else { "hit" });
-                        return Probed::Hit(value, json.into());
+                        return Probed::Hit(value, json.into(), at);
                     }
                     // Another shape (a deploy forgot to bump the prefix
                     // version): load, and let the TTL replace it.
@@ -198,10 +256,10 @@ impl Cache {
     async fn load_and_fill<T, E, F, Fut>(
         &self,
         name: KeyName,
-        redis_key: &str,
-        token: &str,
+        (redis_key, token): (&str, &str),
         leased: bool,
         ttl: Duration,
+        seq: &AtomicU64,
         loader: F,
     ) -> Result<(Option<T>, Fill), E>
     where
@@ -215,6 +273,7 @@ impl Cache {
             ttl.mul_f64(1.1) + self.inner.config.lease_ttl + Duration::from_secs(1),
             leased,
         );
+        let load_started = seq.fetch_add(1, Ordering::SeqCst) + 1;
         let loaded = match self.timed_load(name, loader(tagger.clone())).await {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -224,12 +283,13 @@ impl Cache {
                 return Err(e);
             }
         };
-        let Some((raw, fill_ttl, fill)) = encode(redis_key, &loaded, ttl) else {
+        let Some((raw, fill_ttl, json)) = encode(redis_key, &loaded, ttl) else {
             if leased {
                 self.release_lease(redis_key, token).await;
             }
             return Ok((loaded, Fill::Unshared));
         };
+        let fill_sent = seq.fetch_add(1, Ordering::SeqCst) + 1;
         let landed = if !leased {
             false
         } else if tagger.failed.load(Ordering::SeqCst) {
@@ -239,11 +299,15 @@ impl Cache {
             self.fill_if_leased(name, redis_key, token, &raw, fill_ttl)
                 .await
         };
-        // In-process waiters get only a result known to be current: one
-        // whose lease-checked fill landed. A value an invalidation rejected,
-        // or one read while Redis was unreachable, may predate a write that
-        // was acknowledged before a waiter arrived; waiters load themselves.
-        Ok((loaded, if landed { fill } else { Fill::Unshared }))
+        // A fill that landed vouches for the value as of the fill: no
+        // invalidation came between our lease and it. Otherwise (rejected,
+        // or Redis unreachable) only the load's start vouches for it.
+        let at = if landed { fill_sent } else { load_started };
+        let fill = match json {
+            Some(json) => Fill::Value(json, at),
+            None => Fill::NotFound(at),
+        };
+        Ok((loaded, fill))
     }
 
     pub(super) async fn timed_load<T, E>(
@@ -268,7 +332,7 @@ impl Cache {
         loaded
     }
 
-    fn lock_flights(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Fill>>> {
+    fn lock_flights(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (single insert/remove), so a poisoned lock is still usable.
         self.inner
@@ -278,19 +342,20 @@ impl Cache {
     }
 }
 
-/// The stored text of a loaded result, its TTL, and what waiters get; `None`
-/// when the value cannot be serialized (then nothing is cached).
+/// The stored text of a loaded result, its TTL, and its JSON for waiters
+/// (`None` for not-found); `None` when the value cannot be serialized (then
+/// nothing is cached or shared).
 fn encode<T: Serialize>(
     redis_key: &str,
     loaded: &Option<T>,
     ttl: Duration,
-) -> Option<(String, Duration, Fill)> {
+) -> Option<(String, Duration, Option<Arc<str>>)> {
     match loaded {
-        None => Some((NOT_FOUND_MARKER.to_owned(), NOT_FOUND_TTL, Fill::NotFound)),
+        None => Some((NOT_FOUND_MARKER.to_owned(), NOT_FOUND_TTL, None)),
         Some(value) => match serde_json::to_string(value) {
             Ok(json) => {
-                let fill = Fill::Value(json.as_str().into());
-                Some((json, jittered(ttl), fill))
+                let shared = Some(json.as_str().into());
+                Some((json, jittered(ttl), shared))
             }
             Err(e) => {
                 tracing::error!(key = %redis_key, error = %e, "value cannot be serialized; not cached");
@@ -311,9 +376,9 @@ struct FlightGuard<'a> {
 impl FlightGuard<'_> {
     fn land(self, fill: Fill) {
         let sender = self.cache.lock_flights().remove(self.redis_key);
-        if let Some(sender) = sender {
+        if let Some(flight) = sender {
             // No receivers is fine: nobody was waiting.
-            let _ = sender.send(fill);
+            let _ = flight.tx.send(fill);
         }
         std::mem::forget(self);
     }

@@ -50,7 +50,10 @@ impl Cache {
     /// sets. Returns (keys deleted, members found).
     async fn invalidate_tag(&self, tag_key: &str) -> Result<(usize, usize), CacheError> {
         let registry = pending_registry(tag_key);
-        let own = format!("{registry}:{}", &lease_token()[super::lease::LEASE_PREFIX.len()..]);
+        let own = format!(
+            "{registry}:{}",
+            &lease_token()[super::lease::LEASE_PREFIX.len()..]
+        );
         let (sets, members): (Vec<String>, Vec<String>) = self
             .call("invalidate", async |conn| {
                 DETACH_TAG

@@ -42,8 +42,6 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::broadcast;
-
 pub use admin::RedisHealth;
 pub use tagger::Tagger;
 
@@ -75,7 +73,7 @@ struct Inner {
     /// Woken when the breaker closes: Redis is back, so whoever holds
     /// deferred work (the invalidation outbox) should retry now.
     recovered: tokio::sync::Notify,
-    flights: Mutex<HashMap<String, broadcast::Sender<flight::Fill>>>,
+    flights: Mutex<HashMap<String, flight::Flight>>,
     #[cfg(test)]
     failpoints: failpoint::Failpoints,
 }
