@@ -197,7 +197,10 @@ mod tests {
         assert_eq!(slot("bar"), 5061);
         assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
         assert_eq!(slot("{user1000}.following"), slot("user1000"));
-        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        // An empty first tag hashes the whole key; only the first tag counts.
+        assert_eq!(slot("foo{}{bar}"), 8363);
+        assert_eq!(slot("foo{{bar}}zap"), 4015);
+        assert_eq!(slot("foo{bar}{zap}"), slot("bar"));
         assert_eq!(crc16(b"123456789"), 0x31C3);
     }
 
