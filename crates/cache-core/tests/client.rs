@@ -123,6 +123,7 @@ suite!(
     scan_finds_keys_by_pattern_under_the_prefix_only,
     reads_survive_a_server_that_forgot_the_scripts,
     no_stale_read_after_an_invalidation_under_concurrent_refills,
+    a_second_process_waits_on_the_lease_instead_of_loading,
 );
 
 async fn second_read_is_a_hit_and_skips_the_loader(config: CacheConfig) {
@@ -166,6 +167,13 @@ async fn not_found_is_cached_as_a_short_lived_marker(config: CacheConfig) {
     assert!(ttl_ms <= 30_000 && ttl_ms > 20_000, "{ttl_ms}");
 }
 
+/// In-process single flight, pinned apart from the lease: the 49 callers
+/// that arrive while the leader loads wait on its flight, not on Redis.
+///
+/// Seen to fail with the mechanism off: with `Cache::join` always making
+/// the caller a leader (no in-process flights), the loader still ran once —
+/// the lease alone — but 49 callers polled Redis for the fill
+/// (`lease_waits` 49, `coalesced` 0).
 async fn fifty_concurrent_cold_reads_run_the_loader_once(config: CacheConfig) {
     let cache = instance(&config);
     let key = CacheKey::user(Uuid::new_v4());
@@ -192,6 +200,8 @@ async fn fifty_concurrent_cold_reads_run_the_loader_once(config: CacheConfig) {
         assert_eq!(task.await.unwrap(), profile("slow"));
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.metrics().lease_waits(KeyName::User), 0);
+    assert_eq!(cache.metrics().lookups(KeyName::User, "coalesced"), 49);
 }
 
 /// Fleet-wide single flight: 200 concurrent misses split over two instances
@@ -732,4 +742,44 @@ async fn no_stale_read_after_an_invalidation_under_concurrent_refills(config: Ca
         stale.is_empty(),
         "stale reads after invalidation: {stale:?}"
     );
+}
+
+/// The Redis lease, pinned apart from in-process flights: one caller in each
+/// of two processes (no flight to share), the first loading slowly; the
+/// second waits for its fill instead of loading.
+///
+/// Seen to fail with the mechanism off: with `READ_OR_LEASE` reduced to a
+/// plain GET (no lease placeholder), the second process loaded too (2 loads,
+/// `lease_waits` 0).
+async fn a_second_process_waits_on_the_lease_instead_of_loading(config: CacheConfig) {
+    let (first, second) = (instance(&config), instance(&config));
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let leader = {
+        let (cache, key, calls) = (first.clone(), key.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key, key.ttl(), &[], || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let _ = started_tx.send(());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok::<_, Infallible>(profile("first"))
+                })
+                .await
+                .unwrap()
+        })
+    };
+    started_rx.await.unwrap();
+    let got = second
+        .get_or_load(&key, key.ttl(), &[], || {
+            load_counting(&calls, profile("second"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, profile("first"));
+    assert_eq!(leader.await.unwrap(), profile("first"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(second.metrics().lease_waits(KeyName::User), 1);
+    assert_eq!(second.metrics().lookups(KeyName::User, "lease_wait_hit"), 1);
 }
