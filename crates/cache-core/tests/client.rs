@@ -84,6 +84,18 @@ async fn fill(cache: &Cache, key: &CacheKey, tags: &[Tag], name: &str) {
         .unwrap();
 }
 
+/// Polls `done` until it holds; fails the test after 10 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Runs each named `async fn(CacheConfig)` against both backends.
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
@@ -405,9 +417,10 @@ async fn a_waiter_arriving_after_a_write_never_gets_the_older_read(config: Cache
                 .unwrap()
         })
     };
-    while cache.metrics().lookups(KeyName::User, "coalesced") == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the late reader joined the flight", || {
+        cache.metrics().lookups(KeyName::User, "coalesced") == 1
+    })
+    .await;
     release.wait().await;
     assert_eq!(leader.await.unwrap(), profile("old"));
     assert_eq!(late.await.unwrap(), profile("new"));
@@ -425,18 +438,21 @@ async fn a_waiter_loads_for_itself_when_the_filler_is_gone(config: CacheConfig) 
     let key = CacheKey::user(Uuid::new_v4());
     // The dead filler takes the lease and never comes back.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (leased_tx, leased_rx) = tokio::sync::oneshot::channel::<()>();
     let holder = {
         let (cache, key) = (dead_filler.clone(), key.clone());
         tokio::spawn(async move {
             let _ = cache
                 .get_or_load(&key, key.ttl(), &[], || async {
+                    // The loader runs only once the lease is taken.
+                    let _ = leased_tx.send(());
                     let _ = rx.await;
                     Ok::<_, Infallible>(profile("never"))
                 })
                 .await;
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    leased_rx.await.unwrap();
     let got = reader
         .get_or_load(&key, key.ttl(), &[], || async {
             Ok::<_, Infallible>(profile("db"))
