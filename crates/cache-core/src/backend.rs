@@ -61,7 +61,7 @@ impl Backend {
         pool_size: usize,
         timeout: Duration,
     ) -> Result<Self, CacheError> {
-        let mut limits = deadpool_redis::PoolConfig::new(pool_size.max(1));
+        let mut limits = deadpool_redis::PoolConfig::new(pool_size);
         limits.timeouts.wait = Some(timeout);
         limits.timeouts.create = Some(timeout.max(Duration::from_millis(500)));
         limits.timeouts.recycle = Some(timeout);
@@ -121,6 +121,15 @@ impl Backend {
         Ok(conns)
     }
 
+    /// Every connection the pool may open is open and checked out.
+    pub(crate) fn exhausted(&self) -> bool {
+        let status = match self {
+            Self::Single { pool, .. } => pool.status(),
+            Self::Cluster { pool, .. } => pool.status(),
+        };
+        status.size >= status.max_size && status.available == 0
+    }
+
     pub(crate) fn close(&self) {
         match self {
             Self::Single { pool, .. } => pool.close(),
@@ -131,6 +140,9 @@ impl Backend {
 
 fn pool_error(e: deadpool_redis::PoolError) -> CacheError {
     match e {
+        deadpool_redis::PoolError::Timeout(deadpool_redis::TimeoutType::Wait) => {
+            CacheError::PoolExhausted
+        }
         deadpool_redis::PoolError::Timeout(_) => CacheError::Unavailable("pool timeout".into()),
         other => CacheError::Unavailable(other.to_string()),
     }

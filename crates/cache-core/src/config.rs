@@ -12,6 +12,12 @@ pub struct CacheConfig {
     pub cluster_nodes: Vec<String>,
     /// Prepended to every key; carries the format version (`huddle:v1:`).
     pub prefix: String,
+    /// Prefixes of the versions a rolling update is replacing (or moving
+    /// to). Every invalidation is applied under each of them as well, so a
+    /// write made by either version reaches the keys both versions read.
+    pub previous_prefixes: Vec<String>,
+    /// Redis connections per process. A checkout that waits because all are
+    /// busy is not a Redis failure: it never opens the breaker.
     pub pool_size: usize,
     /// Upper bound on any one Redis call on a request path.
     pub op_timeout: Duration,
@@ -32,7 +38,8 @@ impl Default for CacheConfig {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             cluster_nodes: Vec::new(),
             prefix: "huddle:v1:".to_owned(),
-            pool_size: 16,
+            previous_prefixes: Vec::new(),
+            pool_size: 32,
             op_timeout: Duration::from_millis(50),
             lease_ttl: Duration::from_secs(3),
             lease_wait: Duration::from_secs(1),
@@ -44,7 +51,24 @@ impl Default for CacheConfig {
 
 impl CacheConfig {
     pub(crate) fn validate(&self) -> Result<(), CacheError> {
-        validate_prefix(&self.prefix)
+        validate_prefix(&self.prefix)?;
+        for prefix in &self.previous_prefixes {
+            validate_prefix(prefix)?;
+        }
+        if self.pool_size == 0 {
+            return Err(CacheError::Config("the Redis pool size must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Every prefix an invalidation is applied under: ours first.
+    pub(crate) fn all_prefixes(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.prefix.as_str()).chain(
+            self.previous_prefixes
+                .iter()
+                .map(String::as_str)
+                .filter(|p| *p != self.prefix),
+        )
     }
 }
 
@@ -75,5 +99,28 @@ mod tests {
         assert!(validate_prefix("").is_err());
         assert!(validate_prefix("huddle").is_err());
         assert!(validate_prefix("a*:").is_err());
+    }
+
+    #[test]
+    fn previous_prefixes_and_pool_size_are_validated() {
+        let bad_previous = CacheConfig {
+            previous_prefixes: vec!["huddle:v0".into()],
+            ..CacheConfig::default()
+        };
+        assert!(bad_previous.validate().is_err());
+        let no_pool = CacheConfig {
+            pool_size: 0,
+            ..CacheConfig::default()
+        };
+        assert!(no_pool.validate().is_err());
+        let rolling = CacheConfig {
+            previous_prefixes: vec!["huddle:v1:".into(), "huddle:v0:".into()],
+            ..CacheConfig::default()
+        };
+        assert!(rolling.validate().is_ok());
+        assert_eq!(
+            rolling.all_prefixes().collect::<Vec<_>>(),
+            ["huddle:v1:", "huddle:v0:"]
+        );
     }
 }

@@ -13,6 +13,10 @@ pub enum CacheError {
     Timeout(Duration),
     #[error("redis circuit breaker is open")]
     BreakerOpen,
+    /// Every pooled connection was busy for the whole call bound: this
+    /// process is busy, Redis is not failing.
+    #[error("no redis connection free in the pool")]
+    PoolExhausted,
 }
 
 pub(crate) fn unavailable(e: redis::RedisError) -> CacheError {

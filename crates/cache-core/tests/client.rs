@@ -136,6 +136,7 @@ suite!(
     reads_survive_a_server_that_forgot_the_scripts,
     no_stale_read_after_an_invalidation_under_concurrent_refills,
     a_second_process_waits_on_the_lease_instead_of_loading,
+    invalidations_reach_the_keys_of_previous_prefixes,
 );
 
 async fn second_read_is_a_hit_and_skips_the_loader(config: CacheConfig) {
@@ -798,4 +799,43 @@ async fn a_second_process_waits_on_the_lease_instead_of_loading(config: CacheCon
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(second.metrics().lease_waits(KeyName::User), 1);
     assert_eq!(second.metrics().lookups(KeyName::User, "lease_wait_hit"), 1);
+}
+
+/// A rolling update from prefix v1 to v2: each version names the other as a
+/// previous prefix, so a write made by either reaches the keys (listed and
+/// tagged) that both read (issue 9, item 4).
+///
+/// Seen to fail with the mechanism off: with `CacheConfig::all_prefixes`
+/// yielding only the process's own prefix, the write deleted 2 keys, not 4:
+/// the other version's copies survived.
+async fn invalidations_reach_the_keys_of_previous_prefixes(config: CacheConfig) {
+    let v1_prefix = config.prefix.clone();
+    let v2_prefix = format!("huddle:test-{}:", Uuid::new_v4().simple());
+    let v1 = instance(&CacheConfig {
+        previous_prefixes: vec![v2_prefix.clone()],
+        ..config.clone()
+    });
+    let v2 = instance(&CacheConfig {
+        prefix: v2_prefix,
+        previous_prefixes: vec![v1_prefix],
+        ..config
+    });
+    let user = Uuid::new_v4();
+    let user_key = CacheKey::user(user);
+    let hosted = CacheKey::meeting(Uuid::new_v4());
+    for (writer, other) in [(&v1, &v2), (&v2, &v1)] {
+        for cache in [&v1, &v2] {
+            fill(cache, &user_key, &[], "old").await;
+            fill(cache, &hosted, &[Tag::user(user)], "old").await;
+        }
+        let deleted = writer
+            .invalidate(&Invalidation::user_profile_update(user, "a@x.io", "a@x.io"))
+            .await
+            .unwrap();
+        assert_eq!(deleted, 4, "both keys under both prefixes");
+        for key in [&user_key, &hosted] {
+            assert!(other.inspect(key.path()).await.unwrap().is_none(), "{key}");
+            assert!(writer.inspect(key.path()).await.unwrap().is_none(), "{key}");
+        }
+    }
 }

@@ -25,11 +25,31 @@ impl Cache {
     /// that started before this call can land). Returns how many Redis keys
     /// existed and were deleted. An error means some keys may still be
     /// cached; the outbox retries.
+    ///
+    /// Applied under this process's prefix and under every previous prefix
+    /// of the configuration, so during a rolling update that changes the
+    /// prefix, each version's writes reach the keys the other reads.
     pub async fn invalidate(&self, invalidation: &Invalidation) -> Result<usize, CacheError> {
+        let mut deleted = 0;
+        let mut tagged = 0;
+        for prefix in self.inner.config.all_prefixes() {
+            let (gone, members) = self.invalidate_under(prefix, invalidation).await?;
+            deleted += gone;
+            tagged += members;
+        }
+        self.count_invalidations(invalidation, tagged);
+        Ok(deleted)
+    }
+
+    async fn invalidate_under(
+        &self,
+        prefix: &str,
+        invalidation: &Invalidation,
+    ) -> Result<(usize, usize), CacheError> {
         let explicit: Vec<String> = invalidation
             .keys
             .iter()
-            .map(|k| self.redis_key(k.path()))
+            .map(|k| format!("{prefix}{}", k.path()))
             .collect();
         let explicit: Vec<&str> = explicit.iter().map(String::as_str).collect();
         // Listed keys first: a tagged value refilled after its delete must
@@ -38,12 +58,12 @@ impl Cache {
         let mut deleted = self.delete(&explicit).await?;
         let mut tagged = 0;
         for tag in &invalidation.tags {
-            let (gone, members) = self.invalidate_tag(&self.redis_key(&tag.path())).await?;
+            let tag_key = format!("{prefix}{}", tag.path());
+            let (gone, members) = self.invalidate_tag(&tag_key).await?;
             deleted += gone;
             tagged += members;
         }
-        self.count_invalidations(invalidation, tagged);
-        Ok(deleted)
+        Ok((deleted, tagged))
     }
 
     /// Detaches the tag's members, deletes them, then forgets the pending

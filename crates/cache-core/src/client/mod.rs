@@ -142,14 +142,33 @@ impl Cache {
             return Err(CacheError::BreakerOpen);
         }
         let timeout = inner.config.op_timeout;
+        let mut checked_out = false;
         let result = tokio::time::timeout(timeout, async {
             let mut conn = inner.backend.get().await?;
+            checked_out = true;
             op(&mut conn).await
         })
         .await
         .unwrap_or(Err(CacheError::Timeout(timeout)));
+        let result = match result {
+            // Waiting for a connection while every one is busy: this process
+            // is saturated, Redis is not failing. Counting it would open the
+            // breaker at peak load and send every read to the database.
+            Err(CacheError::Timeout(_)) if !checked_out && inner.backend.exhausted() => {
+                Err(CacheError::PoolExhausted)
+            }
+            other => other,
+        };
         let transition = match &result {
             Ok(_) => inner.breaker.success(),
+            Err(CacheError::PoolExhausted) => {
+                inner
+                    .metrics
+                    .redis_errors
+                    .with_label_values(&["pool"])
+                    .inc();
+                None
+            }
             Err(e) => {
                 inner.metrics.redis_errors.with_label_values(&[label]).inc();
                 tracing::debug!(op = label, error = %e, "redis call failed; continuing without cache");

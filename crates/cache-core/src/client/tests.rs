@@ -243,3 +243,38 @@ async fn with_redis_down_concurrent_misses_load_once() {
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
 }
+
+/// Every pooled connection busy (a burst), Redis healthy: checkouts that time
+/// out waiting for a connection are not Redis failures and never open the
+/// breaker (issue 9, item 9).
+///
+/// Seen to fail with the mechanism off: with `Cache::call` counting a
+/// checkout wait as a failure (no `PoolExhausted` case), the breaker opened
+/// after 2 reads and every later read skipped Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_pooled_connection_never_opens_the_breaker() {
+    let cache = instance(&CacheConfig {
+        pool_size: 1,
+        op_timeout: Duration::from_millis(100),
+        breaker_threshold: 2,
+        ..configs()[0].clone()
+    });
+    let key = CacheKey::user(Uuid::new_v4());
+    let loads = AtomicUsize::new(0);
+    let tag = Tag::meeting(Uuid::nil());
+    read(&cache, &key, tag, "db", &loads).await;
+    let held = cache.inner.backend.get().await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(read(&cache, &key, tag, "db", &loads).await, "db");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 6, "answered by the loader");
+    assert_eq!(cache.breaker_state(), crate::BreakerState::Closed);
+    assert!(cache.metrics().redis_errors("pool") >= 5);
+    drop(held);
+    read(&cache, &key, tag, "db", &loads).await;
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        6,
+        "a hit once a connection is free"
+    );
+}
