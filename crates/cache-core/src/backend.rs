@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_redis::Runtime;
 use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
 
-use crate::client::CacheError;
+use crate::error::{CacheError, unavailable};
 
 pub(crate) enum Backend {
     Single {
@@ -61,7 +61,7 @@ impl Backend {
         pool_size: usize,
         timeout: Duration,
     ) -> Result<Self, CacheError> {
-        let mut limits = deadpool_redis::PoolConfig::new(pool_size.max(1));
+        let mut limits = deadpool_redis::PoolConfig::new(pool_size);
         limits.timeouts.wait = Some(timeout);
         limits.timeouts.create = Some(timeout.max(Duration::from_millis(500)));
         limits.timeouts.recycle = Some(timeout);
@@ -121,6 +121,15 @@ impl Backend {
         Ok(conns)
     }
 
+    /// Every connection the pool may open is open and checked out.
+    pub(crate) fn exhausted(&self) -> bool {
+        let status = match self {
+            Self::Single { pool, .. } => pool.status(),
+            Self::Cluster { pool, .. } => pool.status(),
+        };
+        status.size >= status.max_size && status.available == 0
+    }
+
     pub(crate) fn close(&self) {
         match self {
             Self::Single { pool, .. } => pool.close(),
@@ -131,13 +140,12 @@ impl Backend {
 
 fn pool_error(e: deadpool_redis::PoolError) -> CacheError {
     match e {
+        deadpool_redis::PoolError::Timeout(deadpool_redis::TimeoutType::Wait) => {
+            CacheError::PoolExhausted
+        }
         deadpool_redis::PoolError::Timeout(_) => CacheError::Unavailable("pool timeout".into()),
         other => CacheError::Unavailable(other.to_string()),
     }
-}
-
-pub(crate) fn unavailable(e: redis::RedisError) -> CacheError {
-    CacheError::Unavailable(e.to_string())
 }
 
 /// Splits keys into groups that each fall in one hash slot (cluster), or one
@@ -201,7 +209,10 @@ mod tests {
         assert_eq!(slot("bar"), 5061);
         assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
         assert_eq!(slot("{user1000}.following"), slot("user1000"));
-        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        // An empty first tag hashes the whole key; only the first tag counts.
+        assert_eq!(slot("foo{}{bar}"), 8363);
+        assert_eq!(slot("foo{{bar}}zap"), 4015);
+        assert_eq!(slot("foo{bar}{zap}"), slot("bar"));
         assert_eq!(crc16(b"123456789"), 0x31C3);
     }
 

@@ -62,8 +62,13 @@ impl Breaker {
 
     /// May this call go to Redis?
     pub(crate) fn allow(&self) -> bool {
+        self.allow_at(Instant::now())
+    }
+
+    /// [`Breaker::allow`] at a given instant (tests pass their own clock, so
+    /// no sleep decides an outcome).
+    fn allow_at(&self, now: Instant) -> bool {
         let mut state = self.lock();
-        let now = Instant::now();
         match *state {
             State::Closed { .. } => true,
             State::Open { until }
@@ -90,8 +95,11 @@ impl Breaker {
 
     /// Returns the new state when it changed.
     pub(crate) fn failure(&self) -> Option<BreakerState> {
+        self.failure_at(Instant::now())
+    }
+
+    fn failure_at(&self, now: Instant) -> Option<BreakerState> {
         let mut state = self.lock();
-        let now = Instant::now();
         match *state {
             State::Closed { failures } if failures + 1 < self.threshold => {
                 *state = State::Closed {
@@ -122,30 +130,43 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
     fn opens_after_threshold_and_recovers_through_one_probe() {
-        let breaker = Breaker::new(3, Duration::from_millis(30));
-        assert!(breaker.allow());
-        assert_eq!(breaker.failure(), None);
-        assert_eq!(breaker.failure(), None);
-        assert_eq!(breaker.failure(), Some(BreakerState::Open));
-        assert!(!breaker.allow(), "open: no calls");
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(breaker.allow(), "cooldown over: one probe");
+        let t0 = Instant::now();
+        let breaker = Breaker::new(3, 30 * MS);
+        assert!(breaker.allow_at(t0));
+        assert_eq!(breaker.failure_at(t0), None);
+        assert_eq!(breaker.failure_at(t0), None);
+        assert_eq!(breaker.failure_at(t0), Some(BreakerState::Open));
+        assert!(!breaker.allow_at(t0 + 29 * MS), "open: no calls");
+        assert!(breaker.allow_at(t0 + 30 * MS), "cooldown over: one probe");
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
-        assert!(!breaker.allow(), "only one probe at a time");
+        assert!(!breaker.allow_at(t0 + 31 * MS), "only one probe at a time");
         assert_eq!(breaker.success(), Some(BreakerState::Closed));
-        assert!(breaker.allow());
+        assert!(breaker.allow_at(t0 + 31 * MS));
     }
 
     #[test]
     fn a_failed_probe_reopens() {
-        let breaker = Breaker::new(1, Duration::from_millis(20));
-        assert_eq!(breaker.failure(), Some(BreakerState::Open));
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(breaker.allow());
-        assert_eq!(breaker.failure(), Some(BreakerState::Open));
-        assert!(!breaker.allow());
+        let t0 = Instant::now();
+        let breaker = Breaker::new(1, 20 * MS);
+        assert_eq!(breaker.failure_at(t0), Some(BreakerState::Open));
+        assert!(breaker.allow_at(t0 + 20 * MS));
+        assert_eq!(breaker.failure_at(t0 + 21 * MS), Some(BreakerState::Open));
+        assert!(!breaker.allow_at(t0 + 40 * MS), "a new cooldown began");
+        assert!(breaker.allow_at(t0 + 41 * MS));
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_back_lets_another_through() {
+        let t0 = Instant::now();
+        let breaker = Breaker::new(1, 20 * MS);
+        breaker.failure_at(t0);
+        assert!(breaker.allow_at(t0 + 20 * MS));
+        assert!(!breaker.allow_at(t0 + 39 * MS));
+        assert!(breaker.allow_at(t0 + 40 * MS));
     }
 
     #[test]

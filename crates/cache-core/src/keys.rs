@@ -29,11 +29,13 @@ pub enum KeyName {
     MeetingParticipants,
     MeetingParticipantCount,
     RecentChats,
+    MeetingChatCount,
     MeetingRecording,
+    MeetingRecordings,
 }
 
 impl KeyName {
-    pub const ALL: [KeyName; 13] = [
+    pub const ALL: [KeyName; 15] = [
         Self::User,
         Self::UserByEmail,
         Self::UserMeetings,
@@ -46,7 +48,9 @@ impl KeyName {
         Self::MeetingParticipants,
         Self::MeetingParticipantCount,
         Self::RecentChats,
+        Self::MeetingChatCount,
         Self::MeetingRecording,
+        Self::MeetingRecordings,
     ];
 
     /// The SPEC name, used as the metrics label.
@@ -64,21 +68,26 @@ impl KeyName {
             Self::MeetingParticipants => "meetingParticipants",
             Self::MeetingParticipantCount => "meetingParticipantCount",
             Self::RecentChats => "recentChats",
+            Self::MeetingChatCount => "meetingChatCount",
             Self::MeetingRecording => "meetingRecording",
+            Self::MeetingRecordings => "meetingRecordings",
         }
     }
 
     /// The base TTL (before jitter). `meetingRecording` is 600 s once the
-    /// recording is final; see [`KeyName::recording_ttl`].
+    /// recording is final; see [`KeyName::recording_ttl`]. `meetingRecordings`
+    /// is 600 s here and 30 s while any recording is PROCESSING (SPEC §4):
+    /// its future reader picks with [`KeyName::recordings_ttl`].
     pub fn ttl(self) -> Duration {
         let secs = match self {
             Self::User | Self::UserByEmail => 600,
             Self::UserMeetings | Self::UserParticipations | Self::UserMeetingCount => 300,
             Self::Meeting | Self::MeetingByInviteCode | Self::ScheduledMeetings => 300,
-            Self::LiveMeetings | Self::MeetingParticipantCount => 60,
+            Self::LiveMeetings | Self::MeetingParticipantCount | Self::MeetingChatCount => 60,
             Self::MeetingParticipants => 120,
             Self::RecentChats => 30,
             Self::MeetingRecording => 30,
+            Self::MeetingRecordings => 600,
         };
         Duration::from_secs(secs)
     }
@@ -87,6 +96,12 @@ impl KeyName {
     /// change), 600 s once READY or FAILED.
     pub fn recording_ttl(processing: bool) -> Duration {
         Duration::from_secs(if processing { 30 } else { 600 })
+    }
+
+    /// `meetingRecordings`: 30 s while any of the list is PROCESSING, 600 s
+    /// otherwise.
+    pub fn recordings_ttl(any_processing: bool) -> Duration {
+        Self::recording_ttl(any_processing)
     }
 }
 
@@ -191,6 +206,20 @@ impl CacheKey {
         Self::new(
             KeyName::RecentChats,
             format!("meeting:{meeting}:chats:{limit}"),
+        )
+    }
+
+    pub fn meeting_chat_count(meeting: Uuid) -> Self {
+        Self::new(
+            KeyName::MeetingChatCount,
+            format!("meeting:{meeting}:chats:count"),
+        )
+    }
+
+    pub fn meeting_recordings(meeting: Uuid) -> Self {
+        Self::new(
+            KeyName::MeetingRecordings,
+            format!("meeting:{meeting}:recordings"),
         )
     }
 
@@ -329,9 +358,19 @@ mod tests {
                 30,
             ),
             (
+                CacheKey::meeting_chat_count(id),
+                format!("meeting:{id}:chats:count"),
+                60,
+            ),
+            (
                 CacheKey::meeting_recording(id),
                 format!("meeting:{id}:recording"),
                 30,
+            ),
+            (
+                CacheKey::meeting_recordings(id),
+                format!("meeting:{id}:recordings"),
+                600,
             ),
         ];
         assert_eq!(cases.len(), KeyName::ALL.len());

@@ -6,12 +6,16 @@
 mod backend;
 mod breaker;
 mod client;
+mod config;
+mod error;
 mod keys;
 mod metrics;
 mod rules;
 
 pub use breaker::BreakerState;
-pub use client::{Cache, CacheConfig, CacheError, RedisHealth, Tagger};
+pub use client::{Cache, RedisHealth, Tagger};
+pub use config::CacheConfig;
+pub use error::CacheError;
 pub use keys::{
     CacheKey, KeyName, NOT_FOUND_TTL, RECENT_CHATS_LIMIT, Tag, TagKind, normalize_email,
 };

@@ -8,6 +8,14 @@ use prometheus::{
 
 use crate::keys::KeyName;
 
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> prometheus::Result<C> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
 #[derive(Clone)]
 pub struct CacheMetrics {
     /// `result` = hit | miss | not_found_hit | coalesced | lease_wait_hit
@@ -28,20 +36,18 @@ pub struct CacheMetrics {
 
 impl CacheMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<_> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
         };
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> prometheus::Result<_> {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["key"])?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets);
+            registered(registry, HistogramVec::new(opts, &["key"])?)
         };
         let fast = vec![
             0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
         ];
         let slow = vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+        let (breaker_state, breaker_rejections, outbox_pending) = Self::register_gauges(registry)?;
         Ok(Self {
             lookups: counter(
                 "huddle_cache_lookups_total",
@@ -88,39 +94,46 @@ impl CacheMetrics {
                 "Fills dropped because the key was invalidated while loading (stale sets prevented)",
                 &["key"],
             )?,
-            breaker_state: {
-                let g = IntGauge::new(
-                    "huddle_cache_breaker_state",
-                    "Redis circuit breaker: 0 closed, 1 open, 2 half-open",
-                )?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
-            breaker_rejections: {
-                let c = IntCounter::new(
-                    "huddle_cache_breaker_rejections_total",
-                    "Redis calls skipped because the circuit breaker was open",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
-            outbox_pending: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "huddle_cache_invalidations_pending",
-                        "Committed writes whose invalidation has not reached Redis yet (outbox rows)",
-                    ),
-                    &["service"],
-                )?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
+            breaker_state,
+            breaker_rejections,
+            outbox_pending,
             outbox_applied: counter(
                 "huddle_cache_invalidations_applied_total",
                 "Outbox entries applied to Redis",
                 &["service"],
             )?,
         })
+    }
+
+    fn register_gauges(
+        registry: &Registry,
+    ) -> prometheus::Result<(IntGauge, IntCounter, IntGaugeVec)> {
+        Ok((
+            registered(
+                registry,
+                IntGauge::new(
+                    "huddle_cache_breaker_state",
+                    "Redis circuit breaker: 0 closed, 1 open, 2 half-open",
+                )?,
+            )?,
+            registered(
+                registry,
+                IntCounter::new(
+                    "huddle_cache_breaker_rejections_total",
+                    "Redis calls skipped because the circuit breaker was open",
+                )?,
+            )?,
+            registered(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "huddle_cache_invalidations_pending",
+                        "Committed writes whose invalidation has not reached Redis yet (outbox rows)",
+                    ),
+                    &["service"],
+                )?,
+            )?,
+        ))
     }
 
     pub(crate) fn lookup(&self, key: KeyName, result: &str) {

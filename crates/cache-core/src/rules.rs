@@ -103,7 +103,9 @@ pub const RULES: &[Rule] = &[
             (Always, Key(K::MeetingParticipants)),
             (Always, Key(K::MeetingParticipantCount)),
             (Always, Key(K::RecentChats)),
+            (Always, Key(K::MeetingChatCount)),
             (Always, Key(K::MeetingRecording)),
+            (Always, Key(K::MeetingRecordings)),
             (Always, Key(K::UserMeetings)),
             (Always, Key(K::UserMeetingCount)),
             (Always, Key(K::LiveMeetings)),
@@ -127,11 +129,17 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         write: WriteKind::ChatMessage,
-        targets: &[(Always, Key(K::RecentChats)), (Always, Key(K::Meeting))],
+        targets: &[
+            (Always, Key(K::RecentChats)),
+            (Always, Key(K::MeetingChatCount)),
+        ],
     },
     Rule {
         write: WriteKind::RecordingStatusChange,
-        targets: &[(Always, Key(K::MeetingRecording))],
+        targets: &[
+            (Always, Key(K::MeetingRecording)),
+            (Always, Key(K::MeetingRecordings)),
+        ],
     },
 ];
 
@@ -330,7 +338,9 @@ fn concrete_keys(name: KeyName, s: &Subject) -> Vec<CacheKey> {
             .map(|m| CacheKey::recent_chats(m, RECENT_CHATS_LIMIT))
             .into_iter()
             .collect(),
+        K::MeetingChatCount => meeting(CacheKey::meeting_chat_count),
         K::MeetingRecording => meeting(CacheKey::meeting_recording),
+        K::MeetingRecordings => meeting(CacheKey::meeting_recordings),
     }
 }
 
@@ -450,7 +460,9 @@ mod tests {
                 CacheKey::meeting_participants(meeting),
                 CacheKey::meeting_participant_count(meeting),
                 CacheKey::recent_chats(meeting, RECENT_CHATS_LIMIT),
+                CacheKey::meeting_chat_count(meeting),
                 CacheKey::meeting_recording(meeting),
+                CacheKey::meeting_recordings(meeting),
                 CacheKey::user_meetings(host),
                 CacheKey::user_meeting_count(host),
                 CacheKey::live_meetings(),
@@ -487,7 +499,7 @@ mod tests {
             inv.keys,
             set([
                 CacheKey::recent_chats(meeting, RECENT_CHATS_LIMIT),
-                CacheKey::meeting(meeting),
+                CacheKey::meeting_chat_count(meeting),
             ])
         );
     }
@@ -496,7 +508,13 @@ mod tests {
     fn row_recording_status_change() {
         let (_, meeting, ..) = ids();
         let inv = Invalidation::recording_status_change(meeting);
-        assert_eq!(inv.keys, set([CacheKey::meeting_recording(meeting)]));
+        assert_eq!(
+            inv.keys,
+            set([
+                CacheKey::meeting_recording(meeting),
+                CacheKey::meeting_recordings(meeting),
+            ])
+        );
         assert!(inv.tags.is_empty());
     }
 }

@@ -84,6 +84,18 @@ async fn fill(cache: &Cache, key: &CacheKey, tags: &[Tag], name: &str) {
         .unwrap();
 }
 
+/// Polls `done` until it holds; fails the test after 10 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Runs each named `async fn(CacheConfig)` against both backends.
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
@@ -121,6 +133,10 @@ suite!(
     invalidation_also_clears_not_found_markers,
     batch_reads_use_one_load_for_all_misses,
     scan_finds_keys_by_pattern_under_the_prefix_only,
+    reads_survive_a_server_that_forgot_the_scripts,
+    no_stale_read_after_an_invalidation_under_concurrent_refills,
+    a_second_process_waits_on_the_lease_instead_of_loading,
+    invalidations_reach_the_keys_of_previous_prefixes,
 );
 
 async fn second_read_is_a_hit_and_skips_the_loader(config: CacheConfig) {
@@ -164,6 +180,13 @@ async fn not_found_is_cached_as_a_short_lived_marker(config: CacheConfig) {
     assert!(ttl_ms <= 30_000 && ttl_ms > 20_000, "{ttl_ms}");
 }
 
+/// In-process single flight, pinned apart from the lease: the 49 callers
+/// that arrive while the leader loads wait on its flight, not on Redis.
+///
+/// Seen to fail with the mechanism off: with `Cache::join` always making
+/// the caller a leader (no in-process flights), the loader still ran once —
+/// the lease alone — but 49 callers polled Redis for the fill
+/// (`lease_waits` 49, `coalesced` 0).
 async fn fifty_concurrent_cold_reads_run_the_loader_once(config: CacheConfig) {
     let cache = instance(&config);
     let key = CacheKey::user(Uuid::new_v4());
@@ -190,6 +213,8 @@ async fn fifty_concurrent_cold_reads_run_the_loader_once(config: CacheConfig) {
         assert_eq!(task.await.unwrap(), profile("slow"));
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.metrics().lease_waits(KeyName::User), 0);
+    assert_eq!(cache.metrics().lookups(KeyName::User, "coalesced"), 49);
 }
 
 /// Fleet-wide single flight: 200 concurrent misses split over two instances
@@ -393,9 +418,10 @@ async fn a_waiter_arriving_after_a_write_never_gets_the_older_read(config: Cache
                 .unwrap()
         })
     };
-    while cache.metrics().lookups(KeyName::User, "coalesced") == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the late reader joined the flight", || {
+        cache.metrics().lookups(KeyName::User, "coalesced") == 1
+    })
+    .await;
     release.wait().await;
     assert_eq!(leader.await.unwrap(), profile("old"));
     assert_eq!(late.await.unwrap(), profile("new"));
@@ -413,18 +439,21 @@ async fn a_waiter_loads_for_itself_when_the_filler_is_gone(config: CacheConfig) 
     let key = CacheKey::user(Uuid::new_v4());
     // The dead filler takes the lease and never comes back.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (leased_tx, leased_rx) = tokio::sync::oneshot::channel::<()>();
     let holder = {
         let (cache, key) = (dead_filler.clone(), key.clone());
         tokio::spawn(async move {
             let _ = cache
                 .get_or_load(&key, key.ttl(), &[], || async {
+                    // The loader runs only once the lease is taken.
+                    let _ = leased_tx.send(());
                     let _ = rx.await;
                     Ok::<_, Infallible>(profile("never"))
                 })
                 .await;
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    leased_rx.await.unwrap();
     let got = reader
         .get_or_load(&key, key.ttl(), &[], || async {
             Ok::<_, Infallible>(profile("db"))
@@ -609,4 +638,204 @@ async fn scan_finds_keys_by_pattern_under_the_prefix_only(config: CacheConfig) {
     assert_eq!(found, vec![cache.redis_key(key.path())]);
     assert_eq!(cache.flush_prefix().await.unwrap(), 1);
     assert!(other.inspect(key.path()).await.unwrap().is_some());
+}
+
+/// Every node forgets the scripts (as after a restart or failover): reads,
+/// fills and batch reads still work — `EVALSHA` falls back to loading the
+/// script, on a cluster on the node that owns the key.
+///
+/// Seen to fail with the mechanism off: with `read_or_lease_one` sending a
+/// bare EVALSHA (no load on NOSCRIPT), both backends answered from the
+/// loader and the second read was not a hit (`calls` 2).
+async fn reads_survive_a_server_that_forgot_the_scripts(config: CacheConfig) {
+    let cache = instance(&config);
+    let nodes = if config.cluster_nodes.is_empty() {
+        vec![config.redis_url.clone()]
+    } else {
+        config.cluster_nodes.clone()
+    };
+    let flush = async || {
+        for node in &nodes {
+            let client = redis::Client::open(node.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        flush().await;
+        let got = cache
+            .get_or_load(&key, key.ttl(), &[], || {
+                load_counting(&calls, profile("kept"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, profile("kept"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the second read was a hit");
+    flush().await;
+    let got: Vec<Option<Profile>> = cache
+        .get_many_or_load(
+            &[key.clone(), CacheKey::user(Uuid::new_v4())],
+            key.ttl(),
+            |m| async move {
+                assert_eq!(m, vec![1]);
+                Ok::<_, Infallible>(vec![profile("other")])
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, vec![profile("kept"), profile("other")]);
+    assert_eq!(cache.metrics().redis_errors(KeyName::User.as_str()), 0);
+}
+
+/// Stress: readers on two instances keep refilling a tagged key while a
+/// writer bumps the "row" and invalidates the tag, 100 times. Once an
+/// invalidation has returned, no read may answer an older version.
+///
+/// Seen to fail with the mechanism off: with the old invalidation
+/// (SMEMBERS → DEL → SREM of the members read) a refill between DEL and
+/// SREM left the key untagged, and reads then answered an older version
+/// for the rest of the run.
+async fn no_stale_read_after_an_invalidation_under_concurrent_refills(config: CacheConfig) {
+    use std::sync::atomic::AtomicU64;
+    let instances = [instance(&config), instance(&config)];
+    let host = Uuid::new_v4();
+    let key = CacheKey::live_meetings();
+    let row = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let read = async |cache: &Cache, row: &AtomicU64| -> u64 {
+        cache
+            .get_or_load(&key, key.ttl(), &[Tag::user(host)], || async {
+                Ok::<_, Infallible>(Some(row.load(Ordering::SeqCst)))
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let mut readers = Vec::new();
+    for i in 0..8 {
+        let (cache, row, stop, key) = (
+            instances[i % 2].clone(),
+            row.clone(),
+            stop.clone(),
+            key.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                cache
+                    .get_or_load(&key, key.ttl(), &[Tag::user(host)], || async {
+                        let seen = row.load(Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        Ok::<_, Infallible>(Some(seen))
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let mut stale = Vec::new();
+    for _ in 0..100 {
+        let version = row.fetch_add(1, Ordering::SeqCst) + 1;
+        instances[0]
+            .invalidate(&Invalidation::user_profile_update(host, "h@x.io", "h@x.io"))
+            .await
+            .unwrap();
+        let seen = read(&instances[1], &row).await;
+        if seen < version {
+            stale.push((version, seen));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert!(
+        stale.is_empty(),
+        "stale reads after invalidation: {stale:?}"
+    );
+}
+
+/// The Redis lease, pinned apart from in-process flights: one caller in each
+/// of two processes (no flight to share), the first loading slowly; the
+/// second waits for its fill instead of loading.
+///
+/// Seen to fail with the mechanism off: with `READ_OR_LEASE` reduced to a
+/// plain GET (no lease placeholder), the second process loaded too (2 loads,
+/// `lease_waits` 0).
+async fn a_second_process_waits_on_the_lease_instead_of_loading(config: CacheConfig) {
+    let (first, second) = (instance(&config), instance(&config));
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let leader = {
+        let (cache, key, calls) = (first.clone(), key.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key, key.ttl(), &[], || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let _ = started_tx.send(());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok::<_, Infallible>(profile("first"))
+                })
+                .await
+                .unwrap()
+        })
+    };
+    started_rx.await.unwrap();
+    let got = second
+        .get_or_load(&key, key.ttl(), &[], || {
+            load_counting(&calls, profile("second"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, profile("first"));
+    assert_eq!(leader.await.unwrap(), profile("first"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(second.metrics().lease_waits(KeyName::User), 1);
+    assert_eq!(second.metrics().lookups(KeyName::User, "lease_wait_hit"), 1);
+}
+
+/// A rolling update from prefix v1 to v2: each version names the other as a
+/// previous prefix, so a write made by either reaches the keys (listed and
+/// tagged) that both read (issue 9, item 4).
+///
+/// Seen to fail with the mechanism off: with `CacheConfig::all_prefixes`
+/// yielding only the process's own prefix, the write deleted 2 keys, not 4:
+/// the other version's copies survived.
+async fn invalidations_reach_the_keys_of_previous_prefixes(config: CacheConfig) {
+    let v1_prefix = config.prefix.clone();
+    let v2_prefix = format!("huddle:test-{}:", Uuid::new_v4().simple());
+    let v1 = instance(&CacheConfig {
+        previous_prefixes: vec![v2_prefix.clone()],
+        ..config.clone()
+    });
+    let v2 = instance(&CacheConfig {
+        prefix: v2_prefix,
+        previous_prefixes: vec![v1_prefix],
+        ..config
+    });
+    let user = Uuid::new_v4();
+    let user_key = CacheKey::user(user);
+    let hosted = CacheKey::meeting(Uuid::new_v4());
+    for (writer, other) in [(&v1, &v2), (&v2, &v1)] {
+        for cache in [&v1, &v2] {
+            fill(cache, &user_key, &[], "old").await;
+            fill(cache, &hosted, &[Tag::user(user)], "old").await;
+        }
+        let deleted = writer
+            .invalidate(&Invalidation::user_profile_update(user, "a@x.io", "a@x.io"))
+            .await
+            .unwrap();
+        assert_eq!(deleted, 4, "both keys under both prefixes");
+        for key in [&user_key, &hosted] {
+            assert!(other.inspect(key.path()).await.unwrap().is_none(), "{key}");
+            assert!(writer.inspect(key.path()).await.unwrap().is_none(), "{key}");
+        }
+    }
 }

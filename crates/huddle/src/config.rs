@@ -128,6 +128,21 @@ pub struct Global {
         default_value = "huddle:v1:"
     )]
     pub cache_prefix: String,
+    /// Prefixes of the other version during a rolling update that changes
+    /// HUDDLE_CACHE_PREFIX, comma-separated: every invalidation is applied
+    /// under them too, so both versions' writes reach both versions' keys.
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_CACHE_PREVIOUS_PREFIXES",
+        value_delimiter = ','
+    )]
+    pub cache_previous_prefixes: Vec<String>,
+    /// Redis connections per process (waiting for one never opens the
+    /// circuit breaker).
+    #[arg(long, global = true, env = "HUDDLE_REDIS_POOL_SIZE", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub redis_pool_size: u16,
     /// Upper bound on one Redis call before the request goes on without it.
     #[arg(long, global = true, env = "HUDDLE_REDIS_TIMEOUT_MS", default_value_t = 50,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -194,6 +209,13 @@ impl Global {
                 .filter(|n| !n.is_empty())
                 .collect(),
             prefix: self.cache_prefix.clone(),
+            previous_prefixes: self
+                .cache_previous_prefixes
+                .iter()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            pool_size: usize::from(self.redis_pool_size),
             op_timeout: Duration::from_millis(self.redis_timeout_ms),
             ..cache_core::CacheConfig::default()
         }
@@ -275,5 +297,24 @@ mod tests {
         assert_eq!(cli.global.cache_prefix, "huddle:v1:");
         assert_eq!(cli.global.user_listen_addr().unwrap().port(), 50051);
         assert_eq!(cli.global.meeting_listen_addr().unwrap().port(), 50052);
+        assert_eq!(cli.global.cache_config().pool_size, 32);
+        assert!(cli.global.cache_config().previous_prefixes.is_empty());
+    }
+
+    #[test]
+    fn cache_rollout_and_pool_settings_reach_the_cache_config() {
+        let cli = Cli::try_parse_from([
+            "huddle",
+            "--cache-previous-prefixes",
+            "huddle:v1:, huddle:v0:",
+            "--redis-pool-size",
+            "64",
+            "all",
+        ])
+        .unwrap();
+        let config = cli.global.cache_config();
+        assert_eq!(config.previous_prefixes, ["huddle:v1:", "huddle:v0:"]);
+        assert_eq!(config.pool_size, 64);
+        assert!(Cli::try_parse_from(["huddle", "--redis-pool-size", "0", "all"]).is_err());
     }
 }

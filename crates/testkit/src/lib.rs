@@ -37,12 +37,27 @@ pub struct TestRedis {
     child: Option<Child>,
 }
 
+/// How long a server gets to come up or go away.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl TestRedis {
+    /// Starts a server on a port nobody uses. The port is found free and
+    /// then released before the server binds it, so another process may
+    /// take it in between: then the server fails to bind (or another one
+    /// answers), and we try again on a new port.
     pub fn start() -> Self {
-        let port = free_port();
-        let mut redis = Self { port, child: None };
-        redis.restart();
-        redis
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut redis = Self {
+                port: free_port(),
+                child: None,
+            };
+            match redis.spawn() {
+                Ok(()) => return redis,
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start a private redis-server: {last}");
     }
 
     pub fn url(&self) -> String {
@@ -53,19 +68,34 @@ impl TestRedis {
         self.port
     }
 
-    /// Kills the server (as a crash would: nothing is saved).
+    /// Kills the server (as a crash would: nothing is saved) and waits until
+    /// the port no longer answers.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        wait_until(|| TcpStream::connect(("127.0.0.1", self.port)).is_err());
+        assert!(
+            wait_until(|| TcpStream::connect(("127.0.0.1", self.port)).is_err()),
+            "port {} still answers {PROCESS_TIMEOUT:?} after the server was killed",
+            self.port
+        );
     }
 
-    /// Starts it again, empty, on the same port.
+    /// Starts it again, empty, on the same port. Panics if the port was
+    /// taken meanwhile (clients hold its URL, so it cannot move).
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
+        if let Err(e) = self.spawn() {
+            panic!("restart on port {}: {e}", self.port);
+        }
+    }
+
+    /// Spawns the server and waits until *it* answers: a PONG from another
+    /// test's server that took the port would not do, so the answering
+    /// server's pid must be our child's.
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -80,14 +110,48 @@ impl TestRedis {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server (is it installed?): {e}"));
-        self.child = Some(child);
-        assert!(
-            wait_until(|| self
-                .command(&["PING"])
-                .is_some_and(|out| out.contains("PONG"))),
-            "redis-server on port {} did not come up",
-            self.port
-        );
+        let pid = child.id().to_string();
+        let mut exited = false;
+        let ours = wait_until(|| {
+            if let Ok(Some(_)) = child.try_wait() {
+                exited = true;
+                return true;
+            }
+            self.command(&["INFO", "server"])
+                .is_some_and(|info| info_field(&info, "process_id") == Some(pid.as_str()))
+        });
+        if ours && !exited {
+            self.child = Some(child);
+            return Ok(());
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(if exited {
+            format!("redis-server exited at start (port {} taken?)", self.port)
+        } else {
+            format!("redis-server on port {} did not come up", self.port)
+        })
+    }
+
+    /// Stops the process (SIGSTOP): connections stay open, nothing answers —
+    /// a hung server, unlike `pause`, which Redis itself implements.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            panic!("kill {signal}: the server is not running");
+        };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill {signal} {pid}: {e}"));
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// `CLIENT PAUSE ms ALL`: the server stays up but answers nobody.
@@ -146,13 +210,22 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Polls `ready` until it holds or [`PROCESS_TIMEOUT`] passes.
 fn wait_until(mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    loop {
         if ready() {
             return true;
         }
+        if Instant::now() >= deadline {
+            return false;
+        }
         sleep(Duration::from_millis(20));
     }
-    false
 }

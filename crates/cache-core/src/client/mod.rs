@@ -1,0 +1,211 @@
+//! The cache-aside client every service reads and invalidates through.
+//!
+//! What it guarantees, so call sites never repeat it:
+//! - values are JSON under `{prefix}{key}`, with the key's TTL ±10 %;
+//!   "does not exist" is cached as a marker for [`NOT_FOUND_TTL`];
+//! - **single flight**: concurrent misses of one key share one loader run —
+//!   in a process through an in-memory flight table, across processes
+//!   through a lease stored in the key itself;
+//! - **no stale set**: a fill lands only if the key still holds the filler's
+//!   lease (compare-and-set in Lua). An invalidation deletes the key, and
+//!   with it any lease, so a value read before a write committed can never be
+//!   written back after the write's invalidation;
+//! - **tags**: a value embedding other entities is indexed under their tags
+//!   *before* its data is read, so an invalidation of the tag finds it;
+//! - **fail-open**: every Redis call is bounded by `op_timeout`; a circuit
+//!   breaker stops calling a failing Redis and probes it to recover. Redis
+//!   failing never fails a read; the loader answers instead;
+//! - **cluster-safe**: every command touches one key, or keys of one slot.
+//!
+//! Code map: `flight` (the read path: in-process single flight and one
+//! process's lookup), `lease` (the Redis side of a read: lease, fill,
+//! release), `batch` (batch reads), `tagger`, `invalidate`, `admin`
+//! (operator commands), `scripts` (the Lua scripts).
+//!
+//! [`NOT_FOUND_TTL`]: crate::NOT_FOUND_TTL
+
+mod admin;
+mod batch;
+#[cfg(test)]
+mod failpoint;
+mod flight;
+mod invalidate;
+mod lease;
+mod scripts;
+mod tagger;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+pub use admin::RedisHealth;
+pub use tagger::Tagger;
+
+use crate::{
+    backend::{Backend, Conn},
+    breaker::{Breaker, BreakerState},
+    config::CacheConfig,
+    error::CacheError,
+    metrics::CacheMetrics,
+};
+
+/// Keys per DEL / SREM / MGET command.
+const CHUNK: usize = 256;
+/// Admin commands (SCAN, INFO, flush) may be slow; they are not on a
+/// request path, so they get their own, longer bound.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    prefix: String,
+    config: CacheConfig,
+    metrics: CacheMetrics,
+    breaker: Breaker,
+    /// Woken when the breaker closes: Redis is back, so whoever holds
+    /// deferred work (the invalidation outbox) should retry now.
+    recovered: tokio::sync::Notify,
+    flights: Mutex<HashMap<String, flight::Flight>>,
+    #[cfg(test)]
+    failpoints: failpoint::Failpoints,
+}
+
+impl Cache {
+    pub fn new(config: &CacheConfig, metrics: CacheMetrics) -> Result<Self, CacheError> {
+        config.validate()?;
+        let backend = Backend::new(
+            &config.redis_url,
+            &config.cluster_nodes,
+            config.pool_size,
+            config.op_timeout,
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                prefix: config.prefix.clone(),
+                breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+                config: config.clone(),
+                metrics,
+                recovered: tokio::sync::Notify::new(),
+                flights: Mutex::default(),
+                #[cfg(test)]
+                failpoints: failpoint::Failpoints::default(),
+            }),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+
+    /// Resolves the next time the breaker closes after being open.
+    pub async fn recovered(&self) {
+        self.inner.recovered.notified().await;
+    }
+
+    /// The Redis key for a key path: prefix + path.
+    pub fn redis_key(&self, path: &str) -> String {
+        format!("{}{path}", self.inner.prefix)
+    }
+
+    pub fn close(&self) {
+        self.inner.backend.close();
+    }
+
+    /// Every request-path Redis call goes through here: the breaker decides
+    /// whether to try at all, the timeout bounds the wait (connection
+    /// checkout included), and the outcome feeds the breaker and metrics.
+    async fn call<T>(
+        &self,
+        label: &str,
+        op: impl AsyncFnOnce(&mut Conn) -> Result<T, CacheError>,
+    ) -> Result<T, CacheError> {
+        let inner = &self.inner;
+        if !inner.breaker.allow() {
+            inner.metrics.breaker_rejections.inc();
+            return Err(CacheError::BreakerOpen);
+        }
+        let timeout = inner.config.op_timeout;
+        let mut checked_out = false;
+        let result = tokio::time::timeout(timeout, async {
+            let mut conn = inner.backend.get().await?;
+            checked_out = true;
+            op(&mut conn).await
+        })
+        .await
+        .unwrap_or(Err(CacheError::Timeout(timeout)));
+        let result = match result {
+            // Waiting for a connection while every one is busy: this process
+            // is saturated, Redis is not failing. Counting it would open the
+            // breaker at peak load and send every read to the database.
+            Err(CacheError::Timeout(_)) if !checked_out && inner.backend.exhausted() => {
+                Err(CacheError::PoolExhausted)
+            }
+            other => other,
+        };
+        let transition = match &result {
+            Ok(_) => inner.breaker.success(),
+            Err(CacheError::PoolExhausted) => {
+                inner
+                    .metrics
+                    .redis_errors
+                    .with_label_values(&["pool"])
+                    .inc();
+                None
+            }
+            Err(e) => {
+                inner.metrics.redis_errors.with_label_values(&[label]).inc();
+                tracing::debug!(op = label, error = %e, "redis call failed; continuing without cache");
+                inner.breaker.failure()
+            }
+        };
+        if let Some(state) = transition {
+            self.breaker_changed(state);
+        }
+        result
+    }
+
+    fn breaker_changed(&self, state: BreakerState) {
+        let inner = &self.inner;
+        inner.metrics.breaker_state.set(state.as_gauge());
+        match state {
+            BreakerState::Open => tracing::warn!(
+                cooldown = ?inner.config.breaker_cooldown,
+                "redis failing; circuit breaker open, serving from the database"
+            ),
+            _ => {
+                tracing::info!("redis answering again; circuit breaker closed");
+                inner.recovered.notify_waiters();
+            }
+        }
+    }
+
+    /// Admin calls bypass the breaker and get the longer [`ADMIN_TIMEOUT`].
+    async fn admin<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut Conn) -> Result<T, CacheError>,
+    ) -> Result<T, CacheError> {
+        tokio::time::timeout(ADMIN_TIMEOUT, async {
+            let mut conn = self.inner.backend.get().await?;
+            op(&mut conn).await
+        })
+        .await
+        .unwrap_or(Err(CacheError::Timeout(ADMIN_TIMEOUT)))
+    }
+}

@@ -1,0 +1,111 @@
+//! The Lua scripts of the read path. Each is a [`redis::Script`]: sent as
+//! `EVALSHA` (40 bytes, not the script's text, on every call), loaded and
+//! retried by redis-rs on `NOSCRIPT` (a restarted or flushed server, or a
+//! cluster node that has not seen it yet: `SCRIPT LOAD` goes to every
+//! primary).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// GET the key; if absent, take a lease on it (the placeholder expires by
+/// itself if its holder dies). Returns the stored string, or nil when the
+/// caller now holds the lease.
+pub(super) static READ_OR_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+",
+    )
+});
+
+/// Store the value only while the key still holds our lease.
+pub(super) static FILL_IF_LEASED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Give a lease back (the loader failed) so waiters need not wait it out.
+pub(super) static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+",
+    )
+});
+
+/// Whether an error is Redis saying it does not know a script's SHA.
+pub(super) fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// Detaches a tag's members for an invalidation (KEYS: tag, registry, own
+/// pending set; all in the tag's slot). The members move, atomically, to a
+/// pending set of this invalidation's own, listed in the tag's registry; the
+/// tag starts empty, so a key tagged from now on is in the tag again, never
+/// lost to this invalidation's cleanup. Returns the members of every pending
+/// set (this one, and any an earlier invalidation left behind when it
+/// failed) with the set names, so a retry still finds what a failed attempt
+/// detached. Reply: { {set names}, {members} }.
+pub(super) static DETACH_TAG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local members = redis.call('SMEMBERS', KEYS[1])
+if #members > 0 then
+  for i = 1, #members, 1000 do
+    redis.call('SADD', KEYS[3], unpack(members, i, math.min(i + 999, #members)))
+  end
+  redis.call('SADD', KEYS[2], KEYS[3])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then
+    redis.call('PERSIST', KEYS[3])
+    redis.call('PERSIST', KEYS[2])
+  else
+    redis.call('PEXPIRE', KEYS[3], ttl)
+    local left = redis.call('PTTL', KEYS[2])
+    if left >= 0 and left < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+  end
+  redis.call('DEL', KEYS[1])
+end
+local names, out = {}, {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local part = redis.call('SMEMBERS', name)
+  if #part == 0 then
+    redis.call('SREM', KEYS[2], name)
+  else
+    table.insert(names, name)
+    for _, m in ipairs(part) do table.insert(out, m) end
+  end
+end
+return {names, out}
+",
+    )
+});
+
+/// After every member a pending set lists was deleted, forget the sets
+/// (KEYS: registry; ARGV: set names). Sets are written once, so nothing
+/// was added to them since they were read.
+pub(super) static FORGET_PENDING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for _, name in ipairs(ARGV) do
+  redis.call('DEL', name)
+  redis.call('SREM', KEYS[1], name)
+end
+return #ARGV
+",
+    )
+});

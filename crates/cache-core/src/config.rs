@@ -1,0 +1,126 @@
+//! What a deployment tunes about the cache client.
+
+use std::time::Duration;
+
+use crate::error::CacheError;
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub redis_url: String,
+    /// Redis Cluster seed nodes (`redis://host:port`); when non-empty the
+    /// cache talks to the cluster and `redis_url` is unused.
+    pub cluster_nodes: Vec<String>,
+    /// Prepended to every key; carries the format version (`huddle:v1:`).
+    pub prefix: String,
+    /// Prefixes of the versions a rolling update is replacing (or moving
+    /// to). Every invalidation is applied under each of them as well, so a
+    /// write made by either version reaches the keys both versions read.
+    pub previous_prefixes: Vec<String>,
+    /// Redis connections per process. A checkout that waits because all are
+    /// busy is not a Redis failure: it never opens the breaker.
+    pub pool_size: usize,
+    /// Upper bound on any one Redis call on a request path.
+    pub op_timeout: Duration,
+    /// How long a lease placeholder lives if its holder never fills it.
+    pub lease_ttl: Duration,
+    /// How long a reader waits for another process's fill before loading
+    /// for itself.
+    pub lease_wait: Duration,
+    /// Consecutive Redis failures that open the breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker skips Redis before probing it.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            cluster_nodes: Vec::new(),
+            prefix: "huddle:v1:".to_owned(),
+            previous_prefixes: Vec::new(),
+            pool_size: 32,
+            op_timeout: Duration::from_millis(50),
+            lease_ttl: Duration::from_secs(3),
+            lease_wait: Duration::from_secs(1),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(1),
+        }
+    }
+}
+
+impl CacheConfig {
+    pub(crate) fn validate(&self) -> Result<(), CacheError> {
+        validate_prefix(&self.prefix)?;
+        for prefix in &self.previous_prefixes {
+            validate_prefix(prefix)?;
+        }
+        if self.pool_size == 0 {
+            return Err(CacheError::Config("the Redis pool size must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Every prefix an invalidation is applied under: ours first.
+    pub(crate) fn all_prefixes(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.prefix.as_str()).chain(
+            self.previous_prefixes
+                .iter()
+                .map(String::as_str)
+                .filter(|p| *p != self.prefix),
+        )
+    }
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), CacheError> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix.ends_with(':')
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CacheError::Config(format!(
+            "cache prefix {prefix:?} must be 1-64 chars of [A-Za-z0-9:_.-] ending in ':'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_validated() {
+        assert!(validate_prefix("huddle:v1:").is_ok());
+        assert!(validate_prefix("huddle:test-1a2b:").is_ok());
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("huddle").is_err());
+        assert!(validate_prefix("a*:").is_err());
+    }
+
+    #[test]
+    fn previous_prefixes_and_pool_size_are_validated() {
+        let bad_previous = CacheConfig {
+            previous_prefixes: vec!["huddle:v0".into()],
+            ..CacheConfig::default()
+        };
+        assert!(bad_previous.validate().is_err());
+        let no_pool = CacheConfig {
+            pool_size: 0,
+            ..CacheConfig::default()
+        };
+        assert!(no_pool.validate().is_err());
+        let rolling = CacheConfig {
+            previous_prefixes: vec!["huddle:v1:".into(), "huddle:v0:".into()],
+            ..CacheConfig::default()
+        };
+        assert!(rolling.validate().is_ok());
+        assert_eq!(
+            rolling.all_prefixes().collect::<Vec<_>>(),
+            ["huddle:v1:", "huddle:v0:"]
+        );
+    }
+}
