@@ -1,6 +1,10 @@
 //! user-service: users, profile lookups, email lookup. Owns database
 //! `huddle_user`; everyone else asks over gRPC (`huddle.user.v1`).
 
+// The cache-aside futures nest deeply (handler → cache flight → lease →
+// loader); the default limit of 128 is too low for their layout.
+#![recursion_limit = "256"]
+
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use huddle_db::DbError;
 use huddle_proto::user::v1::user_service_server::UserServiceServer;
