@@ -37,8 +37,13 @@ pub struct TestApp {
     /// With `TestOptions::proxies`.
     pub proxies: Option<Proxies>,
     shutdown: Shutdown,
-    _user_database: TestDatabase,
-    _meeting_database: TestDatabase,
+    /// What a replica needs to share this app's data: database URLs and
+    /// the cache settings (same Redis, same prefix).
+    user_db_url: String,
+    meeting_db_url: String,
+    cache_config: CacheConfig,
+    /// Dropped with the app that created them, not with its replicas.
+    _databases: Option<(TestDatabase, TestDatabase)>,
 }
 
 pub struct Response {
@@ -109,16 +114,42 @@ impl TestApp {
         );
         let database = database.expect("user test database");
         let meeting_database = meeting_database.expect("meeting test database");
-        let registry = prometheus::Registry::new();
         let cache_config = CacheConfig {
-            redis_url: options.redis_url.unwrap_or_else(shared_redis_url),
-            cluster_nodes: options.cluster_nodes,
+            redis_url: options.redis_url.clone().unwrap_or_else(shared_redis_url),
+            cluster_nodes: options.cluster_nodes.clone(),
             prefix: format!("huddle:test-{}:", Uuid::new_v4().simple()),
             // Generous for a loaded 2-core test machine: these tests are
             // about cache contents, not about Redis latency.
             op_timeout: Duration::from_millis(500),
             ..CacheConfig::default()
         };
+        let (user_url, meeting_url) =
+            (database.url().to_owned(), meeting_database.url().to_owned());
+        let mut app = Self::start(&options, user_url, meeting_url, cache_config).await;
+        app._databases = Some((database, meeting_database));
+        app
+    }
+
+    /// A second "replica" of this app: its own processes (pools, flights,
+    /// breakers, relays, gateway) on the same databases, Redis and prefix,
+    /// as two pods of each service would be.
+    pub async fn replica(&self) -> Self {
+        Self::start(
+            &TestOptions::default(),
+            self.user_db_url.clone(),
+            self.meeting_db_url.clone(),
+            self.cache_config.clone(),
+        )
+        .await
+    }
+
+    async fn start(
+        options: &TestOptions,
+        user_db_url: String,
+        meeting_db_url: String,
+        cache_config: CacheConfig,
+    ) -> Self {
+        let registry = prometheus::Registry::new();
         let cache = Cache::new(&cache_config, CacheMetrics::register(&registry).unwrap()).unwrap();
         let shutdown = Shutdown::new();
         let shared = huddle_serve::Shared {
@@ -126,11 +157,11 @@ impl TestApp {
             grpc_metrics: huddle_serve::GrpcMetrics::register(&registry).unwrap(),
             shutdown: shutdown.clone(),
         };
-        let (proxies, user_db_url) = if options.proxies {
-            let (proxies, url) = Proxies::start(database.url()).await;
+        let (proxies, user_service_db_url) = if options.proxies {
+            let (proxies, url) = Proxies::start(&user_db_url).await;
             (Some(proxies), url)
         } else {
-            (None, database.url().to_owned())
+            (None, user_db_url.clone())
         };
         let dial = |proxy: &TcpProxy| Some(format!("http://{}", proxy.addr()));
         let service = |url: &str| huddle_serve::ServiceConfig {
@@ -139,8 +170,8 @@ impl TestApp {
             db_pool_size: 4,
         };
         let config = huddle::stack::StackConfig {
-            user: service(&user_db_url),
-            meeting: service(meeting_database.url()),
+            user: service(&user_service_db_url),
+            meeting: service(&meeting_db_url),
             user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
             gateway: gateway::GatewayConfig {
                 http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -158,36 +189,32 @@ impl TestApp {
         let stack = huddle::stack::start(config, registry, shared)
             .await
             .expect("stack");
-        let http_addr = stack.http_addr;
         let user_addr = stack.user.addr;
-        let user_db = stack.user.db.clone();
         let meeting_addr = stack.meeting.service.addr;
-        let meeting_db = stack.meeting.service.db.clone();
-        let meeting_outbox = stack.meeting.service.outbox.clone();
-        let meeting_cascade = stack.meeting.cascade.clone();
-        let meeting_failpoints = stack.meeting.service.failpoints.clone();
         if let Some(proxies) = &proxies {
             proxies.user_grpc.point_at(user_addr);
             proxies.meeting_grpc.point_at(meeting_addr);
         }
-        stack.spawn();
-
-        Self {
-            base: format!("http://{http_addr}"),
+        let app = Self {
+            base: format!("http://{}", stack.http_addr),
             http: reqwest::Client::new(),
-            user_db,
+            user_db: stack.user.db.clone(),
             user_addr,
-            meeting_db,
+            meeting_db: stack.meeting.service.db.clone(),
             meeting_addr,
-            meeting_outbox,
-            meeting_cascade,
-            meeting_failpoints,
+            meeting_outbox: stack.meeting.service.outbox.clone(),
+            meeting_cascade: stack.meeting.cascade.clone(),
+            meeting_failpoints: stack.meeting.service.failpoints.clone(),
             cache,
             proxies,
             shutdown,
-            _user_database: database,
-            _meeting_database: meeting_database,
-        }
+            user_db_url,
+            meeting_db_url,
+            cache_config,
+            _databases: None,
+        };
+        stack.spawn();
+        app
     }
 
     pub fn admin_token(&self) -> String {
