@@ -21,8 +21,8 @@ use crate::{
     cache,
     db::{self, NewUser, UserChanges, UserRow},
     error::UserError,
-    validate,
 };
+use huddle_domain::{id, time, user};
 
 /// Upper bound on ids per BatchGetUsers call (one response's worth of rows).
 const MAX_BATCH: usize = 500;
@@ -63,9 +63,9 @@ impl UserService for UserApi {
         let span = request_span(&req, "CreateUser");
         let req = req.into_inner();
         async {
-            let name = validate::name(&req.name)?;
-            let email = validate::email(&req.email)?;
-            let image = req.image.as_deref().map(validate::image).transpose()?;
+            let name = user::name(&req.name)?;
+            let email = user::email(&req.email)?;
+            let image = req.image.as_deref().map(user::image_url).transpose()?;
             let new = NewUser {
                 id: Uuid::new_v4(),
                 name: &name,
@@ -96,7 +96,7 @@ impl UserService for UserApi {
     async fn get_user(&self, req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
         let span = request_span(&req, "GetUser");
         async {
-            let id = validate::id(&req.get_ref().id)?;
+            let id = id::parse("id", &req.get_ref().id)?;
             let row = cache::user(&self.cache, &self.db, id)
                 .await?
                 .ok_or(UserError::NotFound)?;
@@ -113,7 +113,7 @@ impl UserService for UserApi {
     ) -> Result<Response<User>, Status> {
         let span = request_span(&req, "GetUserByEmail");
         async {
-            let email = validate::email(&req.get_ref().email)?;
+            let email = user::email(&req.get_ref().email)?;
             let row = cache::user_by_email(&self.cache, &self.db, &email)
                 .await?
                 .ok_or(UserError::NotFound)?;
@@ -138,7 +138,7 @@ impl UserService for UserApi {
             }
             let mut parsed = ids
                 .iter()
-                .map(|id| validate::id(id))
+                .map(|raw| id::parse("ids", raw))
                 .collect::<Result<Vec<_>, _>>()?;
             parsed.sort_unstable();
             parsed.dedup();
@@ -156,15 +156,15 @@ impl UserService for UserApi {
         let span = request_span(&req, "UpdateUser");
         let req = req.into_inner();
         async {
-            let id = validate::id(&req.id)?;
+            let id = id::parse("id", &req.id)?;
             let changes = UserChanges {
-                name: req.name.as_deref().map(validate::name).transpose()?,
+                name: req.name.as_deref().map(user::name).transpose()?,
                 image: if req.clear_image {
                     Some(None)
                 } else {
                     req.image
                         .as_deref()
-                        .map(validate::image)
+                        .map(user::image_url)
                         .transpose()?
                         .map(Some)
                 },
@@ -207,14 +207,7 @@ fn to_proto(row: UserRow) -> User {
         name: row.name,
         email: row.email,
         image: row.image,
-        created_at: Some(timestamp(row.created_at)),
-        updated_at: Some(timestamp(row.updated_at)),
-    }
-}
-
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+        created_at: Some(time::to_proto(row.created_at)),
+        updated_at: Some(time::to_proto(row.updated_at)),
     }
 }
