@@ -157,6 +157,7 @@ fn status_pb(status: StatusInput) -> i32 {
     .into()
 }
 
+/// The gRPC request of `POST /api/meetings`, every field checked.
 pub fn create_request(
     caller: Uuid,
     body: CreateMeetingBody,
@@ -195,6 +196,8 @@ pub fn create_request(
     })
 }
 
+/// The gRPC request of `PATCH /api/meetings/{id}`; an empty change is a
+/// 400, as is a field set to null that cannot be cleared.
 pub fn update_request(
     caller: Uuid,
     id: Uuid,
