@@ -120,9 +120,10 @@ async fn the_invite_code_is_shown_to_the_host_only() {
 
 /// Issue 9 item 12. Seen failing before the fix: 403 `PERMISSION_DENIED`
 /// for the existing meeting against 404 for the missing one, on every route
-/// below; with `not_host` answering `PermissionDenied` for strangers again,
-/// the host-only routes fail, and with `readable_participants` doing so the
-/// reads fail.
+/// below. Each mechanism was broken once and seen failing here: `not_host`
+/// answering `PermissionDenied` to strangers (PATCH fails first),
+/// `readable_participants` doing so (GET fails), and `leave` doing so for a
+/// caller with no participation (POST /leave fails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_cannot_tell_an_existing_meeting_from_a_missing_one() {
     let app = TestApp::spawn().await;
