@@ -41,9 +41,9 @@ use crate::request_id::RequestId;
 /// Largest JSON body accepted; anything bigger is a 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The user service's name in the standard gRPC health protocol.
-pub const USER_SERVICE: &str = "huddle.user.v1.UserService";
+pub const USER_SERVICE: &str = huddle_proto::user::v1::user_service_server::SERVICE_NAME;
 /// The meeting service's name in the standard gRPC health protocol.
-pub const MEETING_SERVICE: &str = "huddle.meeting.v1.MeetingService";
+pub const MEETING_SERVICE: &str = huddle_proto::meeting::v1::meeting_service_server::SERVICE_NAME;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long in-flight requests may run once shutdown starts.
 const GRACEFUL_SHUTDOWN_SECS: u64 = 30;

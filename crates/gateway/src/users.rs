@@ -1,7 +1,6 @@
 //! `/api/users` routes: validate, authorise, call user-service, shape the JSON.
 
 use actix_web::{HttpResponse, http::StatusCode, web};
-use chrono::{DateTime, SecondsFormat, Utc};
 use huddle_proto::user::v1::{
     CreateUserRequest, GetUserByEmailRequest, GetUserRequest, UpdateUserRequest, User,
 };
@@ -12,7 +11,8 @@ use uuid::Uuid;
 use crate::auth::{Admin, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id::RequestId;
-use crate::{Backends, Success, success, validate};
+use crate::{Backends, Success, success};
+use huddle_domain::{id as ids, time, user as rules};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/users").route(web::post().to(create_user)))
@@ -60,18 +60,16 @@ impl UserResponse {
 /// A user without timestamps breaks the service contract: that is our bug
 /// (500), not the caller's.
 fn rfc3339(ts: Option<prost_types::Timestamp>, field: &str) -> Result<String, ApiError> {
-    ts.and_then(|ts| {
-        let nanos = u32::try_from(ts.nanos).ok()?;
-        DateTime::<Utc>::from_timestamp(ts.seconds, nanos)
-    })
-    .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-    .ok_or_else(|| {
-        tracing::error!(
-            field,
-            "user-service returned a user without a valid timestamp"
-        );
-        ApiError::internal()
-    })
+    ts.as_ref()
+        .and_then(time::from_proto)
+        .map(time::to_rfc3339)
+        .ok_or_else(|| {
+            tracing::error!(
+                field,
+                "user-service returned a user without a valid timestamp"
+            );
+            ApiError::internal()
+        })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -142,9 +140,9 @@ pub async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let message = CreateUserRequest {
-        name: validate::name(&body.name)?,
-        email: validate::email(&body.email)?,
-        image: body.image.as_deref().map(validate::image_url).transpose()?,
+        name: rules::name(&body.name)?,
+        email: rules::email(&body.email)?,
+        image: body.image.as_deref().map(rules::image_url).transpose()?,
     };
     let user = backends
         .users()
@@ -179,7 +177,7 @@ pub async fn get_user_by_email(
     query: web::Query<ByEmailQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let message = GetUserByEmailRequest {
-        email: validate::email(&query.email)?,
+        email: rules::email(&query.email)?,
     };
     let user = backends
         .users()
@@ -212,7 +210,7 @@ pub async fn get_user(
     backends: web::Data<Backends>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = validate::id("id", &id)?;
+    let id = ids::parse("id", &id)?;
     let message = GetUserRequest { id: id.to_string() };
     let user = backends
         .users()
@@ -249,7 +247,7 @@ pub async fn update_user(
     id: web::Path<String>,
     body: web::Json<UpdateUserBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = validate::id("id", &id)?;
+    let id = ids::parse("id", &id)?;
     principal.require_self(id)?;
     let message = update_request(id, body.into_inner())?;
     let user = backends
@@ -267,12 +265,12 @@ fn update_request(id: Uuid, body: UpdateUserBody) -> Result<UpdateUserRequest, A
     let name = match body.name {
         None => None,
         Some(None) => return Err(ApiError::invalid("name", "must not be null")),
-        Some(Some(name)) => Some(validate::name(&name)?),
+        Some(Some(name)) => Some(rules::name(&name)?),
     };
     let (image, clear_image) = match body.image {
         None => (None, false),
         Some(None) => (None, true),
-        Some(Some(url)) => (Some(validate::image_url(&url)?), false),
+        Some(Some(url)) => (Some(rules::image_url(&url)?), false),
     };
     if name.is_none() && image.is_none() && !clear_image {
         return Err(ApiError::bad_request("nothing to update"));

@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::TestApp;
+use huddle_proto::{meeting::v1::meeting_service_server, user::v1::user_service_server};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -40,7 +41,7 @@ async fn listed_services(addr: SocketAddr) -> Vec<String> {
 async fn reflection_lists_the_user_service() {
     let app = TestApp::spawn().await;
     let names = listed_services(app.user_addr).await;
-    for expected in ["huddle.user.v1.UserService", "grpc.health.v1.Health"] {
+    for expected in [user_service_server::SERVICE_NAME, "grpc.health.v1.Health"] {
         assert!(names.contains(&expected.to_owned()), "{names:?}");
     }
 }
@@ -49,7 +50,10 @@ async fn reflection_lists_the_user_service() {
 async fn reflection_lists_the_meeting_service() {
     let app = TestApp::spawn().await;
     let names = listed_services(app.meeting_addr).await;
-    for expected in ["huddle.meeting.v1.MeetingService", "grpc.health.v1.Health"] {
+    for expected in [
+        meeting_service_server::SERVICE_NAME,
+        "grpc.health.v1.Health",
+    ] {
         assert!(names.contains(&expected.to_owned()), "{names:?}");
     }
 }

@@ -224,8 +224,9 @@ async fn row_meeting_update_fields_and_invite_code() {
         )
         .await;
     assert_eq!(resp.status, StatusCode::NOT_FOUND, "{:?}", resp.body);
+    // The host's details show the new code (nobody else is shown one).
     assert_eq!(
-        read(&app, &details, &guest).await["inviteCode"],
+        read(&app, &details, &host).await["inviteCode"],
         new_code.as_str()
     );
     assert_eq!(

@@ -613,14 +613,19 @@ async fn authorization_rule_by_rule() {
     app.join(&participant, &code).await;
     let m = format!("/api/meetings/{id}");
 
-    // Host only: PATCH, DELETE, start, end — for participants and strangers.
-    for token in [&participant, &stranger] {
+    // Host only: PATCH, DELETE, start, end. A participant is refused; a
+    // stranger is told the meeting does not exist (see
+    // `strangers_cannot_tell_an_existing_meeting_from_a_missing_one`).
+    for (token, status, code) in [
+        (&participant, 403, "PERMISSION_DENIED"),
+        (&stranger, 404, "NOT_FOUND"),
+    ] {
         let resp = app.patch(&m, token, json!({"title": "Mine now"})).await;
-        assert_error(&resp, 403, "PERMISSION_DENIED");
-        assert_error(&app.delete(&m, token).await, 403, "PERMISSION_DENIED");
+        assert_error(&resp, status, code);
+        assert_error(&app.delete(&m, token).await, status, code);
         for action in ["start", "end"] {
             let resp = app.post(&format!("{m}/{action}"), token, json!({})).await;
-            assert_error(&resp, 403, "PERMISSION_DENIED");
+            assert_error(&resp, status, code);
         }
     }
     // Host or participant: details, participants, count.
@@ -629,7 +634,7 @@ async fn authorization_rule_by_rule() {
         format!("{m}/participants"),
         format!("{m}/participants/count"),
     ] {
-        assert_error(&app.get(&path, &stranger).await, 403, "PERMISSION_DENIED");
+        assert_error(&app.get(&path, &stranger).await, 404, "NOT_FOUND");
         assert_eq!(
             app.get(&path, &participant).await.status,
             StatusCode::OK,
@@ -639,7 +644,7 @@ async fn authorization_rule_by_rule() {
     }
     // Participant: leave.
     let resp = app.post(&format!("{m}/leave"), &stranger, json!({})).await;
-    assert_error(&resp, 403, "PERMISSION_DENIED");
+    assert_error(&resp, 404, "NOT_FOUND");
     // A participant who left may still read what they took part in.
     let left = app
         .post(&format!("{m}/leave"), &participant, json!({}))
@@ -897,7 +902,8 @@ async fn readiness_and_docs_cover_the_meeting_service() {
     let resp = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
     assert_eq!(
-        resp.body["data"]["services"]["huddle.meeting.v1.MeetingService"],
+        resp.body["data"]["services"]
+            [huddle_proto::meeting::v1::meeting_service_server::SERVICE_NAME],
         "SERVING"
     );
     let doc = app.call(Method::GET, "/api/openapi.json", None, None).await;

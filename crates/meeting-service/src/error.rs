@@ -2,7 +2,7 @@
 
 use huddle_common::ErrorCode;
 use huddle_db::DbError;
-use huddle_serve::{ServiceError, db_code};
+use huddle_serve::{CrashedAfterCommit, ServiceError, db_code};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeetingError {
@@ -23,9 +23,9 @@ pub enum MeetingError {
     /// user-service failed or is unreachable.
     #[error("user service: {0}")]
     Users(tonic::Status),
-    /// Test-only fault injection (see `Failpoints`).
-    #[error("failpoint: {0}")]
-    Failpoint(&'static str),
+    /// Test-only fault injection (`Failpoints::crash_after_commit`).
+    #[error(transparent)]
+    Crashed(#[from] CrashedAfterCommit),
 }
 
 impl From<diesel::result::Error> for MeetingError {
@@ -42,7 +42,7 @@ impl ServiceError for MeetingError {
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Db(e) => db_code(e),
-            Self::Users(_) | Self::Failpoint(_) => ErrorCode::Unavailable,
+            Self::Users(_) | Self::Crashed(_) => ErrorCode::Unavailable,
         }
     }
 }

@@ -66,7 +66,6 @@ pub async fn bind(config: &MeetingConfig, shared: Shared) -> Result<Bound, Serve
         },
         kit.outbox.clone(),
         cascade.clone(),
-        kit.failpoints.clone(),
     );
     // Deletes deleted meetings' data in the services that own it.
     let service = kit

@@ -188,7 +188,7 @@ async fn one_batch_call_per_answer_with_the_request_id() {
         h.client
             .join_meeting(pb::JoinMeetingRequest {
                 caller_id: guest.clone(),
-                invite_code: meeting.invite_code.clone(),
+                invite_code: meeting.invite_code.clone().unwrap(),
             })
             .await
             .unwrap();

@@ -21,7 +21,7 @@ pub mod relay;
 
 pub use error::{ServiceError, db_code, to_status};
 pub use layer::GrpcMetrics;
-pub use outbox::{Failpoints, Outbox, OutboxError, Recorded};
+pub use outbox::{CrashedAfterCommit, Failpoints, Outbox, OutboxError, Recorded};
 
 /// What every service in one process shares.
 #[derive(Clone)]

@@ -77,6 +77,12 @@ const CHANNEL: &str = "huddle_cache_outbox";
 const APPLY_BUDGET: Duration = Duration::from_millis(300);
 const APPLY_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// A test stopped a write right after its commit, as a dying process would
+/// (`Failpoints::crash_after_commit`).
+#[derive(Debug, thiserror::Error)]
+#[error("failpoint: crash after commit")]
+pub struct CrashedAfterCommit;
+
 /// An invalidation recorded in a transaction that has committed.
 #[must_use = "apply it after the commit, or the relay applies it only on its next tick"]
 pub struct Recorded {
@@ -125,6 +131,23 @@ impl Outbox {
             .get_result(conn)
             .await?;
         Ok(Recorded { id, invalidation })
+    }
+
+    /// What every write does once its transaction committed: apply the
+    /// invalidation it recorded (if any). Commit first, then invalidate —
+    /// never the reverse, or a reader could refill the old row between the
+    /// two. Under the test failpoint it stops before applying.
+    pub async fn after_commit(
+        &self,
+        recorded: impl Into<Option<Recorded>>,
+    ) -> Result<(), CrashedAfterCommit> {
+        if AtomicBool::load(&self.failpoints.crash_after_commit, Ordering::SeqCst) {
+            return Err(CrashedAfterCommit);
+        }
+        if let Some(recorded) = recorded.into() {
+            self.apply(recorded).await;
+        }
+        Ok(())
     }
 
     /// After commit: apply now, so the write's own response is never

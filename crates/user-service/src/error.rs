@@ -2,7 +2,7 @@
 
 use huddle_common::ErrorCode;
 use huddle_db::DbError;
-use huddle_serve::{ServiceError, db_code};
+use huddle_serve::{CrashedAfterCommit, ServiceError, db_code};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -14,9 +14,9 @@ pub enum UserError {
     EmailTaken,
     #[error(transparent)]
     Db(#[from] DbError),
-    /// Test-only fault injection (see `Failpoints`).
-    #[error("failpoint: {0}")]
-    Failpoint(&'static str),
+    /// Test-only fault injection (`Failpoints::crash_after_commit`).
+    #[error(transparent)]
+    Crashed(#[from] CrashedAfterCommit),
 }
 
 impl From<diesel::result::Error> for UserError {
@@ -32,7 +32,7 @@ impl ServiceError for UserError {
             Self::NotFound => ErrorCode::NotFound,
             Self::EmailTaken => ErrorCode::Conflict,
             Self::Db(e) => db_code(e),
-            Self::Failpoint(_) => ErrorCode::Unavailable,
+            Self::Crashed(_) => ErrorCode::Unavailable,
         }
     }
 }

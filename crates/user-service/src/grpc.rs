@@ -1,8 +1,6 @@
 //! The tonic implementation of `huddle.user.v1.UserService`: validate, read
 //! through the cache, write then invalidate.
 
-use std::sync::{Arc, atomic::Ordering};
-
 use cache_core::{Cache, Invalidation};
 use diesel_async::AsyncConnection;
 use huddle_db::{Database, DbError};
@@ -10,17 +8,16 @@ use huddle_proto::user::v1::{
     BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, GetUserByEmailRequest,
     GetUserRequest, UpdateUserRequest, User, user_service_server::UserService,
 };
-use huddle_serve::{Failpoints, Outbox, Recorded};
+use huddle_serve::Outbox;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
     cache,
     db::{self, NewUser, UserChanges, UserRow},
     error::UserError,
-    validate,
 };
+use huddle_domain::{id, time, user};
 
 /// Upper bound on ids per BatchGetUsers call (one response's worth of rows).
 const MAX_BATCH: usize = 500;
@@ -30,40 +27,22 @@ pub struct UserApi {
     pub(crate) db: Database,
     pub(crate) cache: Cache,
     pub(crate) outbox: Outbox,
-    pub(crate) failpoints: Arc<Failpoints>,
 }
 
 impl UserApi {
-    pub fn new(db: Database, cache: Cache, outbox: Outbox, failpoints: Arc<Failpoints>) -> Self {
-        Self {
-            db,
-            cache,
-            outbox,
-            failpoints,
-        }
-    }
-
-    /// Commit first, then invalidate (never the reverse, or a reader could
-    /// refill the old row between the two). The invalidation was recorded in
-    /// the transaction, so if applying it fails here the relay retries it.
-    async fn after_commit(&self, recorded: Recorded) -> Result<(), UserError> {
-        if self.failpoints.crash_after_commit.load(Ordering::SeqCst) {
-            return Err(UserError::Failpoint("crash after commit"));
-        }
-        self.outbox.apply(recorded).await;
-        Ok(())
+    pub fn new(db: Database, cache: Cache, outbox: Outbox) -> Self {
+        Self { db, cache, outbox }
     }
 }
 
 #[tonic::async_trait]
 impl UserService for UserApi {
     async fn create_user(&self, req: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
-        let span = request_span(&req, "CreateUser");
         let req = req.into_inner();
         async {
-            let name = validate::name(&req.name)?;
-            let email = validate::email(&req.email)?;
-            let image = req.image.as_deref().map(validate::image).transpose()?;
+            let name = user::name(&req.name)?;
+            let email = user::email(&req.email)?;
+            let image = req.image.as_deref().map(user::image_url).transpose()?;
             let new = NewUser {
                 id: Uuid::new_v4(),
                 name: &name,
@@ -83,24 +62,21 @@ impl UserService for UserApi {
                 })
                 .await?;
             drop(conn);
-            self.after_commit(recorded).await?;
+            self.outbox.after_commit(recorded).await?;
             Ok(Response::new(to_proto(row)))
         }
-        .instrument(span)
         .await
         .map_err(|e: UserError| Status::from(e))
     }
 
     async fn get_user(&self, req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        let span = request_span(&req, "GetUser");
         async {
-            let id = validate::id(&req.get_ref().id)?;
+            let id = id::parse("id", &req.get_ref().id)?;
             let row = cache::user(&self.cache, &self.db, id)
                 .await?
                 .ok_or(UserError::NotFound)?;
             Ok(Response::new(to_proto(row)))
         }
-        .instrument(span)
         .await
         .map_err(|e: UserError| Status::from(e))
     }
@@ -109,15 +85,13 @@ impl UserService for UserApi {
         &self,
         req: Request<GetUserByEmailRequest>,
     ) -> Result<Response<User>, Status> {
-        let span = request_span(&req, "GetUserByEmail");
         async {
-            let email = validate::email(&req.get_ref().email)?;
+            let email = user::email(&req.get_ref().email)?;
             let row = cache::user_by_email(&self.cache, &self.db, &email)
                 .await?
                 .ok_or(UserError::NotFound)?;
             Ok(Response::new(to_proto(row)))
         }
-        .instrument(span)
         .await
         .map_err(|e: UserError| Status::from(e))
     }
@@ -126,7 +100,6 @@ impl UserService for UserApi {
         &self,
         req: Request<BatchGetUsersRequest>,
     ) -> Result<Response<BatchGetUsersResponse>, Status> {
-        let span = request_span(&req, "BatchGetUsers");
         async {
             let ids = &req.get_ref().ids;
             if ids.len() > MAX_BATCH {
@@ -136,7 +109,7 @@ impl UserService for UserApi {
             }
             let mut parsed = ids
                 .iter()
-                .map(|id| validate::id(id))
+                .map(|raw| id::parse("ids", raw))
                 .collect::<Result<Vec<_>, _>>()?;
             parsed.sort_unstable();
             parsed.dedup();
@@ -145,24 +118,22 @@ impl UserService for UserApi {
                 users: rows.into_iter().map(to_proto).collect(),
             }))
         }
-        .instrument(span)
         .await
         .map_err(|e: UserError| Status::from(e))
     }
 
     async fn update_user(&self, req: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
-        let span = request_span(&req, "UpdateUser");
         let req = req.into_inner();
         async {
-            let id = validate::id(&req.id)?;
+            let id = id::parse("id", &req.id)?;
             let changes = UserChanges {
-                name: req.name.as_deref().map(validate::name).transpose()?,
+                name: req.name.as_deref().map(user::name).transpose()?,
                 image: if req.clear_image {
                     Some(None)
                 } else {
                     req.image
                         .as_deref()
-                        .map(validate::image)
+                        .map(user::image_url)
                         .transpose()?
                         .map(Some)
                 },
@@ -180,23 +151,12 @@ impl UserService for UserApi {
                 })
                 .await?;
             drop(conn);
-            self.after_commit(recorded).await?;
+            self.outbox.after_commit(recorded).await?;
             Ok(Response::new(to_proto(after)))
         }
-        .instrument(span)
         .await
         .map_err(|e: UserError| Status::from(e))
     }
-}
-
-fn request_span<T>(req: &Request<T>, method: &'static str) -> tracing::Span {
-    let request_id = req
-        .metadata()
-        .get(huddle_common::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    tracing::info_span!("grpc", service = "user", method, request_id)
 }
 
 fn to_proto(row: UserRow) -> User {
@@ -205,14 +165,7 @@ fn to_proto(row: UserRow) -> User {
         name: row.name,
         email: row.email,
         image: row.image,
-        created_at: Some(timestamp(row.created_at)),
-        updated_at: Some(timestamp(row.updated_at)),
-    }
-}
-
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+        created_at: Some(time::to_proto(row.created_at)),
+        updated_at: Some(time::to_proto(row.updated_at)),
     }
 }

@@ -1,10 +1,6 @@
 //! user-service: users, profile lookups, email lookup. Owns database
 //! `huddle_user`; everyone else asks over gRPC (`huddle.user.v1`).
 
-// The cache-aside futures nest deeply (handler → cache flight → lease →
-// loader); the default limit of 128 is too low for their layout.
-#![recursion_limit = "256"]
-
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use huddle_db::DbError;
 use huddle_proto::user::v1::user_service_server::UserServiceServer;
@@ -29,12 +25,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/u
 /// `server` runs it until shutdown.
 pub async fn bind(config: &ServiceConfig, shared: Shared) -> Result<Bound, ServeError> {
     let kit = Kit::bind("user", config, shared).await?;
-    let api = UserApi::new(
-        kit.db.clone(),
-        kit.cache.clone(),
-        kit.outbox.clone(),
-        kit.failpoints.clone(),
-    );
+    let api = UserApi::new(kit.db.clone(), kit.cache.clone(), kit.outbox.clone());
     kit.serve(UserServiceServer::new(api))
 }
 

@@ -2,7 +2,7 @@
 //! camelCase fields, nested `host` / `user` objects (`id`, `name`, `image`,
 //! never an email), `_count` objects, RFC 3339 UTC timestamps.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use huddle_domain::time as clock;
 use huddle_proto::meeting::v1 as pb;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -25,10 +25,8 @@ fn optional_time(
     what: &str,
 ) -> Result<Option<String>, ApiError> {
     ts.map(|ts| {
-        u32::try_from(ts.nanos)
-            .ok()
-            .and_then(|nanos| DateTime::<Utc>::from_timestamp(ts.seconds, nanos))
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        clock::from_proto(&ts)
+            .map(clock::to_rfc3339)
             .ok_or_else(|| broken(what))
     })
     .transpose()
@@ -78,9 +76,11 @@ pub struct Meeting {
     pub status: &'static str,
     #[schema(format = Uuid)]
     pub host_id: String,
-    /// Share it to let others join (`POST /api/meetings/join`).
-    #[schema(example = "q3Xk_9LmP-2a")]
-    pub invite_code: String,
+    /// Share it to let others join (`POST /api/meetings/join`). Shown to the
+    /// host only: absent for everyone else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false, example = "q3Xk_9LmP-2a")]
+    pub invite_code: Option<String>,
     #[schema(format = DateTime)]
     pub scheduled_at: String,
     #[schema(format = DateTime, required = true)]
@@ -413,7 +413,7 @@ mod tests {
                 description: None,
                 status: pb::MeetingStatus::Live.into(),
                 host_id: "h".into(),
-                invite_code: "AZaz09-_AZaz".into(),
+                invite_code: Some("AZaz09-_AZaz".into()),
                 scheduled_at: ts(1_700_000_000),
                 started_at: ts(1_700_000_100),
                 ended_at: None,
@@ -438,6 +438,20 @@ mod tests {
         assert!(json["host"].get("email").is_none());
         assert_eq!(json["_count"]["participants"], 3);
         assert!(json["_count"]["chatMessages"].is_null());
+    }
+
+    #[test]
+    fn a_meeting_without_its_code_has_no_invite_code_field() {
+        let meeting = pb::Meeting {
+            status: pb::MeetingStatus::Live.into(),
+            invite_code: None,
+            scheduled_at: ts(1_700_000_000),
+            created_at: ts(1_700_000_000),
+            updated_at: ts(1_700_000_000),
+            ..pb::Meeting::default()
+        };
+        let json = serde_json::to_value(Meeting::try_from(meeting).unwrap()).unwrap();
+        assert!(json.get("inviteCode").is_none(), "{json}");
     }
 
     #[test]

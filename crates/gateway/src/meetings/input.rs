@@ -5,19 +5,14 @@
 //! say which field they mean.
 
 use chrono::{DateTime, Utc};
+use huddle_domain::{invite_code as code_rule, meeting, time};
+use huddle_proto::meeting::v1 as pb;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::error::ApiError;
-
-pub const TITLE_MAX_CHARS: usize = 200;
-pub const DESCRIPTION_MAX_CHARS: usize = 2000;
-/// Same rule as meeting-service's `invite` module (the gateway cannot depend
-/// on a service crate): exactly 12 characters of the URL-safe alphabet.
-pub const INVITE_CODE_LEN: usize = 12;
-/// A `scheduledAt` this far behind the clock still counts as "now".
-const PAST_TOLERANCE_SECS: i64 = 60;
 
 /// Create a meeting; the caller is its host.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -116,50 +111,18 @@ pub fn not_null<'a>(
 }
 
 pub fn title(value: &Value) -> Result<String, ApiError> {
-    let title = string("title", value)?.trim();
-    let chars = title.chars().count();
-    if chars == 0 || chars > TITLE_MAX_CHARS {
-        return Err(ApiError::invalid(
-            "title",
-            format!("must be 1 to {TITLE_MAX_CHARS} characters"),
-        ));
-    }
-    if title.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "title",
-            "must not contain control characters",
-        ));
-    }
-    Ok(title.to_owned())
+    Ok(meeting::title(string("title", value)?)?)
 }
 
 /// Trimmed; empty means none.
 pub fn description(value: &Value) -> Result<Option<String>, ApiError> {
-    let text = string("description", value)?.trim();
-    if text.chars().count() > DESCRIPTION_MAX_CHARS {
-        return Err(ApiError::invalid(
-            "description",
-            format!("must be at most {DESCRIPTION_MAX_CHARS} characters"),
-        ));
-    }
-    Ok((!text.is_empty()).then(|| text.to_owned()))
+    Ok(meeting::description(string("description", value)?)?)
 }
 
 /// An RFC 3339 timestamp (any offset, converted to UTC) not in the past.
-pub fn future_timestamp(field: &str, value: &Value) -> Result<DateTime<Utc>, ApiError> {
-    let raw = string(field, value)?;
-    let at = DateTime::parse_from_rfc3339(raw.trim())
-        .map_err(|_| {
-            ApiError::invalid(
-                field,
-                "must be an RFC 3339 timestamp, e.g. 2030-01-31T12:00:00Z",
-            )
-        })?
-        .with_timezone(&Utc);
-    if at < Utc::now() - chrono::Duration::seconds(PAST_TOLERANCE_SECS) {
-        return Err(ApiError::invalid(field, "must not be in the past"));
-    }
-    Ok(at)
+pub fn future_timestamp(field: &'static str, value: &Value) -> Result<DateTime<Utc>, ApiError> {
+    let at = time::parse_rfc3339(field, string(field, value)?)?;
+    Ok(meeting::not_in_past(field, at, Utc::now())?)
 }
 
 pub fn status(value: &Value) -> Result<StatusInput, ApiError> {
@@ -180,29 +143,103 @@ pub fn boolean(field: &str, value: &Value) -> Result<bool, ApiError> {
         .ok_or_else(|| ApiError::invalid(field, "must be true or false"))
 }
 
-/// Exactly [`INVITE_CODE_LEN`] characters of `A-Z a-z 0-9 _ -`, matched as
-/// given (case-sensitive).
+/// Matched as given (case-sensitive, never trimmed).
 pub fn invite_code(value: &Value) -> Result<String, ApiError> {
-    let code = string("inviteCode", value)?;
-    let ok = code.len() == INVITE_CODE_LEN
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(code.to_owned())
-    } else {
-        Err(ApiError::invalid(
-            "inviteCode",
-            format!("must be {INVITE_CODE_LEN} characters of A-Z, a-z, 0-9, '_' or '-'"),
-        ))
-    }
+    Ok(code_rule::parse(string(code_rule::FIELD, value)?)?.to_owned())
 }
 
-pub fn timestamp_pb(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+fn status_pb(status: StatusInput) -> i32 {
+    match status {
+        StatusInput::Scheduled => pb::MeetingStatus::Scheduled,
+        StatusInput::Live => pb::MeetingStatus::Live,
+        StatusInput::Ended => pb::MeetingStatus::Ended,
     }
+    .into()
+}
+
+/// The gRPC request of `POST /api/meetings`, every field checked.
+pub fn create_request(
+    caller: Uuid,
+    body: CreateMeetingBody,
+) -> Result<pb::CreateMeetingRequest, ApiError> {
+    let title = title(required("title", body.title.as_ref())?)?;
+    let description = match &body.description {
+        None | Some(Value::Null) => None,
+        Some(v) => description(v)?,
+    };
+    let status = match &body.status {
+        None | Some(Value::Null) => StatusInput::Scheduled,
+        Some(v) => status(v)?,
+    };
+    if status == StatusInput::Ended {
+        return Err(ApiError::invalid(
+            "status",
+            "a new meeting is SCHEDULED or LIVE",
+        ));
+    }
+    let scheduled_at = match &body.scheduled_at {
+        None | Some(Value::Null) if status == StatusInput::Live => None,
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid(
+                "scheduledAt",
+                "is required for a SCHEDULED meeting",
+            ));
+        }
+        Some(v) => Some(time::to_proto(future_timestamp("scheduledAt", v)?)),
+    };
+    Ok(pb::CreateMeetingRequest {
+        caller_id: caller.to_string(),
+        title,
+        description,
+        scheduled_at,
+        status: status_pb(status),
+    })
+}
+
+/// The gRPC request of `PATCH /api/meetings/{id}`; an empty change is a
+/// 400, as is a field set to null that cannot be cleared.
+pub fn update_request(
+    caller: Uuid,
+    id: Uuid,
+    body: UpdateMeetingBody,
+) -> Result<pb::UpdateMeetingRequest, ApiError> {
+    let title = not_null("title", &body.title)?.map(title).transpose()?;
+    let (description, clear_description) = match &body.description {
+        None => (None, false),
+        Some(None) => (None, true),
+        Some(Some(v)) => match description(v)? {
+            Some(text) => (Some(text), false),
+            // An empty description removes it.
+            None => (None, true),
+        },
+    };
+    let scheduled_at = not_null("scheduledAt", &body.scheduled_at)?
+        .map(|v| future_timestamp("scheduledAt", v).map(time::to_proto))
+        .transpose()?;
+    let status = not_null("status", &body.status)?.map(status).transpose()?;
+    let rotate_invite_code = not_null("rotateInviteCode", &body.rotate_invite_code)?
+        .map(|v| boolean("rotateInviteCode", v))
+        .transpose()?
+        .unwrap_or(false);
+    if title.is_none()
+        && description.is_none()
+        && !clear_description
+        && scheduled_at.is_none()
+        && status.is_none()
+        && !rotate_invite_code
+    {
+        return Err(ApiError::bad_request("nothing to update"));
+    }
+    Ok(pb::UpdateMeetingRequest {
+        caller_id: caller.to_string(),
+        id: id.to_string(),
+        title,
+        description,
+        clear_description,
+        scheduled_at,
+        status: status.map_or(pb::MeetingStatus::Unspecified.into(), status_pb),
+        rotate_invite_code,
+    })
 }
 
 #[cfg(test)]
@@ -295,5 +332,68 @@ mod tests {
             "title: must not be null"
         );
         assert!(serde_json::from_value::<UpdateMeetingBody>(json!({"hostId": "x"})).is_err());
+    }
+
+    fn create(body: serde_json::Value) -> Result<pb::CreateMeetingRequest, ApiError> {
+        create_request(Uuid::nil(), serde_json::from_value(body).unwrap())
+    }
+
+    fn update(body: serde_json::Value) -> Result<pb::UpdateMeetingRequest, ApiError> {
+        update_request(
+            Uuid::nil(),
+            Uuid::nil(),
+            serde_json::from_value(body).unwrap(),
+        )
+    }
+
+    #[test]
+    fn create_needs_a_time_unless_live() {
+        let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        let req = create(json!({"title": " Sync ", "scheduledAt": later})).unwrap();
+        assert_eq!(req.title, "Sync");
+        assert_eq!(req.status, i32::from(pb::MeetingStatus::Scheduled));
+        assert!(req.scheduled_at.is_some());
+        let req = create(json!({"title": "Now", "status": "LIVE"})).unwrap();
+        assert!(req.scheduled_at.is_none());
+        assert_eq!(
+            create(json!({"title": "x"})).unwrap_err().message,
+            "scheduledAt: is required for a SCHEDULED meeting"
+        );
+        assert_eq!(
+            create(json!({"title": "x", "status": "ENDED"}))
+                .unwrap_err()
+                .message,
+            "status: a new meeting is SCHEDULED or LIVE"
+        );
+        assert_eq!(
+            create(json!({"status": "LIVE"})).unwrap_err().message,
+            "title: is required"
+        );
+    }
+
+    #[test]
+    fn patch_reads_every_field_and_refuses_empty() {
+        let req = update(json!({"description": null, "status": "LIVE"})).unwrap();
+        assert!(req.clear_description);
+        assert_eq!(req.status, i32::from(pb::MeetingStatus::Live));
+        let req = update(json!({"rotateInviteCode": true})).unwrap();
+        assert!(req.rotate_invite_code);
+        assert_eq!(update(json!({})).unwrap_err().message, "nothing to update");
+        assert_eq!(
+            update(json!({"rotateInviteCode": false}))
+                .unwrap_err()
+                .message,
+            "nothing to update"
+        );
+        assert_eq!(
+            update(json!({"rotateInviteCode": "yes"}))
+                .unwrap_err()
+                .message,
+            "rotateInviteCode: must be true or false"
+        );
+        assert_eq!(
+            update(json!({"title": null})).unwrap_err().message,
+            "title: must not be null"
+        );
     }
 }

@@ -1,0 +1,156 @@
+//! Joining, leaving and the participant views of a meeting.
+
+use actix_web::{HttpResponse, http::StatusCode, web};
+use huddle_domain::id as ids;
+use huddle_proto::meeting::v1 as pb;
+
+use super::caller;
+use super::dto::{self, ActiveCount, JoinResult, Participant, ParticipantWithUser};
+use super::input::{self, JoinMeetingBody};
+use crate::auth::Principal;
+use crate::error::{ApiError, ErrorBody};
+use crate::request_id::RequestId;
+use crate::{Backends, Success, success};
+
+/// Join the meeting an invite code belongs to. Idempotent: joining again
+/// while in it changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/meetings/join",
+    tag = "meetings",
+    request_body = JoinMeetingBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "In the meeting", body = Success<JoinResult>),
+        (status = 400, description = "Malformed invite code", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 403, description = "Not a registered user's token", body = ErrorBody),
+        (status = 404, description = "Invalid invite code", body = ErrorBody),
+        (status = 409, description = "The meeting has ENDED", body = ErrorBody),
+    )
+)]
+pub async fn join_meeting(
+    principal: Principal,
+    rid: RequestId,
+    backends: web::Data<Backends>,
+    body: web::Json<JoinMeetingBody>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = caller(&principal)?;
+    let invite_code =
+        input::invite_code(input::required("inviteCode", body.invite_code.as_ref())?)?;
+    let message = pb::JoinMeetingRequest {
+        caller_id: caller.to_string(),
+        invite_code,
+    };
+    let joined = backends
+        .meetings()
+        .join_meeting(backends.request(message, &rid))
+        .await?
+        .into_inner();
+    Ok(success(StatusCode::OK, JoinResult::try_from(joined)?))
+}
+
+/// Leave a meeting (participant only). Idempotent.
+#[utoipa::path(
+    post,
+    path = "/api/meetings/{id}/leave",
+    tag = "meetings",
+    params(("id" = Uuid, Path, description = "Meeting id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's participation, with `leftAt`", body = Success<Participant>),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 403, description = "The host, who never joined (or not a user token)", body = ErrorBody),
+        (status = 404, description = "No such meeting, or the caller never joined it: one answer, so ids cannot be probed", body = ErrorBody),
+    )
+)]
+pub async fn leave_meeting(
+    principal: Principal,
+    rid: RequestId,
+    backends: web::Data<Backends>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = ids::parse("id", &id)?;
+    let message = pb::LeaveMeetingRequest {
+        caller_id: caller(&principal)?.to_string(),
+        id: id.to_string(),
+    };
+    let participant = backends
+        .meetings()
+        .leave_meeting(backends.request(message, &rid))
+        .await?
+        .into_inner();
+    Ok(success(StatusCode::OK, Participant::try_from(participant)?))
+}
+
+/// Everyone who joined, oldest join first (host or participant).
+#[utoipa::path(
+    get,
+    path = "/api/meetings/{id}/participants",
+    tag = "meetings",
+    params(("id" = Uuid, Path, description = "Meeting id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Participants", body = Success<Vec<ParticipantWithUser>>),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 403, description = "Not a user token (an admin token is nobody's host or participant)", body = ErrorBody),
+        (status = 404, description = "No such meeting, or the caller is neither host nor participant: one answer, so ids cannot be probed", body = ErrorBody),
+    )
+)]
+pub async fn list_participants(
+    principal: Principal,
+    rid: RequestId,
+    backends: web::Data<Backends>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = ids::parse("id", &id)?;
+    let message = pb::ListParticipantsRequest {
+        caller_id: caller(&principal)?.to_string(),
+        id: id.to_string(),
+    };
+    let list = backends
+        .meetings()
+        .list_participants(backends.request(message, &rid))
+        .await?
+        .into_inner();
+    Ok(success(
+        StatusCode::OK,
+        dto::all::<_, ParticipantWithUser>(list.participants)?,
+    ))
+}
+
+/// How many are in the meeting now (host or participant).
+#[utoipa::path(
+    get,
+    path = "/api/meetings/{id}/participants/count",
+    tag = "meetings",
+    params(("id" = Uuid, Path, description = "Meeting id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Active participants", body = Success<ActiveCount>),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 403, description = "Not a user token (an admin token is nobody's host or participant)", body = ErrorBody),
+        (status = 404, description = "No such meeting, or the caller is neither host nor participant: one answer, so ids cannot be probed", body = ErrorBody),
+    )
+)]
+pub async fn count_participants(
+    principal: Principal,
+    rid: RequestId,
+    backends: web::Data<Backends>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = ids::parse("id", &id)?;
+    let message = pb::CountActiveParticipantsRequest {
+        caller_id: caller(&principal)?.to_string(),
+        id: id.to_string(),
+    };
+    let count = backends
+        .meetings()
+        .count_active_participants(backends.request(message, &rid))
+        .await?
+        .into_inner();
+    Ok(success(StatusCode::OK, ActiveCount { count: count.count }))
+}

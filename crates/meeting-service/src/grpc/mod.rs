@@ -1,0 +1,266 @@
+//! The tonic implementation of `huddle.meeting.v1.MeetingService`: validate
+//! (shared rules, `huddle-domain`), read through the cache, write in a
+//! transaction that records its cache invalidation (outbox), then apply it
+//! after the commit.
+//!
+//! This file holds the trait impl and what every handler shares; the work is
+//! in `writes.rs` (create, delete, join, leave), `edits.rs` (update, start,
+//! end), `reads.rs` (reads with an access check) and `convert.rs` (rows to
+//! proto, including who sees the invite code).
+
+mod convert;
+mod edits;
+mod reads;
+mod writes;
+
+use diesel_async::AsyncPgConnection;
+use huddle_domain::id;
+use huddle_proto::meeting::v1::{self as pb, meeting_service_server::MeetingService};
+use huddle_serve::Outbox;
+use tonic::{Request, Response, Status as GrpcStatus};
+use uuid::Uuid;
+
+use self::convert::{
+    live_pb, meeting_pb, participant_with_user_pb, participation_pb, scheduled_pb, unsigned,
+};
+use crate::{
+    cache::{self, Sources},
+    cascade::Cascade,
+    db::{self, Status},
+    error::MeetingError,
+    users::RequestCtx,
+};
+
+/// Fresh invite codes tried before giving up on a (72-bit) collision streak.
+const CODE_ATTEMPTS: usize = 3;
+
+#[derive(Clone)]
+pub struct MeetingApi {
+    pub(crate) src: Sources,
+    pub(crate) outbox: Outbox,
+    pub(crate) cascade: Cascade,
+}
+
+type Reply<T> = Result<Response<T>, GrpcStatus>;
+
+impl MeetingApi {
+    pub fn new(src: Sources, outbox: Outbox, cascade: Cascade) -> Self {
+        Self {
+            src,
+            outbox,
+            cascade,
+        }
+    }
+
+    async fn require_user(&self, ctx: &RequestCtx, caller: Uuid) -> Result<(), MeetingError> {
+        if self.src.users.exists(ctx, caller).await? {
+            Ok(())
+        } else {
+            Err(MeetingError::PermissionDenied(
+                "the caller is not a registered user",
+            ))
+        }
+    }
+}
+
+/// Why a non-host may not do a host-only thing to an existing meeting: a
+/// participant (present or past) knows the meeting exists and is told it is
+/// not allowed; anyone else gets the answer a missing meeting gets.
+async fn not_host(
+    conn: &mut AsyncPgConnection,
+    meeting: Uuid,
+    caller: Uuid,
+    denied: &'static str,
+) -> Result<MeetingError, MeetingError> {
+    Ok(match db::last_participation(conn, meeting, caller).await? {
+        Some(_) => MeetingError::PermissionDenied(denied),
+        None => MeetingError::NotFound,
+    })
+}
+
+#[tonic::async_trait]
+impl MeetingService for MeetingApi {
+    async fn create_meeting(&self, req: Request<pb::CreateMeetingRequest>) -> Reply<pb::Meeting> {
+        let ctx = RequestCtx::from_request(&req);
+        async { Ok(Response::new(self.create(&ctx, req.get_ref()).await?)) }
+            .await
+            .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn get_meeting(&self, req: Request<pb::GetMeetingRequest>) -> Reply<pb::MeetingDetails> {
+        let ctx = RequestCtx::from_request(&req);
+        async { Ok(Response::new(self.details(&ctx, req.get_ref()).await?)) }
+            .await
+            .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn update_meeting(&self, req: Request<pb::UpdateMeetingRequest>) -> Reply<pb::Meeting> {
+        async { Ok(Response::new(self.update(req.get_ref()).await?)) }
+            .await
+            .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn delete_meeting(
+        &self,
+        req: Request<pb::DeleteMeetingRequest>,
+    ) -> Reply<pb::DeleteMeetingResponse> {
+        async { Ok(Response::new(self.delete(req.get_ref()).await?)) }
+            .await
+            .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn start_meeting(&self, req: Request<pb::MeetingActionRequest>) -> Reply<pb::Meeting> {
+        self.status_action(req, Status::Live).await
+    }
+
+    async fn end_meeting(&self, req: Request<pb::MeetingActionRequest>) -> Reply<pb::Meeting> {
+        self.status_action(req, Status::Ended).await
+    }
+
+    async fn join_meeting(
+        &self,
+        req: Request<pb::JoinMeetingRequest>,
+    ) -> Reply<pb::JoinMeetingResponse> {
+        let ctx = RequestCtx::from_request(&req);
+        async { Ok(Response::new(self.join(&ctx, req.get_ref()).await?)) }
+            .await
+            .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn leave_meeting(&self, req: Request<pb::LeaveMeetingRequest>) -> Reply<pb::Participant> {
+        async { Ok(Response::new(self.leave(req.get_ref()).await?)) }
+            .await
+            .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn list_live_meetings(
+        &self,
+        req: Request<pb::ListLiveMeetingsRequest>,
+    ) -> Reply<pb::ListLiveMeetingsResponse> {
+        let ctx = RequestCtx::from_request(&req);
+        async {
+            let items = cache::live_meetings(&self.src, &ctx).await?;
+            Ok(Response::new(pb::ListLiveMeetingsResponse {
+                meetings: items.into_iter().map(live_pb).collect(),
+            }))
+        }
+        .await
+        .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn list_scheduled_meetings(
+        &self,
+        req: Request<pb::ListScheduledMeetingsRequest>,
+    ) -> Reply<pb::ListScheduledMeetingsResponse> {
+        let ctx = RequestCtx::from_request(&req);
+        async {
+            let items = cache::scheduled_meetings(&self.src, &ctx).await?;
+            Ok(Response::new(pb::ListScheduledMeetingsResponse {
+                meetings: items.into_iter().map(scheduled_pb).collect(),
+            }))
+        }
+        .await
+        .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn list_participants(
+        &self,
+        req: Request<pb::ListParticipantsRequest>,
+    ) -> Reply<pb::ListParticipantsResponse> {
+        let ctx = RequestCtx::from_request(&req);
+        async {
+            let caller = id::parse("callerId", &req.get_ref().caller_id)?;
+            let id = id::parse("id", &req.get_ref().id)?;
+            let participants = self.readable_participants(&ctx, id, caller).await?;
+            Ok(Response::new(pb::ListParticipantsResponse {
+                participants: participants
+                    .items
+                    .iter()
+                    .map(participant_with_user_pb)
+                    .collect(),
+            }))
+        }
+        .await
+        .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn count_active_participants(
+        &self,
+        req: Request<pb::CountActiveParticipantsRequest>,
+    ) -> Reply<pb::CountActiveParticipantsResponse> {
+        let ctx = RequestCtx::from_request(&req);
+        async {
+            let caller = id::parse("callerId", &req.get_ref().caller_id)?;
+            let id = id::parse("id", &req.get_ref().id)?;
+            self.readable_participants(&ctx, id, caller).await?;
+            let count = cache::active_participant_count(&self.src, id).await?;
+            Ok(Response::new(pb::CountActiveParticipantsResponse {
+                count: unsigned(count),
+            }))
+        }
+        .await
+        .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn list_user_meetings(
+        &self,
+        req: Request<pb::ListUserMeetingsRequest>,
+    ) -> Reply<pb::ListUserMeetingsResponse> {
+        async {
+            let user = id::parse("userId", &req.get_ref().user_id)?;
+            let rows = cache::user_meetings(&self.src, user).await?;
+            Ok(Response::new(pb::ListUserMeetingsResponse {
+                // Meetings `user` hosts: the codes are theirs to see.
+                meetings: rows.iter().map(|row| meeting_pb(row, user)).collect(),
+            }))
+        }
+        .await
+        .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn list_user_participations(
+        &self,
+        req: Request<pb::ListUserParticipationsRequest>,
+    ) -> Reply<pb::ListUserParticipationsResponse> {
+        let ctx = RequestCtx::from_request(&req);
+        async {
+            let user = id::parse("userId", &req.get_ref().user_id)?;
+            let items = cache::user_participations(&self.src, &ctx, user).await?;
+            Ok(Response::new(pb::ListUserParticipationsResponse {
+                participations: items.into_iter().map(participation_pb).collect(),
+            }))
+        }
+        .await
+        .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
+    async fn get_user_meeting_stats(
+        &self,
+        req: Request<pb::GetUserMeetingStatsRequest>,
+    ) -> Reply<pb::UserMeetingStats> {
+        async {
+            let user = id::parse("userId", &req.get_ref().user_id)?;
+            let stats = cache::host_stats(&self.src, user).await?;
+            Ok(Response::new(pb::UserMeetingStats {
+                total: unsigned(stats.total),
+                live: unsigned(stats.live),
+                scheduled: unsigned(stats.scheduled),
+                ended: unsigned(stats.ended),
+            }))
+        }
+        .await
+        .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+}
+
+impl MeetingApi {
+    async fn status_action(
+        &self,
+        req: Request<pb::MeetingActionRequest>,
+        target: Status,
+    ) -> Reply<pb::Meeting> {
+        Ok(Response::new(
+            self.change_status(req.get_ref(), target).await?,
+        ))
+    }
+}

@@ -1,0 +1,239 @@
+//! Create, delete, join and leave: each one transaction that records its
+//! cache invalidation (outbox), applied after the commit.
+
+use cache_core::Invalidation;
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection;
+use huddle_db::DbError;
+use huddle_domain::{id, invite_code, meeting};
+use huddle_proto::meeting::v1 as pb;
+use huddle_serve::Outbox;
+use uuid::Uuid;
+
+use super::{
+    CODE_ATTEMPTS, MeetingApi,
+    convert::{meeting_pb, participant_pb, preview_pb},
+    not_host,
+};
+use crate::{
+    cache,
+    cascade::Cascade,
+    db::{self, NewMeeting, Status},
+    error::MeetingError,
+    invite,
+    users::RequestCtx,
+    validate,
+};
+
+/// A create request that passed every rule.
+struct Creation {
+    host: Uuid,
+    title: String,
+    description: Option<String>,
+    scheduled_at: DateTime<Utc>,
+    live: bool,
+}
+
+impl Creation {
+    fn parse(req: &pb::CreateMeetingRequest) -> Result<Self, MeetingError> {
+        let live = match validate::status(req.status)? {
+            None | Some(Status::Scheduled) => false,
+            Some(Status::Live) => true,
+            Some(Status::Ended) => {
+                return Err(MeetingError::InvalidArgument(
+                    "status: a new meeting is SCHEDULED or LIVE".to_owned(),
+                ));
+            }
+        };
+        let scheduled_at = match &req.scheduled_at {
+            Some(ts) => validate::scheduled_at(ts)?,
+            None if live => Utc::now(),
+            None => {
+                return Err(MeetingError::InvalidArgument(
+                    "scheduledAt: required for a SCHEDULED meeting".to_owned(),
+                ));
+            }
+        };
+        Ok(Self {
+            host: id::parse("callerId", &req.caller_id)?,
+            title: meeting::title(&req.title)?,
+            description: req
+                .description
+                .as_deref()
+                .map(meeting::description)
+                .transpose()?
+                .flatten(),
+            scheduled_at,
+            live,
+        })
+    }
+}
+
+fn ended_conflict() -> MeetingError {
+    MeetingError::Conflict("meeting is ENDED and cannot be joined".to_owned())
+}
+
+impl MeetingApi {
+    pub(super) async fn create(
+        &self,
+        ctx: &RequestCtx,
+        req: &pb::CreateMeetingRequest,
+    ) -> Result<pb::Meeting, MeetingError> {
+        let new = Creation::parse(req)?;
+        self.require_user(ctx, new.host).await?;
+        let id = Uuid::new_v4();
+        let mut attempts = 0;
+        let (row, recorded) = loop {
+            attempts += 1;
+            let code = invite::generate();
+            let insert = NewMeeting {
+                id,
+                title: &new.title,
+                description: new.description.as_deref(),
+                host_id: new.host,
+                invite_code: &code,
+                scheduled_at: new.scheduled_at,
+            };
+            let (live, host) = (new.live, new.host);
+            let mut conn = self.src.db.conn().await?;
+            let result = conn
+                .transaction::<_, MeetingError, _>(async |conn| {
+                    let row = db::insert_meeting(conn, &insert, live).await?;
+                    let mut invalidation =
+                        Invalidation::meeting_create(host, &row.invite_code, live);
+                    if live {
+                        // An instant meeting starts with its host in it.
+                        db::insert_participant(conn, Uuid::new_v4(), id, host).await?;
+                        invalidation =
+                            invalidation.merge(Invalidation::participant_join_leave(id, host));
+                    }
+                    Ok((row, Outbox::record(conn, invalidation).await?))
+                })
+                .await;
+            match result {
+                Err(MeetingError::Db(DbError::Unique { constraint }))
+                    if constraint == db::INVITE_CODE_CONSTRAINT && attempts < CODE_ATTEMPTS => {}
+                other => break other?,
+            }
+        };
+        self.outbox.after_commit(Some(recorded)).await?;
+        Ok(meeting_pb(&row, new.host))
+    }
+
+    pub(super) async fn delete(
+        &self,
+        req: &pb::DeleteMeetingRequest,
+    ) -> Result<pb::DeleteMeetingResponse, MeetingError> {
+        let caller = id::parse("callerId", &req.caller_id)?;
+        let id = id::parse("id", &req.id)?;
+        let mut conn = self.src.db.conn().await?;
+        let recorded = conn
+            .transaction::<_, MeetingError, _>(async |conn| {
+                let meeting = db::lock_meeting(conn, id)
+                    .await?
+                    .ok_or(MeetingError::NotFound)?;
+                if meeting.host_id != caller {
+                    let denied = "only the host may delete this meeting";
+                    return Err(not_host(conn, id, caller, denied).await?);
+                }
+                let participants = db::participant_user_ids(conn, id).await?;
+                db::delete_meeting(conn, id).await?;
+                // Chats and the recording live in other services: the
+                // durable record makes sure they go too.
+                Cascade::record(conn, id).await?;
+                let invalidation = Invalidation::meeting_delete(
+                    id,
+                    meeting.host_id,
+                    &meeting.invite_code,
+                    &participants,
+                );
+                Ok(Outbox::record(conn, invalidation).await?)
+            })
+            .await?;
+        drop(conn);
+        self.cascade.wake();
+        self.outbox.after_commit(Some(recorded)).await?;
+        Ok(pb::DeleteMeetingResponse { id: id.to_string() })
+    }
+
+    pub(super) async fn join(
+        &self,
+        ctx: &RequestCtx,
+        req: &pb::JoinMeetingRequest,
+    ) -> Result<pb::JoinMeetingResponse, MeetingError> {
+        // A malformed code is refused before any Redis or Postgres call.
+        let code = invite_code::parse(&req.invite_code)?;
+        let caller = id::parse("callerId", &req.caller_id)?;
+        let preview = cache::meeting_by_invite_code(&self.src, ctx, code)
+            .await?
+            .ok_or(MeetingError::InvalidInviteCode)?;
+        if preview.status == Status::Ended {
+            return Err(ended_conflict());
+        }
+        self.require_user(ctx, caller).await?;
+
+        let mut conn = self.src.db.conn().await?;
+        let (meeting, participant, recorded) = conn
+            .transaction::<_, MeetingError, _>(async |conn| {
+                // The row is authoritative: the code may have been rotated or
+                // the meeting ended since the cached lookup.
+                let meeting = db::lock_meeting(conn, preview.id)
+                    .await?
+                    .filter(|m| m.invite_code == code)
+                    .ok_or(MeetingError::InvalidInviteCode)?;
+                if meeting.status == Status::Ended {
+                    return Err(ended_conflict());
+                }
+                if let Some(active) = db::find_active_participant(conn, meeting.id, caller).await? {
+                    return Ok((meeting, active, None));
+                }
+                let joined =
+                    db::insert_participant(conn, Uuid::new_v4(), meeting.id, caller).await?;
+                let invalidation = Invalidation::participant_join_leave(meeting.id, caller);
+                let recorded = Outbox::record(conn, invalidation).await?;
+                Ok((meeting, joined, Some(recorded)))
+            })
+            .await?;
+        drop(conn);
+        let joined_now = recorded.is_some();
+        self.outbox.after_commit(recorded).await?;
+        Ok(pb::JoinMeetingResponse {
+            meeting: Some(preview_pb(&meeting, preview.host.as_ref())),
+            participant: Some(participant_pb(&participant)),
+            joined_now,
+        })
+    }
+
+    pub(super) async fn leave(
+        &self,
+        req: &pb::LeaveMeetingRequest,
+    ) -> Result<pb::Participant, MeetingError> {
+        let caller = id::parse("callerId", &req.caller_id)?;
+        let id = id::parse("id", &req.id)?;
+        let mut conn = self.src.db.conn().await?;
+        let (participant, recorded) = conn
+            .transaction::<_, MeetingError, _>(async |conn| {
+                let meeting = db::lock_meeting(conn, id)
+                    .await?
+                    .ok_or(MeetingError::NotFound)?;
+                if let Some(left) = db::leave(conn, id, caller).await? {
+                    let invalidation = Invalidation::participant_join_leave(id, caller);
+                    return Ok((left, Some(Outbox::record(conn, invalidation).await?)));
+                }
+                // Already left (or the meeting ended): nothing changes.
+                match db::last_participation(conn, id, caller).await? {
+                    Some(last) => Ok((last, None)),
+                    // The host knows the meeting exists; a stranger must not
+                    // learn it.
+                    None if meeting.host_id == caller => Err(MeetingError::PermissionDenied(
+                        "only a participant may leave this meeting",
+                    )),
+                    None => Err(MeetingError::NotFound),
+                }
+            })
+            .await?;
+        drop(conn);
+        self.outbox.after_commit(recorded).await?;
+        Ok(participant_pb(&participant))
+    }
+}
