@@ -31,6 +31,7 @@ pub fn cluster_nodes() -> Vec<String> {
 pub struct TestRedis {
     port: u16,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 /// How long a server gets to come up or go away.
@@ -42,11 +43,17 @@ impl TestRedis {
     /// take it in between: then the server fails to bind (or another one
     /// answers), and we try again on a new port.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`TestRedis::start`] with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
         let mut last = String::new();
         for _ in 0..5 {
             let mut redis = Self {
                 port: free_port(),
                 child: None,
+                extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             };
             match redis.spawn() {
                 Ok(()) => return redis,
@@ -102,6 +109,7 @@ impl TestRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

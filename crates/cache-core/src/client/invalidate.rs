@@ -70,16 +70,14 @@ impl Cache {
     /// sets. Returns (keys deleted, members found).
     async fn invalidate_tag(&self, tag_key: &str) -> Result<(usize, usize), CacheError> {
         let registry = pending_registry(tag_key);
-        let own = format!(
-            "{registry}:{}",
-            &lease_token()[super::lease::LEASE_PREFIX.len()..]
-        );
+        let own = pending_set(&registry);
         let (sets, members): (Vec<String>, Vec<String>) = self
             .call("invalidate", async |conn| {
                 DETACH_TAG
                     .key(tag_key)
                     .key(&registry)
                     .key(&own)
+                    .arg("all")
                     .invoke_async(conn)
                     .await
                     .map_err(unavailable)
@@ -142,6 +140,14 @@ impl Cache {
 /// key has no braces: prefixes and tag ids cannot contain them).
 pub(super) fn pending_registry(tag_key: &str) -> String {
     format!("{{{tag_key}}}:pending")
+}
+
+/// A pending set of one invalidation (or prune) of its own.
+pub(super) fn pending_set(registry: &str) -> String {
+    format!(
+        "{registry}:{}",
+        &lease_token()[super::lease::LEASE_PREFIX.len()..]
+    )
 }
 
 #[cfg(test)]
