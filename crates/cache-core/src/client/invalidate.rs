@@ -11,7 +11,7 @@
 use super::{
     CHUNK, Cache,
     lease::lease_token,
-    scripts::{DETACH_TAG, FORGET_PENDING},
+    scripts::{DETACH_TAG, FORGET_PENDING, invoke},
 };
 use crate::{
     backend::slot_groups,
@@ -73,14 +73,11 @@ impl Cache {
         let own = pending_set(&registry);
         let (sets, members): (Vec<String>, Vec<String>) = self
             .call("invalidate", async |conn| {
-                DETACH_TAG
-                    .key(tag_key)
-                    .key(&registry)
-                    .key(&own)
-                    .arg("all")
-                    .invoke_async(conn)
-                    .await
-                    .map_err(unavailable)
+                invoke(
+                    DETACH_TAG.key(tag_key).key(&registry).key(&own).arg("all"),
+                    conn,
+                )
+                .await
             })
             .await?;
         #[cfg(test)]
@@ -91,12 +88,7 @@ impl Cache {
         self.failpoint("invalidate:deleted").await;
         if !sets.is_empty() {
             self.call("invalidate", async |conn| {
-                FORGET_PENDING
-                    .key(&registry)
-                    .arg(&sets)
-                    .invoke_async::<i64>(conn)
-                    .await
-                    .map_err(unavailable)
+                invoke::<i64>(FORGET_PENDING.key(&registry).arg(&sets), conn).await
             })
             .await?;
         }

@@ -13,7 +13,7 @@ use rand::Rng;
 use super::{
     Cache,
     invalidate::{pending_registry, pending_set},
-    scripts::{DETACH_TAG, REATTACH},
+    scripts::{DETACH_TAG, REATTACH, invoke},
 };
 use crate::{
     backend::slot_groups,
@@ -37,28 +37,22 @@ impl Cache {
         let own = pending_set(&registry);
         let (_, members): (Vec<String>, Vec<String>) = self
             .call("prune", async |conn| {
-                DETACH_TAG
-                    .key(tag_key)
-                    .key(&registry)
-                    .key(&own)
-                    .arg("own")
-                    .invoke_async(conn)
-                    .await
-                    .map_err(unavailable)
+                invoke(
+                    DETACH_TAG.key(tag_key).key(&registry).key(&own).arg("own"),
+                    conn,
+                )
+                .await
             })
             .await?;
         let live = self.existing(&members).await?;
         #[cfg(test)]
         self.failpoint("prune:checked").await;
         self.call("prune", async |conn| {
-            REATTACH
-                .key(tag_key)
-                .key(&registry)
-                .key(&own)
-                .arg(&live)
-                .invoke_async::<i64>(conn)
-                .await
-                .map_err(unavailable)
+            invoke::<i64>(
+                REATTACH.key(tag_key).key(&registry).key(&own).arg(&live),
+                conn,
+            )
+            .await
         })
         .await?;
         Ok(members.len() - live.len())

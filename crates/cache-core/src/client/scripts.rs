@@ -6,7 +6,12 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{FromRedisValue, Script, ScriptInvocation};
+
+use crate::{
+    backend::Conn,
+    error::{CacheError, unavailable},
+};
 
 /// GET the key; if absent, take a lease on it (the placeholder expires by
 /// itself if its holder dies). Returns the stored string, or nil when the
@@ -133,3 +138,16 @@ return #ARGV
 ",
     )
 });
+
+/// Runs a script by SHA. redis-rs loads it once on NOSCRIPT; if the server
+/// forgot it again before the retry (a concurrent `SCRIPT FLUSH`, a failover
+/// to a replica that never saw it), load and retry once more.
+pub(super) async fn invoke<T: FromRedisValue>(
+    invocation: &ScriptInvocation<'_>,
+    conn: &mut Conn,
+) -> Result<T, CacheError> {
+    match invocation.invoke_async(&mut *conn).await {
+        Err(e) if is_noscript(&e) => invocation.invoke_async(conn).await.map_err(unavailable),
+        other => other.map_err(unavailable),
+    }
+}
