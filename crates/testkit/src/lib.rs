@@ -74,10 +74,11 @@ impl TestRedis {
     /// Kills the server (as a crash would: nothing is saved) and waits until
     /// the port no longer answers.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
         assert!(
             wait_until(|| TcpStream::connect(("127.0.0.1", self.port)).is_err()),
             "port {} still answers {PROCESS_TIMEOUT:?} after the server was killed",
