@@ -82,7 +82,7 @@ if #members > 0 then
   else
     redis.call('PEXPIRE', KEYS[3], ttl)
     local left = redis.call('PTTL', KEYS[2])
-    if left >= 0 and left < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+    if left < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
   end
   redis.call('DEL', KEYS[1])
 end

@@ -109,7 +109,9 @@ async fn a_key_refilled_during_a_tag_invalidation_stays_indexed() {
 ///
 /// Seen to fail with the mechanism off: with `DETACH_TAG` returning only the
 /// members it moved itself (not every pending set in the registry), the
-/// retry deleted nothing and the next read answered "old".
+/// retry deleted nothing and the next read answered "old"; with the
+/// registry's TTL set only when it already had one, a new registry never
+/// expired (PTTL -1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_finds_what_a_failed_invalidation_detached() {
     for config in configs() {
@@ -129,12 +131,24 @@ async fn a_retry_finds_what_a_failed_invalidation_detached() {
         first.abort();
         assert!(first.await.unwrap_err().is_cancelled());
         assert_eq!(read(&cache, &key, tag, "new", &loads).await, "old");
+        // What the failed attempt left behind expires by itself too.
+        let registry = super::invalidate::pending_registry(&cache.redis_key(&tag.path()));
+        let ttl: i64 = cache
+            .admin(async |conn| {
+                Ok(redis::cmd("PTTL")
+                    .arg(&registry)
+                    .query_async(conn)
+                    .await
+                    .unwrap())
+            })
+            .await
+            .unwrap();
+        assert!(ttl > 0, "registry PTTL {ttl}");
 
         let deleted = cache.invalidate(&invalidation).await.unwrap();
         assert_eq!(deleted, 1);
         assert_eq!(read(&cache, &key, tag, "new", &loads).await, "new");
         // Nothing is left pending once the retry succeeded.
-        let registry = super::invalidate::pending_registry(&cache.redis_key(&tag.path()));
         let left: Vec<String> = cache
             .admin(async |conn| {
                 Ok(redis::cmd("SMEMBERS")
