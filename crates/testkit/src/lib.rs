@@ -35,6 +35,7 @@ pub fn cluster_nodes() -> Vec<String> {
 pub struct TestRedis {
     port: u16,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 /// How long a server gets to come up or go away.
@@ -46,11 +47,17 @@ impl TestRedis {
     /// take it in between: then the server fails to bind (or another one
     /// answers), and we try again on a new port.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`TestRedis::start`] with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
         let mut last = String::new();
         for _ in 0..5 {
             let mut redis = Self {
                 port: free_port(),
                 child: None,
+                extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             };
             match redis.spawn() {
                 Ok(()) => return redis,
@@ -71,10 +78,11 @@ impl TestRedis {
     /// Kills the server (as a crash would: nothing is saved) and waits until
     /// the port no longer answers.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
         assert!(
             wait_until(|| TcpStream::connect(("127.0.0.1", self.port)).is_err()),
             "port {} still answers {PROCESS_TIMEOUT:?} after the server was killed",
@@ -106,6 +114,7 @@ impl TestRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -12,6 +12,27 @@ use crate::{
     error::{CacheError, unavailable},
 };
 
+/// Whether Redis may evict keys. Correctness needs it not to: an evicted
+/// tag set (they carry TTLs, so `volatile-*` policies pick them too) loses
+/// the index of values that are still cached, and the entity's next write
+/// no longer reaches them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvictionCheck {
+    /// Every node: no `maxmemory`, or `maxmemory-policy noeviction`.
+    Safe(String),
+    /// Some node may evict; the text names it and its policy.
+    Unsafe(String),
+    /// `CONFIG GET` is unavailable (disabled or renamed, as some managed
+    /// services do) or a node did not answer: the operator must check.
+    Unknown(String),
+}
+
+impl EvictionCheck {
+    pub fn is_safe(&self) -> bool {
+        matches!(self, Self::Safe(_))
+    }
+}
+
 /// Result of a `ping`.
 #[derive(Debug, Clone)]
 pub struct RedisHealth {
@@ -124,6 +145,45 @@ impl Cache {
                 .await?;
         }
         Ok(deleted)
+    }
+
+    /// Reads `maxmemory` and `maxmemory-policy` of every node (for start-up
+    /// logs and readiness details); see [`EvictionCheck`].
+    pub async fn check_eviction(&self) -> EvictionCheck {
+        let check = async {
+            let mut seen = Vec::new();
+            for mut node in self.inner.backend.node_connections().await? {
+                let mut get = async |name: &str| -> Result<String, CacheError> {
+                    let pair: Vec<String> = redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg(name)
+                        .query_async(&mut node)
+                        .await
+                        .map_err(unavailable)?;
+                    pair.into_iter()
+                        .nth(1)
+                        .ok_or_else(|| CacheError::Unavailable(format!("no {name} in CONFIG GET")))
+                };
+                let maxmemory = get("maxmemory").await?;
+                let policy = get("maxmemory-policy").await?;
+                let safe = maxmemory == "0" || policy == "noeviction";
+                seen.push((
+                    safe,
+                    format!("maxmemory={maxmemory} maxmemory-policy={policy}"),
+                ));
+            }
+            Ok::<_, CacheError>(seen)
+        };
+        match tokio::time::timeout(ADMIN_TIMEOUT, check).await {
+            Ok(Ok(seen)) => match seen.iter().find(|(safe, _)| !safe) {
+                Some((_, text)) => EvictionCheck::Unsafe(text.clone()),
+                None => {
+                    EvictionCheck::Safe(seen.first().map(|(_, t)| t.clone()).unwrap_or_default())
+                }
+            },
+            Ok(Err(e)) => EvictionCheck::Unknown(e.to_string()),
+            Err(_) => EvictionCheck::Unknown(CacheError::Timeout(ADMIN_TIMEOUT).to_string()),
+        }
     }
 
     /// `INFO stats` and `INFO keyspace` of every node.

@@ -11,7 +11,7 @@
 use super::{
     CHUNK, Cache,
     lease::lease_token,
-    scripts::{DETACH_TAG, FORGET_PENDING},
+    scripts::{DETACH_TAG, FORGET_PENDING, invoke},
 };
 use crate::{
     backend::slot_groups,
@@ -70,19 +70,14 @@ impl Cache {
     /// sets. Returns (keys deleted, members found).
     async fn invalidate_tag(&self, tag_key: &str) -> Result<(usize, usize), CacheError> {
         let registry = pending_registry(tag_key);
-        let own = format!(
-            "{registry}:{}",
-            &lease_token()[super::lease::LEASE_PREFIX.len()..]
-        );
+        let own = pending_set(&registry);
         let (sets, members): (Vec<String>, Vec<String>) = self
             .call("invalidate", async |conn| {
-                DETACH_TAG
-                    .key(tag_key)
-                    .key(&registry)
-                    .key(&own)
-                    .invoke_async(conn)
-                    .await
-                    .map_err(unavailable)
+                invoke(
+                    DETACH_TAG.key(tag_key).key(&registry).key(&own).arg("all"),
+                    conn,
+                )
+                .await
             })
             .await?;
         #[cfg(test)]
@@ -93,12 +88,7 @@ impl Cache {
         self.failpoint("invalidate:deleted").await;
         if !sets.is_empty() {
             self.call("invalidate", async |conn| {
-                FORGET_PENDING
-                    .key(&registry)
-                    .arg(&sets)
-                    .invoke_async::<i64>(conn)
-                    .await
-                    .map_err(unavailable)
+                invoke::<i64>(FORGET_PENDING.key(&registry).arg(&sets), conn).await
             })
             .await?;
         }
@@ -142,6 +132,14 @@ impl Cache {
 /// key has no braces: prefixes and tag ids cannot contain them).
 pub(super) fn pending_registry(tag_key: &str) -> String {
     format!("{{{tag_key}}}:pending")
+}
+
+/// A pending set of one invalidation (or prune) of its own.
+pub(super) fn pending_set(registry: &str) -> String {
+    format!(
+        "{registry}:{}",
+        &lease_token()[super::lease::LEASE_PREFIX.len()..]
+    )
 }
 
 #[cfg(test)]

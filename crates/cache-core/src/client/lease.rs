@@ -7,7 +7,7 @@ use rand::Rng;
 
 use super::{
     Cache,
-    scripts::{FILL_IF_LEASED, READ_OR_LEASE, RELEASE_LEASE, is_noscript},
+    scripts::{FILL_IF_LEASED, READ_OR_LEASE, RELEASE_LEASE, invoke, is_noscript},
 };
 use crate::{
     error::{CacheError, unavailable},
@@ -58,13 +58,7 @@ impl Cache {
     ) -> Result<Option<String>, CacheError> {
         let lease_ms = millis(self.inner.config.lease_ttl);
         self.call(name.as_str(), async |conn| {
-            READ_OR_LEASE
-                .key(redis_key)
-                .arg(token)
-                .arg(lease_ms)
-                .invoke_async::<Option<String>>(conn)
-                .await
-                .map_err(unavailable)
+            invoke(READ_OR_LEASE.key(redis_key).arg(token).arg(lease_ms), conn).await
         })
         .await
     }
@@ -150,14 +144,15 @@ impl Cache {
     ) -> bool {
         let stored = self
             .call(name.as_str(), async |conn| {
-                FILL_IF_LEASED
-                    .key(redis_key)
-                    .arg(token)
-                    .arg(raw)
-                    .arg(millis(ttl))
-                    .invoke_async::<i64>(conn)
-                    .await
-                    .map_err(unavailable)
+                invoke::<i64>(
+                    FILL_IF_LEASED
+                        .key(redis_key)
+                        .arg(token)
+                        .arg(raw)
+                        .arg(millis(ttl)),
+                    conn,
+                )
+                .await
             })
             .await;
         if let Ok(0) = stored {
@@ -175,12 +170,7 @@ impl Cache {
     pub(super) async fn release_lease(&self, redis_key: &str, token: &str) {
         let _ = self
             .call("lease", async |conn| {
-                RELEASE_LEASE
-                    .key(redis_key)
-                    .arg(token)
-                    .invoke_async::<i64>(conn)
-                    .await
-                    .map_err(unavailable)
+                invoke::<i64>(RELEASE_LEASE.key(redis_key).arg(token), conn).await
             })
             .await;
     }

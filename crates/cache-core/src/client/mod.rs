@@ -19,7 +19,8 @@
 //!
 //! Code map: `flight` (the read path: in-process single flight and one
 //! process's lookup), `lease` (the Redis side of a read: lease, fill,
-//! release), `batch` (batch reads), `tagger`, `invalidate`, `admin`
+//! release), `batch` (batch reads), `tagger`, `invalidate`, `prune` (tag
+//! sets stay bounded), `admin`
 //! (operator commands), `scripts` (the Lua scripts).
 //!
 //! [`NOT_FOUND_TTL`]: crate::NOT_FOUND_TTL
@@ -31,6 +32,7 @@ mod failpoint;
 mod flight;
 mod invalidate;
 mod lease;
+mod prune;
 mod scripts;
 mod tagger;
 #[cfg(test)]
@@ -42,7 +44,7 @@ use std::{
     time::Duration,
 };
 
-pub use admin::RedisHealth;
+pub use admin::{EvictionCheck, RedisHealth};
 pub use tagger::Tagger;
 
 use crate::{

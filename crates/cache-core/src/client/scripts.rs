@@ -6,7 +6,12 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{FromRedisValue, Script, ScriptInvocation};
+
+use crate::{
+    backend::Conn,
+    error::{CacheError, unavailable},
+};
 
 /// GET the key; if absent, take a lease on it (the placeholder expires by
 /// itself if its holder dies). Returns the stored string, or nil when the
@@ -59,7 +64,8 @@ pub(super) fn is_noscript(e: &redis::RedisError) -> bool {
 /// lost to this invalidation's cleanup. Returns the members of every pending
 /// set (this one, and any an earlier invalidation left behind when it
 /// failed) with the set names, so a retry still finds what a failed attempt
-/// detached. Reply: { {set names}, {members} }.
+/// detached. Reply: { {set names}, {members} }. With ARGV[1] = 'own' (a
+/// prune) only the members this call moved are returned.
 pub(super) static DETACH_TAG: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -76,10 +82,11 @@ if #members > 0 then
   else
     redis.call('PEXPIRE', KEYS[3], ttl)
     local left = redis.call('PTTL', KEYS[2])
-    if left >= 0 and left < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+    if left < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
   end
   redis.call('DEL', KEYS[1])
 end
+if ARGV[1] == 'own' then return {{KEYS[3]}, members} end
 local names, out = {}, {}
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local part = redis.call('SMEMBERS', name)
@@ -109,3 +116,38 @@ return #ARGV
 ",
     )
 });
+
+/// Ends a prune (KEYS: tag, registry, the prune's pending set; ARGV: the
+/// members whose keys still exist). If no invalidation consumed the pending
+/// set meanwhile, the survivors go back into the tag (with the set's TTL)
+/// and the set is forgotten; if one did, it deleted them all.
+pub(super) static REATTACH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+local ttl = redis.call('PTTL', KEYS[3])
+for i = 1, #ARGV, 1000 do
+  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if #ARGV > 0 and ttl > 0 and redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[2], KEYS[3])
+return #ARGV
+",
+    )
+});
+
+/// Runs a script by SHA. redis-rs loads it once on NOSCRIPT; if the server
+/// forgot it again before the retry (a concurrent `SCRIPT FLUSH`, a failover
+/// to a replica that never saw it), load and retry once more.
+pub(super) async fn invoke<T: FromRedisValue>(
+    invocation: &ScriptInvocation<'_>,
+    conn: &mut Conn,
+) -> Result<T, CacheError> {
+    match invocation.invoke_async(&mut *conn).await {
+        Err(e) if is_noscript(&e) => invocation.invoke_async(conn).await.map_err(unavailable),
+        other => other.map_err(unavailable),
+    }
+}

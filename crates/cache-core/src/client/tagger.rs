@@ -53,23 +53,44 @@ impl Tagger {
         };
         for group in groups {
             let mut pipe = redis::pipe();
-            for tag_key in group {
-                pipe.cmd("SADD").arg(tag_key).arg(&*self.redis_key).ignore();
+            for tag_key in &group {
+                pipe.cmd("SADD")
+                    .arg(*tag_key)
+                    .arg(&*self.redis_key)
+                    .ignore();
                 // The index must outlive every key it lists.
-                pipe.cmd("EXPIRE").arg(tag_key).arg(secs).arg("NX").ignore();
-                pipe.cmd("EXPIRE").arg(tag_key).arg(secs).arg("GT").ignore();
+                pipe.cmd("EXPIRE")
+                    .arg(*tag_key)
+                    .arg(secs)
+                    .arg("NX")
+                    .ignore();
+                pipe.cmd("EXPIRE")
+                    .arg(*tag_key)
+                    .arg(secs)
+                    .arg("GT")
+                    .ignore();
+                pipe.cmd("SCARD").arg(*tag_key);
             }
             let result = self
                 .cache
                 .call("tag", async |conn| {
-                    pipe.query_async::<()>(conn).await.map_err(unavailable)
+                    pipe.query_async::<Vec<usize>>(conn)
+                        .await
+                        .map_err(unavailable)
                 })
                 .await;
-            if result.is_err() {
-                // An untagged value could outlive its entity's update: this
-                // load must not fill.
-                self.failed.store(true, Ordering::SeqCst);
-                return;
+            match result {
+                Ok(sizes) => {
+                    for (tag_key, size) in group.iter().zip(sizes) {
+                        self.cache.maybe_prune(tag_key, size);
+                    }
+                }
+                Err(_) => {
+                    // An untagged value could outlive its entity's update:
+                    // this load must not fill.
+                    self.failed.store(true, Ordering::SeqCst);
+                    return;
+                }
             }
         }
     }

@@ -109,7 +109,9 @@ async fn a_key_refilled_during_a_tag_invalidation_stays_indexed() {
 ///
 /// Seen to fail with the mechanism off: with `DETACH_TAG` returning only the
 /// members it moved itself (not every pending set in the registry), the
-/// retry deleted nothing and the next read answered "old".
+/// retry deleted nothing and the next read answered "old"; with the
+/// registry's TTL set only when it already had one, a new registry never
+/// expired (PTTL -1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_finds_what_a_failed_invalidation_detached() {
     for config in configs() {
@@ -129,12 +131,24 @@ async fn a_retry_finds_what_a_failed_invalidation_detached() {
         first.abort();
         assert!(first.await.unwrap_err().is_cancelled());
         assert_eq!(read(&cache, &key, tag, "new", &loads).await, "old");
+        // What the failed attempt left behind expires by itself too.
+        let registry = super::invalidate::pending_registry(&cache.redis_key(&tag.path()));
+        let ttl: i64 = cache
+            .admin(async |conn| {
+                Ok(redis::cmd("PTTL")
+                    .arg(&registry)
+                    .query_async(conn)
+                    .await
+                    .unwrap())
+            })
+            .await
+            .unwrap();
+        assert!(ttl > 0, "registry PTTL {ttl}");
 
         let deleted = cache.invalidate(&invalidation).await.unwrap();
         assert_eq!(deleted, 1);
         assert_eq!(read(&cache, &key, tag, "new", &loads).await, "new");
         // Nothing is left pending once the retry succeeded.
-        let registry = super::invalidate::pending_registry(&cache.redis_key(&tag.path()));
         let left: Vec<String> = cache
             .admin(async |conn| {
                 Ok(redis::cmd("SMEMBERS")
@@ -277,4 +291,100 @@ async fn waiting_for_a_pooled_connection_never_opens_the_breaker() {
         6,
         "a hit once a connection is free"
     );
+}
+
+async fn members(cache: &Cache, tag: Tag) -> usize {
+    let key = cache.redis_key(&tag.path());
+    cache
+        .admin(async |conn| {
+            Ok(redis::cmd("SCARD")
+                .arg(&key)
+                .query_async::<usize>(conn)
+                .await
+                .unwrap())
+        })
+        .await
+        .unwrap()
+}
+
+async fn drop_key(cache: &Cache, key: &CacheKey) {
+    let key = cache.redis_key(key.path());
+    cache
+        .admin(async |conn| {
+            redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<()>(conn)
+                .await
+                .unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+/// A prune drops the members whose keys are gone and keeps the rest; a key
+/// refilled while the prune runs stays indexed (issue 9, item 5).
+///
+/// Seen to fail with the mechanism off: with the prune written the obvious
+/// way (SMEMBERS, EXISTS, SREM of the gone ones), the key refilled between
+/// the EXISTS and the SREM was dropped from the tag (4 members, not 5): the
+/// next invalidation would have left "refilled" cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_drops_gone_members_and_never_a_refilled_one() {
+    for config in configs() {
+        let cache = instance(&config);
+        let host = Uuid::new_v4();
+        let tag = Tag::user(host);
+        let loads = AtomicUsize::new(0);
+        let keys: Vec<CacheKey> = (0..10).map(|_| CacheKey::meeting(Uuid::new_v4())).collect();
+        for key in &keys {
+            read(&cache, key, tag, "v", &loads).await;
+        }
+        for key in &keys[..6] {
+            drop_key(&cache, key).await; // expired, as far as the tag knows
+        }
+        let pause = cache.arm("prune:checked");
+        let prune = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.prune_tag(&tag).await.unwrap() })
+        };
+        pause.reached.wait().await;
+        // keys[0] was found gone; a reader refills it now.
+        assert_eq!(
+            read(&cache, &keys[0], tag, "refilled", &loads).await,
+            "refilled"
+        );
+        pause.resume.wait().await;
+        assert_eq!(prune.await.unwrap(), 6);
+        assert_eq!(members(&cache, tag).await, 5, "4 survivors + the refill");
+
+        cache
+            .invalidate(&Invalidation::user_profile_update(host, "h@x.io", "h@x.io"))
+            .await
+            .unwrap();
+        assert_eq!(read(&cache, &keys[0], tag, "new", &loads).await, "new");
+        assert_eq!(read(&cache, &keys[9], tag, "new", &loads).await, "new");
+    }
+}
+
+/// Tagging a big tag now and then prunes it in the background, so a tag of
+/// a rarely written entity stays bounded.
+///
+/// Seen to fail with the mechanism off: with `maybe_prune` returning at
+/// once, the tag kept all 64 gone members and the test timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_tags_are_pruned_in_the_background() {
+    let cache = instance(&configs()[0]);
+    let tag = Tag::user(Uuid::new_v4());
+    let loads = AtomicUsize::new(0);
+    for _ in 0..super::prune::PRUNE_AT {
+        let key = CacheKey::meeting(Uuid::new_v4());
+        read(&cache, &key, tag, "v", &loads).await;
+        drop_key(&cache, &key).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while members(&cache, tag).await >= super::prune::PRUNE_AT {
+        assert!(tokio::time::Instant::now() < deadline, "never pruned");
+        read(&cache, &CacheKey::meeting(Uuid::new_v4()), tag, "v", &loads).await;
+    }
 }
