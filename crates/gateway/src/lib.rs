@@ -2,6 +2,7 @@
 //! the domain services over gRPC. It owns no data and touches no database or
 //! cache; every answer comes from a service or is an error in the one envelope.
 
+pub mod allow;
 pub mod auth;
 pub mod error;
 pub mod health;
@@ -149,6 +150,7 @@ pub struct AppState {
     dependencies: web::Data<Vec<health::Dependency>>,
     verifier: web::Data<JwtVerifier>,
     registry: web::Data<Registry>,
+    allowed: web::Data<allow::AllowedMethods>,
     metrics: HttpMetrics,
 }
 
@@ -180,6 +182,7 @@ impl AppState {
             ]),
             verifier: web::Data::new(JwtVerifier::new(&config.jwt_secret)),
             registry: web::Data::new(registry),
+            allowed: web::Data::new(allow::AllowedMethods::from_openapi()),
             metrics,
         })
     }
@@ -219,6 +222,7 @@ pub fn app(
         .app_data(state.dependencies)
         .app_data(state.verifier)
         .app_data(state.registry)
+        .app_data(state.allowed)
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_BODY_BYTES)
@@ -226,9 +230,11 @@ pub fn app(
         )
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(metrics::render))
+        // `App::route` would move the method guard onto the resource, making
+        // a wrong method a 404; a resource with a route makes it a 405.
+        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics::render)))
         .configure(users::routes)
         .configure(meetings::routes)
         .configure(openapi::routes)
