@@ -9,6 +9,7 @@ pub mod health;
 pub mod meetings;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod request_id;
 pub mod users;
 pub mod validate;
@@ -61,6 +62,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// actix worker threads (tests use 1).
     pub workers: usize,
+    /// Per-user limits and the Redis that counts them (none: no limiting).
+    pub rate_limit: ratelimit::RateLimitConfig,
 }
 
 /// Hand-written so the secret never reaches a log line.
@@ -73,6 +76,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("jwt_secret", &"<redacted>")
             .field("request_timeout", &self.request_timeout)
             .field("workers", &self.workers)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -95,6 +99,8 @@ pub enum GatewayError {
     },
     #[error("cannot register gateway metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Limiter(#[from] ratelimit::LimiterError),
     #[error("http server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -151,6 +157,7 @@ pub struct AppState {
     verifier: web::Data<JwtVerifier>,
     registry: web::Data<Registry>,
     allowed: web::Data<allow::AllowedMethods>,
+    limiter: web::Data<ratelimit::Limiter>,
     metrics: HttpMetrics,
 }
 
@@ -164,6 +171,7 @@ impl AppState {
         let channel = lazy_channel(&config.user_addr, config.request_timeout)?;
         let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout)?;
         let metrics = HttpMetrics::register(&registry)?;
+        let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
         Ok(Self {
             backends: web::Data::new(Backends {
                 users: UserServiceClient::new(channel.clone()),
@@ -183,6 +191,7 @@ impl AppState {
             verifier: web::Data::new(JwtVerifier::new(&config.jwt_secret)),
             registry: web::Data::new(registry),
             allowed: web::Data::new(allow::AllowedMethods::from_openapi()),
+            limiter: web::Data::new(limiter),
             metrics,
         })
     }
@@ -223,6 +232,7 @@ pub fn app(
         .app_data(state.verifier)
         .app_data(state.registry)
         .app_data(state.allowed)
+        .app_data(state.limiter)
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_BODY_BYTES)
@@ -239,8 +249,10 @@ pub fn app(
         .configure(meetings::routes)
         .configure(openapi::routes)
         .default_service(web::to(error::no_route))
-        // Listed innermost first: the envelope is applied before metrics
-        // record the status, and the request id wraps everything.
+        // Listed innermost first: limits are counted before any handler
+        // runs, the envelope is applied before metrics record the status,
+        // and the request id wraps everything.
+        .wrap(from_fn(ratelimit::middleware))
         .wrap(from_fn(error::ensure_envelope))
         .wrap(from_fn(move |req, next| {
             metrics::middleware(metrics.clone(), req, next)

@@ -122,6 +122,9 @@ impl TestApp {
                 jwt_secret: SECRET.to_owned(),
                 request_timeout: Duration::from_secs(5),
                 workers: 1,
+                // No limiter: tests create and join freely (the limiter's
+                // own tests are in the gateway crate).
+                rate_limit: gateway::ratelimit::RateLimitConfig::default(),
             },
             registry,
             shutdown.clone(),
