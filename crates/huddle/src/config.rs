@@ -62,8 +62,11 @@ pub struct AllArgs {
     pub banner: bool,
 }
 
+/// Exactly one of `--user`/`--admin`; `--ttl` with either. (A struct-level
+/// `#[group]` would put `--ttl` in the one-of group too.)
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("who").required(true).multiple(false))]
 pub struct TokenArgs {
     /// The user id (uuid) the token is for.
     #[arg(long, group = "who")]
@@ -395,6 +398,40 @@ mod tests {
                 .unwrap()
                 .request_timeout_ms,
             300_000
+        );
+    }
+
+    /// Seen to fail before the fix: `token --admin --ttl 1h` was refused
+    /// ("'--admin' cannot be used with '--ttl'").
+    #[test]
+    fn token_takes_a_ttl_with_either_subject() {
+        for args in [
+            vec!["huddle", "token", "--admin", "--ttl", "2h"],
+            vec![
+                "huddle",
+                "token",
+                "--user",
+                "7f0c7b8e-3f0a-4c4e-9a53-1d2b3c4d5e6f",
+                "--ttl",
+                "30m",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(&args).unwrap();
+            let Command::Token(token) = cli.command else {
+                panic!("not token")
+            };
+            assert!(token.ttl >= Duration::from_secs(1800), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["huddle", "token", "--ttl", "1h"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "huddle",
+                "token",
+                "--admin",
+                "--user",
+                "7f0c7b8e-3f0a-4c4e-9a53-1d2b3c4d5e6f"
+            ])
+            .is_err()
         );
     }
 
