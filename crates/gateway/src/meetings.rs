@@ -77,10 +77,11 @@ fn create_request(
         None | Some(serde_json::Value::Null) => None,
         Some(v) => input::description(v)?,
     };
-    let status = match &body.status {
-        None | Some(serde_json::Value::Null) => StatusInput::Scheduled,
-        Some(v) => input::status(v)?,
-    };
+    // Absent means SCHEDULED; `null` is not a status (the document says so).
+    let status = input::not_null("status", &body.status)?
+        .map(input::status)
+        .transpose()?
+        .unwrap_or(StatusInput::Scheduled);
     if status == StatusInput::Ended {
         return Err(ApiError::invalid(
             "status",

@@ -972,3 +972,23 @@ async fn the_limiter_fails_open_when_redis_is_down_or_slow() {
     );
     redis.unpause();
 }
+
+/// `"status": null` on create is not a status: a 400 naming the field, as
+/// the document says (its type is a string enum). Seen to fail before the
+/// fix: the null was read as "absent" and the meeting created SCHEDULED
+/// (schemathesis: "schema-violating request accepted"); here, with the
+/// meeting service down, that was a 503.
+#[actix_web::test]
+async fn a_null_status_on_create_is_400() {
+    let app = app_against!(dead_addr());
+    let req = TestRequest::post()
+        .uri("/api/meetings")
+        .insert_header((header::AUTHORIZATION, user_token(Uuid::new_v4())))
+        .set_json(json!({"title": "x", "status": null, "scheduledAt": "2099-01-01T00:00:00Z"}));
+    let (status, body) = send!(&app, req);
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert!(
+        body["message"].as_str().unwrap().starts_with("status:"),
+        "{body}"
+    );
+}

@@ -34,10 +34,10 @@ pub struct CreateMeetingBody {
     #[serde(default)]
     #[schema(value_type = String, format = DateTime, required = false, example = "2030-01-31T12:00:00Z")]
     pub scheduled_at: Option<Value>,
-    /// `SCHEDULED` (default) or `LIVE`.
-    #[serde(default)]
+    /// `SCHEDULED` (default) or `LIVE`; `null` is refused, not read as absent.
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false, example = "SCHEDULED")]
-    pub status: Option<Value>,
+    pub status: Option<Option<Value>>,
 }
 
 /// Change a meeting (host only). Fields left out are not changed;
