@@ -11,7 +11,7 @@
 //! pool; it shares no code or connection with the services' cache.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{
@@ -248,6 +248,9 @@ struct Backend {
     script: redis::Script,
     /// Milliseconds since `epoch` before which Redis is not asked (0: ask).
     skip_until_ms: AtomicU64,
+    /// Whether the last call failed, so an outage is logged once, not once
+    /// a second.
+    down: AtomicBool,
     epoch: Instant,
 }
 
@@ -327,6 +330,7 @@ impl Backend {
             timeout: config.timeout,
             script: redis::Script::new(SCRIPT),
             skip_until_ms: AtomicU64::new(0),
+            down: AtomicBool::new(false),
             epoch: Instant::now(),
         })
     }
@@ -343,6 +347,9 @@ impl Backend {
         let window_ms = u64::try_from(limit.window.as_millis()).unwrap_or(u64::MAX);
         match tokio::time::timeout(self.timeout, self.count(&key, window_ms)).await {
             Ok(Ok((count, ttl_ms))) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("rate limiter: redis answers again, limiting");
+                }
                 if count <= u64::from(limit.max) {
                     Decision::Allowed
                 } else {
@@ -377,10 +384,12 @@ impl Backend {
     }
 
     fn fail_open(&self, why: &str) -> Decision {
-        tracing::warn!(
-            error = why,
-            "rate limiter: redis unavailable, not limiting for 1 s"
-        );
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                error = why,
+                "rate limiter: redis unavailable, not limiting until it answers"
+            );
+        }
         let until = self
             .now_ms()
             .saturating_add(u64::try_from(BACKOFF.as_millis()).unwrap_or(u64::MAX));
