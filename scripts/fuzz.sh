@@ -97,6 +97,9 @@ USER=$("$BIN" token --user "$USER_ID" --ttl 1h)
 half=$(( BUDGET / 2 ))
 log "budget ${BUDGET}s (${half}s per token), seed $SEED, server $BASE, prefix $HUDDLE_CACHE_PREFIX"
 rc=0
+# schemathesis and hypothesis keep their caches in the working directory:
+# the throwaway one, not the checkout.
+cd "$WORK"
 for who in user admin; do
 	token=$USER
 	[[ $who == admin ]] && token=$ADMIN
