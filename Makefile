@@ -25,7 +25,7 @@ SETUP_FLAGS ?=
 HUDDLE_DEPLOY_TOOLS ?= /var/tmp/huddle-deploy-tools
 export HUDDLE_DEPLOY_TOOLS
 
-.PHONY: setup build run test check-gateway-deps deploy-check bench lint fmt
+.PHONY: setup build run test check-gateway-deps deploy-check fuzz bench lint fmt
 
 setup:
 	bash scripts/setup.sh $(SETUP_FLAGS)
@@ -49,6 +49,7 @@ test: setup
 		$(CARGO) test --workspace --all-targets || rc=$$?; \
 	bash scripts/redis-cluster.sh stop; \
 	exit $$rc
+	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory check-gateway-deps
 	$(MAKE) --no-print-directory deploy-check
 
@@ -74,6 +75,16 @@ deploy-check: build
 	@bash deploy/check/install-tools.sh
 	HUDDLE_BIN=$(HUDDLE_BIN) $(HUDDLE_DEPLOY_TOOLS)/bin/python deploy/check/test_check.py
 	$(HUDDLE_DEPLOY_TOOLS)/bin/python deploy/check/check.py --huddle $(HUDDLE_BIN)
+
+# The OpenAPI document is the contract: schemathesis (PyPI, in a venv at
+# $(HUDDLE_FUZZ_TOOLS)) fuzzes a `huddle all` started on free ports with its
+# own key prefix, `--checks all`, as a user and as an admin, for a fixed
+# budget (80 s; HUDDLE_FUZZ_BUDGET_SECS), printing the seed
+# (HUDDLE_FUZZ_SEED replays one). Any finding fails the build.
+HUDDLE_FUZZ_TOOLS ?= /var/tmp/huddle-fuzz-tools
+export HUDDLE_FUZZ_TOOLS
+fuzz: build
+	HUDDLE_BIN=$(HUDDLE_BIN) bash scripts/fuzz.sh
 
 # A benchmark, not a test: prints how long deleting a meeting with its keys
 # cached takes while Redis holds 1 thousand, then 1 million unrelated keys

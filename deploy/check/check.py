@@ -941,7 +941,9 @@ def proto_services() -> set[str]:
 def gateway_routes() -> set[str]:
     routes = set()
     for src in (REPO / "crates" / "gateway" / "src").rglob("*.rs"):
-        routes.update(re.findall(r'\.route\(\s*"(/[^"]*)"', src.read_text()))
+        # `App::route("/x", …)` or `web::resource("/x")` (the gateway uses
+        # the latter so a wrong method is a 405, not a 404).
+        routes.update(re.findall(r'(?:\.route|resource)\(\s*"(/[^"]*)"', src.read_text()))
     return routes
 
 

@@ -13,12 +13,15 @@ pub enum ErrorCode {
     Conflict,
     PayloadTooLarge,
     TooManyRequests,
+    /// HTTP only: a known route called with a method it does not serve. No
+    /// service returns it; the gateway answers it with an `Allow` header.
+    MethodNotAllowed,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         Self::InvalidArgument,
         Self::Unauthenticated,
         Self::PermissionDenied,
@@ -26,6 +29,7 @@ impl ErrorCode {
         Self::Conflict,
         Self::PayloadTooLarge,
         Self::TooManyRequests,
+        Self::MethodNotAllowed,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -39,6 +43,7 @@ impl ErrorCode {
             Self::Conflict => "CONFLICT",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -53,6 +58,7 @@ impl ErrorCode {
             Self::Conflict => tonic::Code::AlreadyExists,
             Self::PayloadTooLarge => tonic::Code::OutOfRange,
             Self::TooManyRequests => tonic::Code::ResourceExhausted,
+            Self::MethodNotAllowed => tonic::Code::Unimplemented,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::Internal => tonic::Code::Internal,
         }
@@ -67,6 +73,7 @@ impl ErrorCode {
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::TooManyRequests => 429,
+            Self::MethodNotAllowed => 405,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -75,7 +82,9 @@ impl ErrorCode {
     /// The inverse of [`ErrorCode::grpc_code`], used by the gateway on every
     /// status a service returns. Codes no service sends on purpose collapse
     /// into the nearest meaning; a deadline or a refused connection is a
-    /// dependency being down (503), not a bug (500).
+    /// dependency being down (503), not a bug (500). `Unimplemented` from a
+    /// service is a gateway/service version skew, a bug (500), never the
+    /// caller's wrong HTTP method: `MethodNotAllowed` is not reached from gRPC.
     pub fn from_grpc(code: tonic::Code) -> Self {
         use tonic::Code;
         match code {
@@ -105,6 +114,10 @@ mod tests {
     #[test]
     fn grpc_mapping_round_trips_for_every_code() {
         for code in ErrorCode::ALL {
+            if code == ErrorCode::MethodNotAllowed {
+                assert_eq!(ErrorCode::from_grpc(code.grpc_code()), ErrorCode::Internal);
+                continue;
+            }
             assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code, "{code:?}");
         }
     }

@@ -9,8 +9,11 @@ use actix_web::{
     error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError},
     http::{StatusCode, header},
     middleware::Next,
+    web,
 };
 use huddle_common::ErrorCode;
+
+use crate::allow::{AllowedMethods, method_label};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -135,6 +138,7 @@ fn default_message(code: ErrorCode) -> &'static str {
         ErrorCode::Conflict => "conflict",
         ErrorCode::PayloadTooLarge => "payload too large",
         ErrorCode::TooManyRequests => "too many requests",
+        ErrorCode::MethodNotAllowed => "method not allowed",
         ErrorCode::Unavailable => "a backend service is unavailable, try again later",
         ErrorCode::Internal => "internal error",
     }
@@ -210,7 +214,23 @@ pub async fn ensure_envelope<B: MessageBody + 'static>(
         return Ok(res);
     }
     let error = envelope_for_status(status);
-    Ok(res.into_response(error.error_response()))
+    let mut response = error.error_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        let pattern = res.request().match_pattern();
+        let allowed = res.request().app_data::<web::Data<AllowedMethods>>();
+        if let (Some(pattern), Some(allowed)) = (pattern, allowed) {
+            let message = format!(
+                "{} is not allowed on {pattern}; allowed: {}",
+                method_label(res.request().method()),
+                allowed.allow(&pattern)
+            );
+            response = ApiError::new(ErrorCode::MethodNotAllowed, message).error_response();
+            if let Ok(value) = header::HeaderValue::from_str(allowed.allow(&pattern)) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+        }
+    }
+    Ok(res.into_response(response))
 }
 
 fn is_json<B>(res: &ServiceResponse<B>) -> bool {
@@ -221,13 +241,13 @@ fn is_json<B>(res: &ServiceResponse<B>) -> bool {
 }
 
 /// The error-table entry for a bare HTTP status. The status is then taken from
-/// the table, so code and status always agree (a 405 becomes a 404 NOT_FOUND:
-/// the table has no "method not allowed").
+/// the table, so code and status always agree.
 pub fn envelope_for_status(status: StatusCode) -> ApiError {
     let code = match status.as_u16() {
         401 => ErrorCode::Unauthenticated,
         403 => ErrorCode::PermissionDenied,
-        404 | 405 | 410 => ErrorCode::NotFound,
+        404 | 410 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
         409 => ErrorCode::Conflict,
         413 => ErrorCode::PayloadTooLarge,
         429 => ErrorCode::TooManyRequests,
@@ -308,7 +328,7 @@ mod tests {
         }
         assert_eq!(
             envelope_for_status(StatusCode::METHOD_NOT_ALLOWED).code,
-            ErrorCode::NotFound
+            ErrorCode::MethodNotAllowed
         );
         assert_eq!(
             envelope_for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE).code,

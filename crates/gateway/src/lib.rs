@@ -2,12 +2,14 @@
 //! the domain services over gRPC. It owns no data and touches no database or
 //! cache; every answer comes from a service or is an error in the one envelope.
 
+pub mod allow;
 pub mod auth;
 pub mod error;
 pub mod health;
 pub mod meetings;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod request_id;
 pub mod users;
 pub mod validate;
@@ -60,6 +62,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// actix worker threads (tests use 1).
     pub workers: usize,
+    /// Per-user limits and the Redis that counts them (none: no limiting).
+    pub rate_limit: ratelimit::RateLimitConfig,
 }
 
 /// Hand-written so the secret never reaches a log line.
@@ -72,6 +76,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("jwt_secret", &"<redacted>")
             .field("request_timeout", &self.request_timeout)
             .field("workers", &self.workers)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -94,6 +99,8 @@ pub enum GatewayError {
     },
     #[error("cannot register gateway metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Limiter(#[from] ratelimit::LimiterError),
     #[error("http server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -149,6 +156,8 @@ pub struct AppState {
     dependencies: web::Data<Vec<health::Dependency>>,
     verifier: web::Data<JwtVerifier>,
     registry: web::Data<Registry>,
+    allowed: web::Data<allow::AllowedMethods>,
+    limiter: web::Data<ratelimit::Limiter>,
     metrics: HttpMetrics,
 }
 
@@ -162,6 +171,7 @@ impl AppState {
         let channel = lazy_channel(&config.user_addr, config.request_timeout)?;
         let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout)?;
         let metrics = HttpMetrics::register(&registry)?;
+        let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
         Ok(Self {
             backends: web::Data::new(Backends {
                 users: UserServiceClient::new(channel.clone()),
@@ -180,6 +190,8 @@ impl AppState {
             ]),
             verifier: web::Data::new(JwtVerifier::new(&config.jwt_secret)),
             registry: web::Data::new(registry),
+            allowed: web::Data::new(allow::AllowedMethods::from_openapi()),
+            limiter: web::Data::new(limiter),
             metrics,
         })
     }
@@ -219,6 +231,8 @@ pub fn app(
         .app_data(state.dependencies)
         .app_data(state.verifier)
         .app_data(state.registry)
+        .app_data(state.allowed)
+        .app_data(state.limiter)
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_BODY_BYTES)
@@ -226,15 +240,19 @@ pub fn app(
         )
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(metrics::render))
+        // `App::route` would move the method guard onto the resource, making
+        // a wrong method a 404; a resource with a route makes it a 405.
+        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics::render)))
         .configure(users::routes)
         .configure(meetings::routes)
         .configure(openapi::routes)
         .default_service(web::to(error::no_route))
-        // Listed innermost first: the envelope is applied before metrics
-        // record the status, and the request id wraps everything.
+        // Listed innermost first: limits are counted before any handler
+        // runs, the envelope is applied before metrics record the status,
+        // and the request id wraps everything.
+        .wrap(from_fn(ratelimit::middleware))
         .wrap(from_fn(error::ensure_envelope))
         .wrap(from_fn(move |req, next| {
             metrics::middleware(metrics.clone(), req, next)

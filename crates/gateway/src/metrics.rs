@@ -69,14 +69,14 @@ pub async fn middleware<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = crate::allow::method_label(req.method());
     let res = next.call(req).await?;
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     metrics.observe(
-        &method,
+        method,
         &route,
         res.status().as_u16(),
         started.elapsed().as_secs_f64(),

@@ -8,8 +8,18 @@ use clap::{Args, Parser, Subcommand};
 use huddle_common::telemetry::LogFormat;
 
 /// Used only by `huddle all` and `huddle token` when HUDDLE_JWT_SECRET is
-/// unset, so a fresh checkout runs with no setup. `huddle gateway` refuses it.
+/// unset and HUDDLE_ENV is `dev` (its default), so a fresh checkout runs
+/// with no setup. It is public: outside `dev` every command refuses it, even
+/// when passed explicitly, and `huddle gateway` never falls back to it.
 pub const DEV_JWT_SECRET: &str = "huddle-dev-secret-do-not-use-in-production";
+
+/// HS256 keys shorter than the hash output (32 bytes) weaken the MAC
+/// (RFC 7518 §3.2).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Upper bound of the gateway's per-call deadline.
+const MAX_REQUEST_TIMEOUT_MS: u64 = 300_000;
+/// Upper bound of a minted token's lifetime.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 #[derive(Parser)]
 #[command(
@@ -52,8 +62,11 @@ pub struct AllArgs {
     pub banner: bool,
 }
 
+/// Exactly one of `--user`/`--admin`; `--ttl` with either. (A struct-level
+/// `#[group]` would put `--ttl` in the one-of group too.)
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("who").required(true).multiple(false))]
 pub struct TokenArgs {
     /// The user id (uuid) the token is for.
     #[arg(long, group = "who")]
@@ -183,17 +196,28 @@ pub struct Global {
     pub metrics_addr: SocketAddr,
     #[arg(long, global = true, env = "HUDDLE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// dev, test or prod; dev allows `huddle cache flush`.
-    #[arg(long, global = true, env = "HUDDLE_ENV", default_value = "dev")]
+    /// dev, test or prod. Only dev allows `huddle cache flush` and the
+    /// built-in dev JWT secret; the default is dev so that `make run` needs
+    /// no setup, and the manifests set prod.
+    #[arg(long, global = true, env = "HUDDLE_ENV", default_value = "dev",
+          value_parser = ["dev", "test", "prod"])]
     pub env: String,
-    /// Per gRPC call deadline at the gateway, in ms.
-    #[arg(
-        long,
-        global = true,
-        env = "HUDDLE_REQUEST_TIMEOUT_MS",
-        default_value_t = 5000
-    )]
+    /// Per gRPC call deadline at the gateway, in ms (1 to 300000).
+    #[arg(long, global = true, env = "HUDDLE_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_REQUEST_TIMEOUT_MS))]
     pub request_timeout_ms: u64,
+    /// Meeting creations per user: COUNT/WINDOW, e.g. 30/60s (window 1s to 24h).
+    #[arg(long, global = true, env = "HUDDLE_RATE_LIMIT_MEETING_CREATE",
+          default_value = "30/60s", value_parser = gateway::ratelimit::Limit::parse)]
+    pub rate_limit_meeting_create: gateway::ratelimit::Limit,
+    /// Meeting joins per user, e.g. 30/60s.
+    #[arg(long, global = true, env = "HUDDLE_RATE_LIMIT_MEETING_JOIN",
+          default_value = "30/60s", value_parser = gateway::ratelimit::Limit::parse)]
+    pub rate_limit_meeting_join: gateway::ratelimit::Limit,
+    /// Chat posts per user and meeting, e.g. 20/10s (once chat exists).
+    #[arg(long, global = true, env = "HUDDLE_RATE_LIMIT_CHAT_POST",
+          default_value = "20/10s", value_parser = gateway::ratelimit::Limit::parse)]
+    pub rate_limit_chat_post: gateway::ratelimit::Limit,
     #[arg(long, global = true, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
 }
@@ -221,15 +245,52 @@ impl Global {
         }
     }
 
-    /// The secret, or the dev one (with a warning) when `allow_dev`.
-    pub fn jwt_secret(&self, allow_dev: bool) -> Result<String, String> {
+    /// The gateway's rate limits, counted in the cache's Redis under the
+    /// cache prefix.
+    pub fn rate_limit_config(&self) -> gateway::ratelimit::RateLimitConfig {
+        let cache = self.cache_config();
+        gateway::ratelimit::RateLimitConfig {
+            limits: gateway::ratelimit::Limits {
+                meeting_create: self.rate_limit_meeting_create,
+                meeting_join: self.rate_limit_meeting_join,
+                chat_post: self.rate_limit_chat_post,
+            },
+            redis: Some(gateway::ratelimit::LimiterRedis {
+                url: cache.redis_url,
+                cluster_nodes: cache.cluster_nodes,
+                prefix: cache.prefix,
+                timeout: cache.op_timeout,
+            }),
+        }
+    }
+
+    pub fn is_dev(&self) -> bool {
+        self.env == "dev"
+    }
+
+    /// The HS256 secret: HUDDLE_JWT_SECRET (≥ 32 bytes; the public dev
+    /// secret only in dev), or, when unset, the dev secret (with a warning)
+    /// if `allow_dev_fallback` and HUDDLE_ENV is dev.
+    pub fn jwt_secret(&self, allow_dev_fallback: bool) -> Result<String, String> {
         match &self.jwt_secret {
-            Some(s) if s.len() >= 16 => Ok(s.clone()),
-            Some(_) => Err("HUDDLE_JWT_SECRET must be at least 16 characters".to_owned()),
-            None if allow_dev => {
-                tracing::warn!("HUDDLE_JWT_SECRET is not set; using the built-in dev secret");
+            Some(s) if s == DEV_JWT_SECRET && !self.is_dev() => Err(format!(
+                "HUDDLE_JWT_SECRET is the public dev secret; HUDDLE_ENV={} refuses it",
+                self.env
+            )),
+            Some(s) if s.len() >= MIN_JWT_SECRET_BYTES => Ok(s.clone()),
+            Some(_) => Err(format!(
+                "HUDDLE_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes (HS256)"
+            )),
+            None if allow_dev_fallback && self.is_dev() => {
+                tracing::warn!(
+                    "HUDDLE_JWT_SECRET is not set; using the built-in dev secret (HUDDLE_ENV=dev)"
+                );
                 Ok(DEV_JWT_SECRET.to_owned())
             }
+            None if allow_dev_fallback => Err(format!(
+                "HUDDLE_JWT_SECRET is required when HUDDLE_ENV={} (the built-in dev secret is for HUDDLE_ENV=dev only)",
+                self.env
+            )),
             None => Err(
                 "HUDDLE_JWT_SECRET is required (the gateway never runs with the dev secret)"
                     .to_owned(),
@@ -252,24 +313,28 @@ impl Global {
     }
 }
 
-/// `30s`, `15m`, `1h`, `7d`, or plain seconds.
+/// `30s`, `15m`, `1h`, `7d`, or plain seconds; positive and at most 365 days.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let (digits, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("invalid duration {raw:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => {
             return Err(format!(
                 "invalid duration unit in {raw:?} (use s, m, h or d)"
             ));
         }
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|s| *s <= MAX_TOKEN_TTL.as_secs())
+        .ok_or_else(|| format!("duration {raw:?} is longer than 365 days"))?;
     if secs == 0 {
         return Err("duration must be positive".to_owned());
     }
@@ -288,6 +353,129 @@ mod tests {
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    /// Seen to fail before the bound: `18446744073709551615d` overflowed
+    /// (a panic in debug builds) and `100000d` was accepted.
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("365d"), Ok(MAX_TOKEN_TTL));
+        assert!(parse_duration("366d").is_err());
+        assert!(parse_duration("18446744073709551615d").is_err());
+        assert!(parse_duration("99999999999999999999999").is_err());
+    }
+
+    fn global(args: &[&str]) -> Result<Global, clap::Error> {
+        let mut argv = vec!["huddle"];
+        argv.extend_from_slice(args);
+        argv.push("all");
+        Cli::try_parse_from(argv).map(|cli| cli.global)
+    }
+
+    /// Outside dev the public secret is refused, set or not; in dev (the
+    /// default, so `make run` works with no environment) it is the fallback.
+    /// Seen to fail before the fix: with `--env prod` and no secret,
+    /// `jwt_secret(true)` returned the dev secret.
+    #[test]
+    fn the_dev_secret_is_for_dev_only() {
+        let dev = global(&[]).unwrap();
+        assert_eq!(dev.jwt_secret(true).unwrap(), DEV_JWT_SECRET);
+        assert!(
+            dev.jwt_secret(false).is_err(),
+            "huddle gateway never falls back"
+        );
+        for env in ["test", "prod"] {
+            let g = global(&["--env", env]).unwrap();
+            assert!(g.jwt_secret(true).is_err(), "{env}");
+            let g = global(&["--env", env, "--jwt-secret", DEV_JWT_SECRET]).unwrap();
+            assert!(g.jwt_secret(true).is_err(), "{env}: explicit dev secret");
+        }
+        assert!(
+            global(&["--env", "production"]).is_err(),
+            "unknown HUDDLE_ENV"
+        );
+    }
+
+    /// Seen to fail before the fix: a 16-byte secret was accepted.
+    #[test]
+    fn hs256_secrets_need_32_bytes() {
+        let short = "0123456789abcdef0123456789abcde";
+        let g = global(&["--env", "prod", "--jwt-secret", short]).unwrap();
+        assert!(g.jwt_secret(false).is_err());
+        let ok = "0123456789abcdef0123456789abcdef";
+        let g = global(&["--env", "prod", "--jwt-secret", ok]).unwrap();
+        assert_eq!(g.jwt_secret(false).unwrap(), ok);
+    }
+
+    /// Seen to fail before the bound: `--request-timeout-ms 0` was accepted
+    /// (every gRPC call would time out at once).
+    #[test]
+    fn timeouts_are_bounded() {
+        assert!(global(&["--request-timeout-ms", "0"]).is_err());
+        assert!(global(&["--request-timeout-ms", "300001"]).is_err());
+        assert!(global(&["--request-timeout-ms", "18446744073709551615"]).is_err());
+        assert!(global(&["--redis-timeout-ms", "0"]).is_err());
+        assert_eq!(
+            global(&["--request-timeout-ms", "300000"])
+                .unwrap()
+                .request_timeout_ms,
+            300_000
+        );
+    }
+
+    /// Seen to fail before the fix: `token --admin --ttl 1h` was refused
+    /// ("'--admin' cannot be used with '--ttl'").
+    #[test]
+    fn token_takes_a_ttl_with_either_subject() {
+        for args in [
+            vec!["huddle", "token", "--admin", "--ttl", "2h"],
+            vec![
+                "huddle",
+                "token",
+                "--user",
+                "7f0c7b8e-3f0a-4c4e-9a53-1d2b3c4d5e6f",
+                "--ttl",
+                "30m",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(&args).unwrap();
+            let Command::Token(token) = cli.command else {
+                panic!("not token")
+            };
+            assert!(token.ttl >= Duration::from_secs(1800), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["huddle", "token", "--ttl", "1h"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "huddle",
+                "token",
+                "--admin",
+                "--user",
+                "7f0c7b8e-3f0a-4c4e-9a53-1d2b3c4d5e6f"
+            ])
+            .is_err()
+        );
+    }
+
+    /// Rate limits come from the environment, validated at start; the
+    /// defaults are SPEC §3's.
+    #[test]
+    fn rate_limits_are_configurable_and_validated() {
+        let g = global(&[]).unwrap();
+        let limits = g.rate_limit_config().limits;
+        assert_eq!(limits, gateway::ratelimit::Limits::default());
+        let g = global(&["--rate-limit-meeting-create", "5/10s"]).unwrap();
+        assert_eq!(
+            g.rate_limit_config().limits.meeting_create.to_string(),
+            "5/10s"
+        );
+        assert_eq!(g.rate_limit_config().redis.unwrap().prefix, "huddle:v1:");
+        for bad in ["0/60s", "30", "30/0s", "30/2d"] {
+            assert!(
+                global(&["--rate-limit-meeting-join", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn gateway_config(
         jwt_secret,
         request_timeout: Duration::from_millis(global.request_timeout_ms),
         workers: 2,
+        rate_limit: global.rate_limit_config(),
     }
 }
 

@@ -180,6 +180,9 @@ impl TestApp {
                 jwt_secret: SECRET.to_owned(),
                 request_timeout: Duration::from_secs(5),
                 workers: 1,
+                // No limiter: tests create and join freely (the limiter's
+                // own tests are in the gateway crate).
+                rate_limit: gateway::ratelimit::RateLimitConfig::default(),
             },
             dial: huddle::stack::Dial {
                 user: proxies.as_ref().and_then(|p| dial(&p.user_grpc)),

@@ -29,10 +29,10 @@ pub struct CreateMeetingBody {
     #[serde(default)]
     #[schema(value_type = String, format = DateTime, required = false, example = "2030-01-31T12:00:00Z")]
     pub scheduled_at: Option<Value>,
-    /// `SCHEDULED` (default) or `LIVE`.
-    #[serde(default)]
+    /// `SCHEDULED` (default) or `LIVE`; `null` is refused, not read as absent.
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false, example = "SCHEDULED")]
-    pub status: Option<Value>,
+    pub status: Option<Option<Value>>,
 }
 
 /// Change a meeting (host only). Fields left out are not changed;
@@ -167,10 +167,11 @@ pub fn create_request(
         None | Some(Value::Null) => None,
         Some(v) => description(v)?,
     };
-    let status = match &body.status {
-        None | Some(Value::Null) => StatusInput::Scheduled,
-        Some(v) => status(v)?,
-    };
+    // Absent means SCHEDULED; `null` is not a status (the document says so).
+    let status = not_null("status", &body.status)?
+        .map(status)
+        .transpose()?
+        .unwrap_or(StatusInput::Scheduled);
     if status == StatusInput::Ended {
         return Err(ApiError::invalid(
             "status",
