@@ -101,7 +101,12 @@ pub fn document() -> Value {
 }
 
 fn exact_rules(doc: &mut Value) {
-    let schemas = &mut doc["components"]["schemas"];
+    user_rules(&mut doc["components"]["schemas"]);
+    meeting_rules(&mut doc["components"]["schemas"]);
+    path_rules(doc);
+}
+
+fn user_rules(schemas: &mut Value) {
     let text = json!({"pattern": TEXT_PATTERN});
     let image = json!({"format": "uri", "pattern": IMAGE_PATTERN});
     let email = json!({"format": "email"});
@@ -120,7 +125,10 @@ fn exact_rules(doc: &mut Value) {
         &image,
     );
     merge(&mut schemas["UpdateUserBody"], &json!({"minProperties": 1}));
+}
 
+fn meeting_rules(schemas: &mut Value) {
+    let text = json!({"pattern": TEXT_PATTERN});
     merge(
         &mut schemas["JoinMeetingBody"]["properties"]["inviteCode"],
         &json!({"pattern": INVITE_CODE_PATTERN}),
@@ -179,7 +187,9 @@ fn exact_rules(doc: &mut Value) {
             {"required": ["rotateInviteCode"], "properties": {"rotateInviteCode": {"const": true}}}
         ]}),
     );
+}
 
+fn path_rules(doc: &mut Value) {
     if let Some(params) = doc["paths"]["/api/users/by-email"]["get"]["parameters"].as_array_mut() {
         for param in params.iter_mut().filter(|p| p["name"] == "email") {
             merge(
@@ -230,6 +240,23 @@ async fn docs_redirect() -> HttpResponse {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    /// The document's invite-code pattern is the shared rule's, so a change
+    /// to the code format cannot leave the contract behind.
+    #[test]
+    fn the_invite_code_pattern_is_the_shared_rule() {
+        use huddle_domain::invite_code::{ALPHABET, LEN};
+        assert_eq!(INVITE_CODE_PATTERN, format!("^[A-Za-z0-9_-]{{{LEN}}}$"));
+        let mut class: Vec<u8> = (b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .chain(b'0'..=b'9')
+            .chain([b'_', b'-'])
+            .collect();
+        let mut alphabet = ALPHABET.to_vec();
+        class.sort_unstable();
+        alphabet.sort_unstable();
+        assert_eq!(class, alphabet);
+    }
 
     fn refs(value: &Value, out: &mut Vec<String>) {
         match value {
