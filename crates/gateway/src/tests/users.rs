@@ -110,7 +110,9 @@ async fn bind_serves_until_shutdown() {
         .expect("gateway did not stop")
         .unwrap()
         .unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // The server future ending is the evidence. (Checking that the port
+    // now refuses was flaky: a parallel test may be given the freed port.)
+    drop(stream);
 }
 
 #[actix_web::test]
