@@ -27,11 +27,16 @@ pub struct TextRule {
 }
 
 impl TextRule {
-    /// The trimmed value, if it follows the rule.
+    /// The trimmed value, if it follows the rule. Control characters and
+    /// the maximum length are checked on the raw value, the minimum on the
+    /// trimmed one: exactly what the OpenAPI document says of the field
+    /// (`maxLength`, [`TEXT_PATTERN`]/[`MULTILINE_PATTERN`]), so the two
+    /// can never disagree.
     pub fn check<'a>(&self, raw: &'a str) -> Result<&'a str, RuleError> {
-        let text = raw.trim();
+        no_control_characters(self.field, raw, self.lines)?;
+        let text = trim(raw);
         let chars = text.chars().count();
-        if chars < self.min_chars || chars > self.max_chars {
+        if chars < self.min_chars || raw.chars().count() > self.max_chars {
             return Err(if self.min_chars == 0 {
                 RuleError::TooLong {
                     field: self.field,
@@ -45,10 +50,22 @@ impl TextRule {
                 }
             });
         }
-        no_control_characters(self.field, text, self.lines)?;
         Ok(text)
     }
 }
+
+/// Surrounding whitespace as the OpenAPI pattern's `\s` sees it: Unicode
+/// white space plus the byte-order mark.
+pub fn trim(raw: &str) -> &str {
+    raw.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+}
+
+/// A single-line text field in the OpenAPI document: no control character,
+/// and at least one character that is neither white space nor control.
+pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+
+/// A multi-line text field: no control character but tab and line breaks.
+pub const MULTILINE_PATTERN: &str = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$";
 
 /// Refuses control characters (Unicode `Cc`: C0, DEL, C1), except the line
 /// breaks and tab of [`Lines::Multi`] text.
@@ -80,7 +97,12 @@ mod tests {
 
     #[test]
     fn trims_then_counts_characters() {
-        assert_eq!(RULE.check("  abc \n").unwrap(), "abc");
+        assert_eq!(RULE.check(" ab").unwrap(), "ab");
+        assert_eq!(RULE.check("\u{feff}ab").unwrap(), "ab");
+        // The maximum and control characters are judged on the raw value,
+        // as the OpenAPI document judges it.
+        assert!(RULE.check("  abc ").is_err());
+        assert!(RULE.check("ab\u{b}").is_err());
         assert_eq!(RULE.check("ééé").unwrap(), "ééé");
         assert_eq!(
             RULE.check("abcd").unwrap_err().to_string(),
