@@ -32,10 +32,14 @@ pub enum KeyName {
     MeetingChatCount,
     MeetingRecording,
     MeetingRecordings,
+    /// Not in SPEC §4: whether one user may see one meeting (host,
+    /// participant, or neither), so authorization never loads the
+    /// participant list (issue 9 item 7).
+    MeetingMember,
 }
 
 impl KeyName {
-    pub const ALL: [KeyName; 15] = [
+    pub const ALL: [KeyName; 16] = [
         Self::User,
         Self::UserByEmail,
         Self::UserMeetings,
@@ -51,6 +55,7 @@ impl KeyName {
         Self::MeetingChatCount,
         Self::MeetingRecording,
         Self::MeetingRecordings,
+        Self::MeetingMember,
     ];
 
     /// The SPEC name, used as the metrics label.
@@ -71,6 +76,7 @@ impl KeyName {
             Self::MeetingChatCount => "meetingChatCount",
             Self::MeetingRecording => "meetingRecording",
             Self::MeetingRecordings => "meetingRecordings",
+            Self::MeetingMember => "meetingMember",
         }
     }
 
@@ -84,6 +90,7 @@ impl KeyName {
             Self::UserMeetings | Self::UserParticipations | Self::UserMeetingCount => 300,
             Self::Meeting | Self::MeetingByInviteCode | Self::ScheduledMeetings => 300,
             Self::LiveMeetings | Self::MeetingParticipantCount | Self::MeetingChatCount => 60,
+            Self::MeetingMember => 60,
             Self::MeetingParticipants => 120,
             Self::RecentChats => 30,
             Self::MeetingRecording => 30,
@@ -192,6 +199,13 @@ impl CacheKey {
         Self::new(
             KeyName::MeetingParticipants,
             format!("meeting:{meeting}:participants"),
+        )
+    }
+
+    pub fn meeting_member(meeting: Uuid, user: Uuid) -> Self {
+        Self::new(
+            KeyName::MeetingMember,
+            format!("meeting:{meeting}:member:{user}"),
         )
     }
 
@@ -371,6 +385,11 @@ mod tests {
                 CacheKey::meeting_recordings(id),
                 format!("meeting:{id}:recordings"),
                 600,
+            ),
+            (
+                CacheKey::meeting_member(id, id),
+                format!("meeting:{id}:member:{id}"),
+                60,
             ),
         ];
         assert_eq!(cases.len(), KeyName::ALL.len());

@@ -93,6 +93,8 @@ pub const RULES: &[Rule] = &[
             (Always, Key(K::ScheduledMeetings)),
             (Always, Key(K::UserParticipations)),
             (StatusChanged, Key(K::UserMeetingCount)),
+            // Not in SPEC: ending marks every participant as left.
+            (StatusChanged, Key(K::MeetingMember)),
         ],
     },
     Rule {
@@ -106,6 +108,7 @@ pub const RULES: &[Rule] = &[
             (Always, Key(K::MeetingChatCount)),
             (Always, Key(K::MeetingRecording)),
             (Always, Key(K::MeetingRecordings)),
+            (Always, Key(K::MeetingMember)),
             (Always, Key(K::UserMeetings)),
             (Always, Key(K::UserMeetingCount)),
             (Always, Key(K::LiveMeetings)),
@@ -121,6 +124,8 @@ pub const RULES: &[Rule] = &[
     Rule {
         write: WriteKind::ParticipantJoinLeave,
         targets: &[
+            // Not in SPEC: the joining or leaving user's access check.
+            (Always, Key(K::MeetingMember)),
             (Always, Key(K::MeetingParticipants)),
             (Always, Key(K::MeetingParticipantCount)),
             (Always, Key(K::UserParticipations)),
@@ -341,6 +346,17 @@ fn concrete_keys(name: KeyName, s: &Subject) -> Vec<CacheKey> {
         K::MeetingChatCount => meeting(CacheKey::meeting_chat_count),
         K::MeetingRecording => meeting(CacheKey::meeting_recording),
         K::MeetingRecordings => meeting(CacheKey::meeting_recordings),
+        // The participants' own checks; others' (strangers', the host's)
+        // are found through the meeting's tag.
+        K::MeetingMember => s
+            .meeting
+            .into_iter()
+            .flat_map(|m| {
+                s.participants
+                    .iter()
+                    .map(move |p| CacheKey::meeting_member(m, *p))
+            })
+            .collect(),
     }
 }
 
@@ -445,6 +461,9 @@ mod tests {
         let mut expected = base;
         expected.remove(&CacheKey::meeting_by_invite_code("new"));
         expected.insert(CacheKey::user_meeting_count(host));
+        // Ending marks every participant as left: their access checks too.
+        expected.insert(CacheKey::meeting_member(meeting, p1));
+        expected.insert(CacheKey::meeting_member(meeting, p2));
         assert_eq!(status.keys, expected);
     }
 
@@ -463,6 +482,7 @@ mod tests {
                 CacheKey::meeting_chat_count(meeting),
                 CacheKey::meeting_recording(meeting),
                 CacheKey::meeting_recordings(meeting),
+                CacheKey::meeting_member(meeting, p1),
                 CacheKey::user_meetings(host),
                 CacheKey::user_meeting_count(host),
                 CacheKey::live_meetings(),
@@ -480,6 +500,7 @@ mod tests {
         assert_eq!(
             inv.keys,
             set([
+                CacheKey::meeting_member(meeting, user),
                 CacheKey::meeting_participants(meeting),
                 CacheKey::meeting_participant_count(meeting),
                 CacheKey::user_participations(user),

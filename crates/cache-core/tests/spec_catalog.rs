@@ -39,6 +39,7 @@ fn table(heading: &str) -> Vec<Vec<String>> {
 }
 
 const ID: Uuid = Uuid::from_u128(0x1234);
+const USER: Uuid = Uuid::from_u128(0x5678);
 const EMAIL: &str = "Ann@X.io";
 const CODE: &str = "abc-123";
 
@@ -61,13 +62,16 @@ fn sample(name: KeyName) -> CacheKey {
         KeyName::MeetingChatCount => CacheKey::meeting_chat_count(ID),
         KeyName::MeetingRecording => CacheKey::meeting_recording(ID),
         KeyName::MeetingRecordings => CacheKey::meeting_recordings(ID),
+        KeyName::MeetingMember => CacheKey::meeting_member(ID, USER),
     }
 }
 
-/// SPEC §4: name → (key pattern, TTL seconds mentioned, in order).
+/// SPEC §4, plus the keys Huddle adds and documents (a second table in the
+/// same file): name → (key pattern, TTL seconds mentioned, in order).
 fn spec_keys() -> BTreeMap<String, (String, Vec<u64>)> {
     table("## 4. Cache keys")
         .into_iter()
+        .chain(table("## Huddle's own keys"))
         .filter(|row| !row[0].starts_with("not-found"))
         .map(|row| {
             let pattern = row[1]
@@ -100,7 +104,8 @@ fn every_spec_key_is_in_the_catalog_with_its_shape_and_ttl() {
         let expected = pattern
             .replace("{id}", &ID.to_string())
             .replace("{normalized email}", &cache_core::normalize_email(EMAIL))
-            .replace("{code}", CODE);
+            .replace("{code}", CODE)
+            .replace("{user}", &USER.to_string());
         let key = sample(name);
         if key.path() != expected {
             wrong.push(format!("{name}: key {} vs SPEC {expected}", key.path()));

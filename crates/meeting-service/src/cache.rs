@@ -83,13 +83,17 @@ pub struct ScheduledItem {
 pub struct Participants {
     pub host_id: Uuid,
     pub items: Vec<ParticipantItem>,
+    /// More rows follow the first page (only the first page is cached: a
+    /// meeting's list is bounded by its distinct users, not by one value).
+    #[serde(default)]
+    pub more: bool,
 }
 
-impl Participants {
-    /// Host or participant (present or past).
-    pub fn admits(&self, user: Uuid) -> bool {
-        self.host_id == user || self.items.iter().any(|p| p.participant.user_id == user)
-    }
+/// One page of `GET …/participants`.
+pub struct ParticipantsPage {
+    pub items: Vec<ParticipantItem>,
+    /// The last item's id when another page follows.
+    pub next_after: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -187,8 +191,102 @@ pub async fn active_participant_count(src: &Sources, id: Uuid) -> Result<i64, Me
     Ok(count.unwrap_or(0))
 }
 
-/// Every participant row of the meeting with its user, oldest join first;
-/// `None` when the meeting does not exist.
+/// What one user is to one meeting, cached per (meeting, user) so an
+/// access check never loads the participant list (issue 9 item 7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Membership {
+    pub host_id: Uuid,
+    /// Has a participant row, present or past.
+    pub participated: bool,
+    /// Has an active participant row.
+    pub active: bool,
+}
+
+impl Membership {
+    /// Host or participant (present or past) may read the meeting.
+    pub fn admits(&self, user: Uuid) -> bool {
+        self.host_id == user || self.participated
+    }
+}
+
+/// `None` when the meeting does not exist. Invalidated by the user's join
+/// and leave, by the meeting's end (everyone leaves) and, through the
+/// meeting's tag, by its delete.
+pub async fn membership(
+    src: &Sources,
+    id: Uuid,
+    user: Uuid,
+) -> Result<Option<Membership>, MeetingError> {
+    let key = CacheKey::meeting_member(id, user);
+    src.cache
+        .get_or_load(&key, key.ttl(), &[Tag::meeting(id)], async || {
+            let mut conn = src.db.conn().await?;
+            let Some(meeting) = db::find_meeting(&mut conn, id).await? else {
+                return Ok::<_, MeetingError>(None);
+            };
+            let last = db::last_participation(&mut conn, id, user).await?;
+            Ok(Some(Membership {
+                host_id: meeting.host_id,
+                participated: last.is_some(),
+                active: last.is_some_and(|p| p.left_at.is_none()),
+            }))
+        })
+        .await
+}
+
+/// The default page of `GET …/participants`, the one that is cached.
+pub const PARTICIPANTS_PAGE: usize = 50;
+/// The largest page a caller may ask for.
+pub const MAX_PARTICIPANTS_PAGE: usize = 100;
+
+/// A page of participants, oldest join first. The first page of up to
+/// `PARTICIPANTS_PAGE` comes from the cached value; later pages and larger
+/// ones are read from Postgres (paging deep into a huge meeting is rare,
+/// and caching every page would cache the unbounded list piecewise).
+/// `None`: no such meeting, or `after` is not one of its participants.
+pub async fn participants_page(
+    src: &Sources,
+    ctx: &RequestCtx,
+    id: Uuid,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Option<ParticipantsPage>, MeetingError> {
+    if after.is_none() && limit <= PARTICIPANTS_PAGE {
+        let Some(first) = participants(src, ctx, id).await? else {
+            return Ok(None);
+        };
+        let more = first.more || first.items.len() > limit;
+        let items: Vec<ParticipantItem> = first.items.into_iter().take(limit).collect();
+        return Ok(Some(page(items, more)));
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let Some(mut rows) =
+        db::participants_page(&mut *src.db.conn().await?, id, after, limit + 1).await?
+    else {
+        return Ok(None);
+    };
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let cards = src.users.cards(ctx, rows.iter().map(|p| p.user_id)).await?;
+    let items = rows
+        .into_iter()
+        .map(|participant| ParticipantItem {
+            user: cards.get(&participant.user_id).cloned(),
+            participant,
+        })
+        .collect();
+    Ok(Some(page(items, more)))
+}
+
+fn page(items: Vec<ParticipantItem>, more: bool) -> ParticipantsPage {
+    let next_after = more
+        .then(|| items.last().map(|p| p.participant.id))
+        .flatten();
+    ParticipantsPage { items, next_after }
+}
+
+/// The meeting's first `PARTICIPANTS_PAGE` participant rows with their
+/// users, oldest join first; `None` when the meeting does not exist.
 pub async fn participants(
     src: &Sources,
     ctx: &RequestCtx,
@@ -202,8 +300,12 @@ pub async fn participants(
                 let Some(meeting) = db::find_meeting(&mut conn, id).await? else {
                     return Ok(None);
                 };
-                (meeting.host_id, db::list_participants(&mut conn, id).await?)
+                let page = i64::try_from(PARTICIPANTS_PAGE + 1).unwrap_or(i64::MAX);
+                let rows = db::participants_page(&mut conn, id, None, page).await?;
+                (meeting.host_id, rows.unwrap_or_default())
             };
+            let more = rows.len() > PARTICIPANTS_PAGE;
+            let rows: Vec<_> = rows.into_iter().take(PARTICIPANTS_PAGE).collect();
             let cards = tagged_cards(&tagger, src, ctx, rows.iter().map(|p| p.user_id)).await?;
             let items = rows
                 .into_iter()
@@ -212,7 +314,11 @@ pub async fn participants(
                     participant,
                 })
                 .collect();
-            Ok(Some(Participants { host_id, items }))
+            Ok(Some(Participants {
+                host_id,
+                items,
+                more,
+            }))
         })
         .await
 }

@@ -352,6 +352,40 @@ pub async fn insert_participant(
         .await?)
 }
 
+/// Past this many rows for one user in one meeting, a rejoin reopens the
+/// user's latest row instead of adding one, so leave/join in a loop cannot
+/// grow the table — and every cached list of the meeting — without bound.
+pub const MAX_PARTICIPATIONS_PER_USER: i64 = 20;
+
+/// A new participation of `user` (who has no active row): a new row, or
+/// the latest one reopened once the user has `MAX_PARTICIPATIONS_PER_USER`.
+pub async fn join(
+    conn: &mut AsyncPgConnection,
+    meeting: Uuid,
+    user: Uuid,
+) -> Result<ParticipantRow, DbError> {
+    let rows: i64 = participants::table
+        .filter(participants::meeting_id.eq(meeting))
+        .filter(participants::user_id.eq(user))
+        .count()
+        .get_result(conn)
+        .await?;
+    if rows < MAX_PARTICIPATIONS_PER_USER {
+        return insert_participant(conn, Uuid::new_v4(), meeting, user).await;
+    }
+    let Some(latest) = last_participation(conn, meeting, user).await? else {
+        return insert_participant(conn, Uuid::new_v4(), meeting, user).await;
+    };
+    Ok(diesel::update(participants::table.find(latest.id))
+        .set((
+            participants::joined_at.eq(now),
+            participants::left_at.eq(None::<DateTime<Utc>>),
+        ))
+        .returning(ParticipantRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
 /// Marks the user's active row as left; `None` when they had none.
 pub async fn leave(
     conn: &mut AsyncPgConnection,
@@ -384,17 +418,45 @@ pub async fn leave_all(conn: &mut AsyncPgConnection, meeting: Uuid) -> Result<Ve
     .await?)
 }
 
-/// Every participant row of the meeting, oldest join first.
-pub async fn list_participants(
+/// Up to `limit` participant rows of the meeting, oldest join first,
+/// starting after participant `after` (keyset on `(joined_at, id)`).
+/// `Ok(None)` when `after` is not a participant row of this meeting.
+pub async fn participants_page(
     conn: &mut AsyncPgConnection,
     meeting: Uuid,
-) -> Result<Vec<ParticipantRow>, DbError> {
-    Ok(participants::table
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Option<Vec<ParticipantRow>>, DbError> {
+    let mut query = participants::table
         .filter(participants::meeting_id.eq(meeting))
-        .order((participants::joined_at.asc(), participants::id.asc()))
-        .select(ParticipantRow::as_select())
-        .load(conn)
-        .await?)
+        .into_boxed();
+    if let Some(after) = after {
+        let anchor: Option<(DateTime<Utc>, Uuid)> = participants::table
+            .filter(participants::meeting_id.eq(meeting))
+            .filter(participants::id.eq(after))
+            .select((participants::joined_at, participants::id))
+            .first(conn)
+            .await
+            .optional()?;
+        let Some((joined_at, id)) = anchor else {
+            return Ok(None);
+        };
+        query = query.filter(
+            participants::joined_at
+                .gt(joined_at)
+                .or(participants::joined_at
+                    .eq(joined_at)
+                    .and(participants::id.gt(id))),
+        );
+    }
+    Ok(Some(
+        query
+            .order((participants::joined_at.asc(), participants::id.asc()))
+            .limit(limit)
+            .select(ParticipantRow::as_select())
+            .load(conn)
+            .await?,
+    ))
 }
 
 pub async fn count_active(conn: &mut AsyncPgConnection, meeting: Uuid) -> Result<i64, DbError> {

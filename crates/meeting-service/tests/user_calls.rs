@@ -201,6 +201,7 @@ async fn one_batch_call_per_answer_with_the_request_id() {
             pb::ListParticipantsRequest {
                 caller_id: host.clone(),
                 id: meeting.id.clone(),
+                ..Default::default()
             },
             "req-list",
         ))
@@ -220,6 +221,7 @@ async fn one_batch_call_per_answer_with_the_request_id() {
         .list_participants(pb::ListParticipantsRequest {
             caller_id: host.clone(),
             id: meeting.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -84,15 +84,31 @@ pub async fn leave_meeting(
     Ok(success(StatusCode::OK, Participant::try_from(participant)?))
 }
 
-/// Everyone who joined, oldest join first (host or participant).
+/// `?after=&limit=` of the participant list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ParticipantsQuery {
+    /// Start after this participant id: the `after` of the previous page's
+    /// `Link: <…>; rel="next"`. An id that is no participant of this
+    /// meeting gives an empty page.
+    #[param(value_type = Option<uuid::Uuid>)]
+    pub after: Option<String>,
+    /// Page size (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+}
+
+/// Everyone who joined, oldest join first (host or participant), a page at a
+/// time; while more follow, a `Link` header with `rel="next"` says where.
 #[utoipa::path(
     get,
     path = "/api/meetings/{id}/participants",
     tag = "meetings",
-    params(("id" = Uuid, Path, description = "Meeting id")),
+    params(("id" = Uuid, Path, description = "Meeting id"), ParticipantsQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Participants", body = Success<Vec<ParticipantWithUser>>),
+        (status = 200, description = "Participants", body = Success<Vec<ParticipantWithUser>>,
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` while another page follows"))),
         (status = 400, description = "Invalid id", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 403, description = "Not a user token (an admin token is nobody's host or participant)", body = ErrorBody),
@@ -104,21 +120,54 @@ pub async fn list_participants(
     rid: RequestId,
     backends: web::Data<Backends>,
     id: web::Path<String>,
+    query: web::Query<ParticipantsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = ids::parse("id", &id)?;
+    let after = query
+        .after
+        .as_deref()
+        .map(|a| ids::parse("after", a))
+        .transpose()?;
+    let limit = match query.limit.as_deref() {
+        None => 0,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 100"))?,
+    };
     let message = pb::ListParticipantsRequest {
         caller_id: caller(&principal)?.to_string(),
         id: id.to_string(),
+        after: after.map(|a| a.to_string()).unwrap_or_default(),
+        limit,
     };
     let list = backends
         .meetings()
         .list_participants(backends.request(message, &rid))
         .await?
         .into_inner();
-    Ok(success(
+    let mut response = success(
         StatusCode::OK,
         dto::all::<_, ParticipantWithUser>(list.participants)?,
-    ))
+    );
+    if !list.next_after.is_empty() {
+        let limit = if limit == 0 {
+            String::new()
+        } else {
+            format!("&limit={limit}")
+        };
+        let link = format!(
+            "</api/meetings/{id}/participants?after={}{limit}>; rel=\"next\"",
+            list.next_after
+        );
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&link) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 /// How many are in the meeting now (host or participant).

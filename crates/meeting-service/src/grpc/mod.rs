@@ -169,15 +169,35 @@ impl MeetingService for MeetingApi {
     ) -> Reply<pb::ListParticipantsResponse> {
         let ctx = RequestCtx::from_request(&req);
         async {
-            let caller = id::parse("callerId", &req.get_ref().caller_id)?;
-            let id = id::parse("id", &req.get_ref().id)?;
-            let participants = self.readable_participants(&ctx, id, caller).await?;
+            let req = req.get_ref();
+            let caller = id::parse("callerId", &req.caller_id)?;
+            let id = id::parse("id", &req.id)?;
+            let after = (!req.after.is_empty())
+                .then(|| id::parse("after", &req.after))
+                .transpose()?;
+            let limit = match req.limit {
+                0 => cache::PARTICIPANTS_PAGE,
+                n @ 1..=100 => n as usize,
+                _ => {
+                    return Err(MeetingError::InvalidArgument(format!(
+                        "limit: must be 1 to {}",
+                        cache::MAX_PARTICIPANTS_PAGE
+                    )));
+                }
+            };
+            self.authorize_read(id, caller).await?;
+            // An `after` that is no participant of this meeting (a cursor
+            // from elsewhere) is an empty page, not an error: the id is
+            // well-formed, so the request is valid.
+            let page = cache::participants_page(&self.src, &ctx, id, after, limit)
+                .await?
+                .unwrap_or(cache::ParticipantsPage {
+                    items: Vec::new(),
+                    next_after: None,
+                });
             Ok(Response::new(pb::ListParticipantsResponse {
-                participants: participants
-                    .items
-                    .iter()
-                    .map(participant_with_user_pb)
-                    .collect(),
+                participants: page.items.iter().map(participant_with_user_pb).collect(),
+                next_after: page.next_after.map(|p| p.to_string()).unwrap_or_default(),
             }))
         }
         .await
@@ -188,11 +208,10 @@ impl MeetingService for MeetingApi {
         &self,
         req: Request<pb::CountActiveParticipantsRequest>,
     ) -> Reply<pb::CountActiveParticipantsResponse> {
-        let ctx = RequestCtx::from_request(&req);
         async {
             let caller = id::parse("callerId", &req.get_ref().caller_id)?;
             let id = id::parse("id", &req.get_ref().id)?;
-            self.readable_participants(&ctx, id, caller).await?;
+            self.authorize_read(id, caller).await?;
             let count = cache::active_participant_count(&self.src, id).await?;
             Ok(Response::new(pb::CountActiveParticipantsResponse {
                 count: unsigned(count),

@@ -9,7 +9,7 @@ use super::{
     MeetingApi,
     convert::{meeting_pb, unsigned, user_pb},
 };
-use crate::{cache, cache::Participants, error::MeetingError, users::RequestCtx};
+use crate::{cache, error::MeetingError, users::RequestCtx};
 
 impl MeetingApi {
     pub(super) async fn details(
@@ -28,7 +28,7 @@ impl MeetingApi {
                 if meeting.meeting.host_id == caller {
                     Ok(())
                 } else {
-                    self.readable_participants(ctx, id, caller).await.map(drop)
+                    self.authorize_read(id, caller).await
                 }
             },
             cache::active_participant_count(&self.src, id),
@@ -47,20 +47,15 @@ impl MeetingApi {
         })
     }
 
-    /// The meeting's participant list, if `caller` may see the meeting:
-    /// host or participant (anyone with a participant row, present or past).
-    /// Checked against the cached list, which every join and leave
-    /// invalidates, so a hit needs no query. Anyone else is told the meeting
-    /// does not exist, exactly as for a missing one, so ids cannot be probed.
-    pub(super) async fn readable_participants(
-        &self,
-        ctx: &RequestCtx,
-        id: Uuid,
-        caller: Uuid,
-    ) -> Result<Participants, MeetingError> {
-        cache::participants(&self.src, ctx, id)
+    /// Whether `caller` may see the meeting: host or participant (present
+    /// or past), from the cached membership value — never the participant
+    /// list. Anyone else is told the meeting does not exist, exactly as for
+    /// a missing one, so ids cannot be probed.
+    pub(super) async fn authorize_read(&self, id: Uuid, caller: Uuid) -> Result<(), MeetingError> {
+        cache::membership(&self.src, id, caller)
             .await?
-            .filter(|participants| participants.admits(caller))
+            .filter(|membership| membership.admits(caller))
+            .map(drop)
             .ok_or(MeetingError::NotFound)
     }
 }

@@ -187,8 +187,7 @@ impl MeetingApi {
                 if let Some(active) = db::find_active_participant(conn, meeting.id, caller).await? {
                     return Ok((meeting, active, None));
                 }
-                let joined =
-                    db::insert_participant(conn, Uuid::new_v4(), meeting.id, caller).await?;
+                let joined = db::join(conn, meeting.id, caller).await?;
                 let invalidation = Invalidation::participant_join_leave(meeting.id, caller);
                 let recorded = Outbox::record(conn, invalidation).await?;
                 Ok((meeting, joined, Some(recorded)))
