@@ -42,6 +42,11 @@ pub struct Readiness {
     /// Health per gRPC service name: `SERVING`, `NOT_SERVING`,
     /// `SERVICE_UNKNOWN`, `UNREACHABLE` or `TIMEOUT`.
     pub services: BTreeMap<&'static str, String>,
+    /// Whether Redis may evict keys (`safe: …`, `UNSAFE: …`, `unknown: …`):
+    /// correctness needs `noeviction` or no `maxmemory`. Absent when the
+    /// gateway has no Redis (no rate limiter configured).
+    #[serde(rename = "redisEviction", skip_serializing_if = "Option::is_none")]
+    pub redis_eviction: Option<String>,
 }
 
 /// `GET /healthz`
@@ -64,14 +69,19 @@ pub async fn healthz() -> HttpResponse {
         (status = 200, description = "The gateway can serve; each backend's health is in `services`", body = crate::Success<Readiness>),
     )
 )]
-pub async fn readyz(deps: web::Data<Vec<Dependency>>) -> HttpResponse {
-    let results = join_all(deps.iter().map(check)).await;
+pub async fn readyz(
+    deps: web::Data<Vec<Dependency>>,
+    limiter: web::Data<crate::ratelimit::Limiter>,
+) -> HttpResponse {
+    let (results, redis_eviction) =
+        futures::join!(join_all(deps.iter().map(check)), limiter.eviction());
     let all_serving = results.iter().all(|(_, status)| status == "SERVING");
     success(
         actix_web::http::StatusCode::OK,
         Readiness {
             status: if all_serving { "ready" } else { "degraded" },
             services: results.into_iter().collect(),
+            redis_eviction,
         },
     )
 }

@@ -286,6 +286,39 @@ impl Limiter {
         })
     }
 
+    /// Whether the Redis this gateway shares with the cache may evict keys
+    /// (an evicted tag set would leave values no write can find), for
+    /// `/readyz`: `safe: …`, `UNSAFE: …` or `unknown: …`; `None` without a
+    /// limiter Redis.
+    pub async fn eviction(&self) -> Option<String> {
+        let backend = self.backend.as_ref()?;
+        let read = async {
+            let mut conn = backend.conn().await?;
+            let mut get = async |name: &str| -> Result<String, redis::RedisError> {
+                let pair: Vec<String> = redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(pair.into_iter().nth(1).unwrap_or_default())
+            };
+            let maxmemory = get("maxmemory").await?;
+            let policy = get("maxmemory-policy").await?;
+            Ok::<_, redis::RedisError>((maxmemory, policy))
+        };
+        Some(
+            match tokio::time::timeout(backend.timeout * 4, read).await {
+                Ok(Ok((maxmemory, policy))) => {
+                    let safe = maxmemory == "0" || policy == "noeviction";
+                    let verdict = if safe { "safe" } else { "UNSAFE" };
+                    format!("{verdict}: maxmemory={maxmemory} maxmemory-policy={policy}")
+                }
+                Ok(Err(e)) => format!("unknown: {e}"),
+                Err(_) => "unknown: timed out".to_owned(),
+            },
+        )
+    }
+
     /// Counts one request against `limit` for `subject` (`<user>` or
     /// `<user>:<meeting>`).
     pub async fn check(&self, name: &str, limit: Limit, subject: &str) -> Decision {
@@ -363,14 +396,18 @@ impl Backend {
         }
     }
 
-    async fn count(&self, key: &str, window_ms: u64) -> Result<(u64, u64), redis::RedisError> {
-        let mut conn = match &self.pool {
+    async fn conn(&self) -> Result<Conn, redis::RedisError> {
+        match &self.pool {
             Pool::Single(p) => p.get().await.map(Conn::Single),
             Pool::Cluster(p) => p.get().await.map(Conn::Cluster),
         }
         .map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Io, "pool checkout", e.to_string()))
-        })?;
+        })
+    }
+
+    async fn count(&self, key: &str, window_ms: u64) -> Result<(u64, u64), redis::RedisError> {
+        let mut conn = self.conn().await?;
         let (count, ttl): (i64, i64) = self
             .script
             .key(key)

@@ -166,6 +166,10 @@ impl Kit {
         let server = async move {
             let (readiness, health) = health::Readiness::start(watched_db.clone(), S::NAME).await;
             let mut tasks: Vec<_> = background.into_iter().map(tokio::spawn).collect();
+            tasks.push(tokio::spawn(warn_if_redis_may_evict(
+                cache.clone(),
+                S::NAME,
+            )));
             tasks.push(tokio::spawn(readiness.run(shutdown.clone())));
             tracing::info!(%addr, service = S::NAME, "listening");
             let result = tonic::transport::Server::builder()
@@ -191,6 +195,25 @@ impl Kit {
             failpoints,
             server: Box::pin(server),
         })
+    }
+}
+
+/// Correctness needs a Redis that never evicts (an evicted tag set leaves
+/// values no write can find): said once at start, loudly when not so.
+async fn warn_if_redis_may_evict(cache: Cache, service: &'static str) {
+    match cache.check_eviction().await {
+        cache_core::EvictionCheck::Safe(config) => {
+            tracing::info!(service, %config, "redis never evicts");
+        }
+        cache_core::EvictionCheck::Unsafe(config) => tracing::warn!(
+            service, %config,
+            "redis may evict keys: set maxmemory-policy noeviction (or no maxmemory), or a tag \
+             set evicted under memory pressure leaves stale values until their TTL"
+        ),
+        cache_core::EvictionCheck::Unknown(why) => tracing::warn!(
+            service, %why,
+            "cannot read redis' eviction policy: make sure it is noeviction"
+        ),
     }
 }
 

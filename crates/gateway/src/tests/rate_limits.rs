@@ -189,3 +189,35 @@ async fn a_null_status_on_create_is_400() {
         "{body}"
     );
 }
+
+/// `/readyz` says whether the Redis the gateway shares may evict keys
+/// (correctness needs it never to).
+///
+/// Seen to fail with the verdict always "safe": an `allkeys-lru` Redis with
+/// a memory limit was reported safe.
+#[actix_web::test]
+async fn readiness_reports_a_redis_that_may_evict() {
+    let redis = huddle_testkit::TestRedis::start();
+    let config = limited_config(
+        limiter_redis(redis.url(), "huddle:test-evict:"),
+        "30/60s",
+        "30/60s",
+    );
+    let app = test::init_service(app(AppState::new(&config, Registry::new()).unwrap())).await;
+    let eviction = async || {
+        let (_, body) = send!(&app, TestRequest::get().uri("/readyz"));
+        body["data"]["redisEviction"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        eviction().await.starts_with("safe"),
+        "a fresh redis-server never evicts"
+    );
+    redis.command(&["CONFIG", "SET", "maxmemory", "100mb"]);
+    redis.command(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let unsafe_ = eviction().await;
+    assert!(unsafe_.starts_with("UNSAFE"), "{unsafe_}");
+    assert!(unsafe_.contains("allkeys-lru"), "{unsafe_}");
+}
