@@ -1,6 +1,6 @@
 //! What every service's gRPC server carries besides its own API: the
 //! standard health service, reporting SERVING exactly while the service's
-//! Postgres answers (Redis is an optimisation and never makes a service
+//! Postgres answers and holds every migration the binary embeds (Redis is an optimisation and never makes a service
 //! unready), and reflection over every Huddle proto.
 
 use std::{net::SocketAddr, time::Duration};
@@ -11,6 +11,8 @@ use tonic_health::{
     server::{HealthReporter, health_reporter},
 };
 
+use diesel_migrations::EmbeddedMigrations;
+
 use crate::Database;
 
 /// Health reporting for one service, driven by its database.
@@ -18,6 +20,7 @@ pub struct Readiness {
     health: HealthReporter,
     db: Database,
     service: &'static str,
+    schema: Option<EmbeddedMigrations>,
     serving: bool,
 }
 
@@ -32,11 +35,26 @@ impl Readiness {
         Self,
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     ) {
+        Self::start_with_schema(db, service, None).await
+    }
+
+    /// As [`Readiness::start`], and NOT_SERVING while the database lacks any
+    /// of `schema` (a rollout that got ahead of its migration Job), so the
+    /// new pods take no traffic until `huddle migrate` has run.
+    pub async fn start_with_schema(
+        db: Database,
+        service: &'static str,
+        schema: Option<EmbeddedMigrations>,
+    ) -> (
+        Self,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ) {
         let (health, server) = health_reporter();
         let mut readiness = Self {
             health,
             db,
             service,
+            schema,
             serving: false,
         };
         readiness.serving = readiness.check(None).await;
@@ -57,16 +75,27 @@ impl Readiness {
     }
 
     async fn check(&self, was: Option<bool>) -> bool {
-        let up = self.db.ping().await.is_ok();
+        let mut why = None;
+        if let Err(e) = self.db.ping().await {
+            why = Some(format!("database unreachable: {e}"));
+        } else if let Some(schema) = &self.schema {
+            match self.db.pending_migrations(schema).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    why = Some(format!(
+                        "schema behind the binary: {n} migration(s) pending"
+                    ))
+                }
+                Err(e) => why = Some(format!("schema version unknown: {e}")),
+            }
+        }
+        let up = why.is_none();
         if was != Some(up) {
-            let status = if up {
-                ServingStatus::Serving
-            } else {
-                tracing::warn!(
-                    service = self.service,
-                    "database unreachable; reporting NOT_SERVING"
-                );
+            let status = if let Some(why) = why {
+                tracing::warn!(service = self.service, "{why}; reporting NOT_SERVING");
                 ServingStatus::NotServing
+            } else {
+                ServingStatus::Serving
             };
             self.health.set_service_status(self.service, status).await;
             self.health.set_service_status("", status).await;

@@ -88,7 +88,8 @@ pub async fn bind(
         outbox.clone(),
         failpoints.clone(),
     );
-    let (readiness, health_service) = Readiness::start(db.clone(), SERVICE_NAME).await;
+    let (readiness, health_service) =
+        Readiness::start_with_schema(db.clone(), SERVICE_NAME, Some(MIGRATIONS)).await;
 
     let watched_db = db.clone();
     let relay = outbox.clone();
