@@ -22,6 +22,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
 pub mod outbox;
+pub mod pool_metrics;
 pub mod serving;
 pub mod testing;
 pub mod tls;

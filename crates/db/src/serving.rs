@@ -15,6 +15,11 @@ use diesel_migrations::EmbeddedMigrations;
 
 use crate::Database;
 
+/// A health-service entry that is SERVING for as long as the process
+/// answers gRPC at all: the target of the pods' liveness probe, which must
+/// catch a wedged process but not restart pods because Postgres is down.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// Health reporting for one service, driven by its database.
 pub struct Readiness {
     health: HealthReporter,
@@ -50,6 +55,9 @@ impl Readiness {
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     ) {
         let (health, server) = health_reporter();
+        health
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
         let mut readiness = Self {
             health,
             db,

@@ -87,6 +87,16 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
     )
     .await?;
     let meeting_dial = format!("http://{}", loopback(meeting.addr));
+    huddle_db::pool_metrics::PoolCollector::register(
+        user.db.clone(),
+        user_service::DATABASE_NAME,
+        &registry,
+    )?;
+    huddle_db::pool_metrics::PoolCollector::register(
+        meeting.db.clone(),
+        meeting_service::DATABASE_NAME,
+        &registry,
+    )?;
     let (http_addr, gateway) = gateway::bind(
         gateway_config(global, user_dial, meeting_dial, jwt_secret.clone()),
         registry,
@@ -137,6 +147,11 @@ pub async fn user(global: &Global) -> CmdResult {
         shutdown.clone(),
     )
     .await?;
+    huddle_db::pool_metrics::PoolCollector::register(
+        bound.db.clone(),
+        user_service::DATABASE_NAME,
+        &registry,
+    )?;
     standalone(global, registry, shutdown, bound.server).await
 }
 
@@ -154,6 +169,11 @@ pub async fn meeting(global: &Global) -> CmdResult {
         shutdown.clone(),
     )
     .await?;
+    huddle_db::pool_metrics::PoolCollector::register(
+        bound.db.clone(),
+        meeting_service::DATABASE_NAME,
+        &registry,
+    )?;
     standalone(global, registry, shutdown, bound.server).await
 }
 

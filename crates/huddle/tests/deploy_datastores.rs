@@ -571,13 +571,17 @@ fn run_fails(cmd: &mut Command) -> R<String> {
 }
 
 async fn health(addr: &str) -> R<i32> {
+    health_of(addr, "").await
+}
+
+async fn health_of(addr: &str, service: &str) -> R<i32> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(1))
         .connect()
         .await?;
     let reply = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
+            service: service.to_owned(),
         })
         .await?;
     Ok(reply.into_inner().status)
@@ -586,10 +590,12 @@ async fn health(addr: &str) -> R<i32> {
 /// `huddle user` started against a database that exists but lacks its
 /// migrations answers its gRPC health check NOT_SERVING (so its readiness
 /// probe keeps it out of the Service), and SERVING within seconds of
-/// `huddle migrate`.
+/// `huddle migrate`; meanwhile the `liveness` entry (the liveness probe's)
+/// is SERVING.
 ///
 /// Seen to fail: with the services calling `Readiness::start` (database
-/// ping only) instead of `start_with_schema`, the first status was SERVING.
+/// ping only) instead of `start_with_schema`, the first status was SERVING;
+/// without the `liveness` entry, its check answered NotFound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_is_not_serving_while_its_schema_is_behind() -> R {
     use tonic_health::ServingStatus;
@@ -618,6 +624,11 @@ async fn a_service_is_not_serving_while_its_schema_is_behind() -> R {
             first,
             ServingStatus::NotServing as i32,
             "ready on an unmigrated database"
+        );
+        // The liveness probe's entry stays SERVING: not ready, but not to be restarted.
+        assert_eq!(
+            health_of(&addr, huddle_db::serving::LIVENESS_SERVICE).await?,
+            ServingStatus::Serving as i32
         );
         run(huddle(&server).arg("migrate"))?;
         let start = Instant::now();
