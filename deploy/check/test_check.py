@@ -257,6 +257,57 @@ class DriftCheck(unittest.TestCase):
 
         self.assertFlags(mutate, "must be pinned by digest", prod=True)
 
+    def test_set_release_pins_the_digest_and_names_the_job(self) -> None:
+        import shutil
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            k8s = Path(tmp) / "k8s"
+            shutil.copytree(check.K8S, k8s)
+            digest = "sha256:" + "0123456789ab" * 5 + "cdef"
+            subprocess.run(["bash", str(k8s / "set-release.sh"), "prod", "0.2.0", digest], check=True, capture_output=True)
+            _, docs = check.render(check.find_tool("kubectl", None), k8s / "overlays" / "prod")
+        self.assertEqual(find(docs, "Job", "migrate")["metadata"]["name"], "migrate-0123456789ab")
+        self.assertTrue(container(docs, "Deployment", "user")["image"].endswith("@" + digest))
+        problems = check.Problems()
+        check.check_production(check.Manifests("prod", docs), self.cli, problems)
+        self.assertEqual(problems, [])
+
+    def test_the_generator_gives_a_new_service_everything(self) -> None:
+        """new-service.sh (item 7): the generated service carries each
+        production property the checks demand of user and meeting, and
+        admits exactly the callers named."""
+        import shutil
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            k8s = Path(tmp) / "k8s"
+            shutil.copytree(check.K8S, k8s)
+            subprocess.run(
+                ["bash", str(k8s / "new-service.sh"), "recording", "50054", "gateway"], check=True, capture_output=True
+            )
+            _, docs = check.render(check.find_tool("kubectl", None), k8s / "overlays" / "prod")
+        pod = find(docs, "Deployment", "recording")["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        self.assertEqual(c["args"], ["recording"])
+        self.assertEqual(pod["initContainers"][0]["args"][:2], ["migrate", "--check"])
+        self.assertEqual(c["livenessProbe"]["grpc"], {"port": 50054, "service": "liveness"})
+        self.assertEqual(c["readinessProbe"]["grpc"]["service"], "huddle.recording.v1.RecordingService")
+        self.assertEqual(c["lifecycle"]["preStop"]["exec"]["command"], ["sleep", "20"])
+        self.assertEqual(c["resources"]["requests"]["memory"], c["resources"]["limits"]["memory"])
+        self.assertEqual(pod["topologySpreadConstraints"][0]["matchLabelKeys"], ["pod-template-hash"])
+        self.assertEqual(find(docs, "PodDisruptionBudget", "recording")["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow")
+        self.assertIn("behavior", find(docs, "HorizontalPodAutoscaler", "recording")["spec"])
+        policy = find(docs, "NetworkPolicy", "recording")["spec"]["ingress"]
+        self.assertEqual(policy[0]["from"][0]["podSelector"]["matchExpressions"][0]["values"], ["gateway"])
+        self.assertEqual(policy[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring")
+        self.assertEqual(env_entry(container(docs, "Deployment", "gateway"), "HUDDLE_RECORDING_ADDR")["value"], "http://recording:50054")
+        self.assertNotIn("HUDDLE_RECORDING_ADDR", {e["name"] for e in container(docs, "Deployment", "meeting")["env"]})
+        monitor = find(docs, "PodMonitor", "huddle-services")
+        self.assertTrue(check.selects(monitor["spec"]["selector"], find(docs, "Deployment", "recording")["spec"]["template"]["metadata"]["labels"]))
+
     def test_a_migrate_job_without_deadline(self) -> None:
         def mutate(docs):
             del find(docs, "Job", "migrate")["spec"]["activeDeadlineSeconds"]
