@@ -17,6 +17,7 @@ fn registry_and_cache(
     let registry = prometheus::Registry::new();
     let metrics = CacheMetrics::register(&registry)?;
     let cache = Cache::new(&global.cache_config(), metrics)?;
+    huddle_db::pool_metrics::PoolCollector::register_redis(cache.clone(), &registry)?;
     Ok((registry, cache))
 }
 
