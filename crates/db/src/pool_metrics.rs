@@ -19,14 +19,18 @@ type Field = (IntGaugeVec, fn(&deadpool::Status) -> usize);
 /// small for the load (alert `HuddleDbPoolExhausted`).
 pub struct PoolCollector {
     status: Box<dyn Fn() -> deadpool::Status + Send + Sync>,
-    label: Option<String>,
     gauges: [Field; 4],
 }
 
 impl PoolCollector {
     pub fn new(db: Database, database: &str) -> prometheus::Result<Self> {
         Self::build(
-            "huddle_db_pool",
+            [
+                "huddle_db_pool_max_size",
+                "huddle_db_pool_size",
+                "huddle_db_pool_available",
+                "huddle_db_pool_waiting",
+            ],
             "Postgres pool",
             Some(database),
             Box::new(move || db.pool.status()),
@@ -36,43 +40,46 @@ impl PoolCollector {
     /// The cache's Redis pool (one per process, shared by its services).
     pub fn redis(cache: cache_core::Cache) -> prometheus::Result<Self> {
         Self::build(
-            "huddle_redis_pool",
+            [
+                "huddle_redis_pool_max_size",
+                "huddle_redis_pool_size",
+                "huddle_redis_pool_available",
+                "huddle_redis_pool_waiting",
+            ],
             "Redis pool",
             None,
             Box::new(move || cache.pool_status()),
         )
     }
 
+    /// `names`: max_size, size, available, waiting — spelled out so the
+    /// deploy check (and grep) find every exported name.
     fn build(
-        prefix: &str,
+        names: [&str; 4],
         what: &str,
         database: Option<&str>,
         status: Box<dyn Fn() -> deadpool::Status + Send + Sync>,
     ) -> prometheus::Result<Self> {
-        let labels: &[&str] = if database.is_some() {
-            &["database"]
-        } else {
-            &[]
-        };
-        let gauge = |suffix: &str, help: &str| {
-            IntGaugeVec::new(
-                Opts::new(format!("{prefix}_{suffix}"), format!("{what}: {help}")),
-                labels,
-            )
+        // `database` is a constant label: one collector per pool, and the
+        // registry accepts several collectors of one name only when their
+        // constant labels differ.
+        let gauge = |name: &str, help: &str| {
+            let mut opts = Opts::new(name, format!("{what}: {help}"));
+            if let Some(db) = database {
+                opts = opts.const_label("database", db);
+            }
+            IntGaugeVec::new(opts, &[])
         };
         Ok(Self {
             status,
-            label: database.map(str::to_owned),
             gauges: [
-                (gauge("max_size", "configured maximum connections")?, |s| {
+                (gauge(names[0], "configured maximum connections")?, |s| {
                     s.max_size
                 }),
-                (gauge("size", "connections open")?, |s| s.size),
-                (gauge("available", "open connections idle")?, |s| {
-                    s.available
-                }),
+                (gauge(names[1], "connections open")?, |s| s.size),
+                (gauge(names[2], "open connections idle")?, |s| s.available),
                 (
-                    gauge("waiting", "checkouts waiting for a connection")?,
+                    gauge(names[3], "checkouts waiting for a connection")?,
                     |s| s.waiting,
                 ),
             ],
@@ -104,11 +111,10 @@ impl Collector for PoolCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let status = (self.status)();
-        let labels: Vec<&str> = self.label.as_deref().into_iter().collect();
         self.gauges
             .iter()
             .flat_map(|(g, read)| {
-                g.with_label_values(&labels)
+                g.with_label_values::<&str>(&[])
                     .set(i64::try_from(read(&status)).unwrap_or(i64::MAX));
                 g.collect()
             })
@@ -125,19 +131,30 @@ mod tests {
     /// `deadpool::Status::default()` (size stayed 0).
     #[tokio::test]
     async fn gauges_follow_the_pool() -> Result<(), Box<dyn std::error::Error>> {
+        // Two pools on one registry, as `huddle all` has.
+        let other = Database::connect(
+            &crate::database_url(&crate::testing::server_url(), "postgres")?,
+            1,
+        )?;
         let db = Database::connect(
             &crate::database_url(&crate::testing::server_url(), "postgres")?,
             3,
         )?;
         let registry = prometheus::Registry::new();
         PoolCollector::register(db.clone(), "postgres", &registry)?;
+        PoolCollector::register(other, "other", &registry)?;
         let conn = db.conn().await?;
         let value = |name: &str| -> Option<f64> {
             registry
                 .gather()
                 .into_iter()
                 .find(|f| f.name() == name)
-                .and_then(|f| f.get_metric().first().map(|m| m.get_gauge().get_value()))
+                .and_then(|f| {
+                    f.get_metric()
+                        .iter()
+                        .find(|m| m.get_label().iter().all(|l| l.value() != "other"))
+                        .map(|m| m.get_gauge().get_value())
+                })
         };
         assert_eq!(value("huddle_db_pool_max_size"), Some(3.0));
         assert_eq!(value("huddle_db_pool_size"), Some(1.0));
