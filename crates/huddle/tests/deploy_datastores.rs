@@ -426,8 +426,9 @@ async fn postgres_over_tls_verifies_the_server() -> R {
 /// rustls-native-certs through SSL_CERT_FILE) → PONG; the system store, or
 /// another CA → refused.
 ///
-/// Seen to fail: see the commit that added it (the redis crate's TLS
-/// features removed: the first PONG assertion fails).
+/// Seen to fail: with the redis crate's `tls-rustls`/`tokio-rustls-comp`
+/// features removed from Cargo.toml, the first PONG assertion failed ("can't
+/// connect with TLS, the feature is not enabled").
 #[test]
 fn redis_over_tls_verifies_the_server() -> R {
     let dir = Dir::new("rediscerts")?;
