@@ -604,15 +604,17 @@ async fn a_service_is_not_serving_while_its_schema_is_behind() -> R {
     let server = format!("postgres://huddle@127.0.0.1:{}", pg.port);
     huddle_db::create_database_if_missing(&server, user_service::DATABASE_NAME).await?;
     let addr = format!("127.0.0.1:{}", free_port()?);
-    let mut user = huddle(&server)
-        .env("HUDDLE_USER_ADDR", &addr)
-        .env("HUDDLE_METRICS_ADDR", format!("127.0.0.1:{}", free_port()?))
-        .env("HUDDLE_REDIS_URL", "redis://127.0.0.1:1")
-        .arg("user")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let result = async {
+    let _user = KillOnDrop(
+        huddle(&server)
+            .env("HUDDLE_USER_ADDR", &addr)
+            .env("HUDDLE_METRICS_ADDR", format!("127.0.0.1:{}", free_port()?))
+            .env("HUDDLE_REDIS_URL", "redis://127.0.0.1:1")
+            .arg("user")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    async {
         let start = Instant::now();
         let first = loop {
             match health(&addr).await {
@@ -641,8 +643,15 @@ async fn a_service_is_not_serving_while_its_schema_is_behind() -> R {
         }
         Ok(())
     }
-    .await;
-    let _ = user.kill();
-    let _ = user.wait();
-    result
+    .await
+}
+
+/// Kills the child however the test ends (a failed assertion included).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
