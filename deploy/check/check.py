@@ -27,6 +27,7 @@ import argparse
 import base64
 import fnmatch
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -338,6 +339,9 @@ def validate_schemas(m: Manifests, problems: Problems) -> None:
     versions = sorted({OLDEST_K8S, kubernetes_validate.latest_version()})
     for doc in m.docs:
         ref = f"{m.name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+            validate_monitoring_schema(doc, ref, problems)
+            continue
         for version in versions:
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
@@ -1019,11 +1023,11 @@ def check_drift(m: Manifests, cli: Cli, problems: Problems) -> list[Edge]:
     grpc_services, routes, drain = proto_services(), gateway_routes(), gateway_drain_secs()
     edges: list[Edge] = []
     for w in m.workloads():
-        for c in w.containers():
+        for c in w.containers() + list(w.pod.get("initContainers") or []):
             if not is_huddle_image(c.get("image", "")):
                 continue
             check_huddle_container(m, cli, w, c, problems, edges)
-            check_probes(m, cli, w, c, problems, grpc_services, routes)
+            check_probes(m, cli, w, c, problems, grpc_services | {liveness_service()}, routes)
             check_shutdown(m, w, c, problems, drain)
     deployed = {huddle_subcommand(w) for w in m.workloads()}
     for service in cli.service_names():
@@ -1031,6 +1035,7 @@ def check_drift(m: Manifests, cli: Cli, problems: Problems) -> list[Edge]:
             problems.add(m.name, f"`huddle {service}` is a service, but no workload runs it")
     check_services(m, problems)
     check_network(m, problems, edges)
+    check_production(m, cli, problems)
     return edges
 
 
@@ -1051,9 +1056,11 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--huddle", required=True, help="the huddle binary")
     ap.add_argument("--kubectl", help="default: beside this Python, else on PATH")
+    ap.add_argument("--promtool", help="default: beside this Python, else on PATH")
     ap.add_argument("--no-checkov", action="store_true")
     args = ap.parse_args(argv)
     kubectl = find_tool("kubectl", args.kubectl)
+    promtool = find_tool("promtool", args.promtool)
 
     problems = Problems()
     cli = load_cli(args.huddle)
@@ -1071,6 +1078,7 @@ def main(argv: list[str]) -> int:
         validate_schemas(m, problems)
         if name != "base":  # the base is never applied on its own
             check_drift(m, cli, problems)
+            check_monitoring(m, problems, promtool)
         print(f"deploy-check: rendered {name}: {len(docs)} objects")
     check_non_clap_env(problems)
     check_dockerfile(problems, renders)
@@ -1092,6 +1100,477 @@ def main(argv: list[str]) -> int:
         f"deploy-check: ok ({', '.join(rendered)}: schemas, drift against {args.huddle}, Dockerfile{'' if args.no_checkov else ', checkov'})"
     )
     return 0
+
+
+
+
+# ---------------------------------------------------------------------------
+# Production readiness (issue 13): rollout, shutdown arithmetic, least
+# privilege, DNS, scraping, the connection budget.
+# ---------------------------------------------------------------------------
+
+# Time a terminating pod needs to leave its clients' address sets:
+# EndpointSlice propagation to CoreDNS (measured ≤ 5 s on loaded clusters) +
+# the TTL CoreDNS gives a headless Service's records (5 s, its default) +
+# the clients' re-resolve period (crates/common/src/grpc_client.rs).
+ENDPOINT_PROPAGATION_SECS = 5
+DNS_TTL_SECS = 5
+# Link-local DNS servers pods may be pointed at instead of kube-dns pods:
+# NodeLocal DNSCache and GKE Cloud DNS (the metadata server).
+LINK_LOCAL_DNS = ("169.254.20.10", "169.254.169.254")
+# Metrics the gRPC layer (the service runtime) exports; named here first,
+# emitted by crates/ once that layer lands. Rules and the dashboard may use
+# them; any other name must appear in the Rust sources.
+PROMISED_METRICS = {
+    "huddle_grpc_server_requests_total",
+    "huddle_grpc_server_request_duration_seconds",
+    "huddle_grpc_client_requests_total",
+}
+MONITORING = K8S / "monitoring"
+README = REPO / "deploy" / "README.md"
+
+
+def liveness_service() -> str:
+    text = (REPO / "crates" / "db" / "src" / "serving.rs").read_text()
+    found = re.search(r'pub const LIVENESS_SERVICE: &str = "([^"]+)"', text)
+    if not found:
+        raise SystemExit("LIVENESS_SERVICE not found in crates/db/src/serving.rs")
+    return found.group(1)
+
+
+def refresh_secs() -> int:
+    text = (REPO / "crates" / "common" / "src" / "grpc_client.rs").read_text()
+    found = re.search(r"refresh_interval:\s*Duration::from_secs\((\d+)\)", text)
+    if not found:
+        raise SystemExit("refresh_interval not found in crates/common/src/grpc_client.rs")
+    return int(found.group(1))
+
+
+def readyz_check_secs() -> float:
+    text = (REPO / "crates" / "gateway" / "src" / "health.rs").read_text()
+    found = re.search(r"CHECK_TIMEOUT:\s*Duration\s*=\s*Duration::from_(secs|millis)\((\d+)\)", text)
+    if not found:
+        raise SystemExit("CHECK_TIMEOUT not found in crates/gateway/src/health.rs")
+    return int(found.group(2)) / (1000 if found.group(1) == "millis" else 1)
+
+
+def cluster_config(m: Manifests) -> dict[str, str]:
+    """The overlay's local-config `cluster.yaml` (not in the render)."""
+    path = K8S / "overlays" / m.name / "cluster.yaml"
+    if not path.exists():
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+
+
+def quantity_bytes(q) -> float | None:
+    if q is None:
+        return None
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 1e3, "M": 1e6, "G": 1e9}
+    for u, f in units.items():
+        if str(q).endswith(u):
+            return float(str(q)[: -len(u)]) * f
+    return float(q)
+
+
+def release_slug(image: str) -> str | None:
+    """The release an image reference names: the digest's first 12 hex
+    digits, else the tag with dots as dashes."""
+    if "@sha256:" in image:
+        return image.split("@sha256:", 1)[1][:12]
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        return re.sub(r"[^a-z0-9-]", "-", last.split(":", 1)[1].lower())
+    return None
+
+
+def committed_tags() -> set[str]:
+    tags = set()
+    for k in [K8S / "base" / "kustomization.yaml"] + sorted((K8S / "overlays").glob("*/kustomization.yaml")):
+        for img in (yaml.safe_load(k.read_text()) or {}).get("images") or []:
+            if img.get("name") == HUDDLE_IMAGE and img.get("newTag"):
+                tags.add(str(img["newTag"]))
+    return tags
+
+
+def secret_key(c: dict, var: str) -> str | None:
+    for e in c.get("env") or []:
+        if e["name"] == var:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            return ref["key"] if ref else None
+    return None
+
+
+def egress_to_ip(m: Manifests, w: Workload, ip: str, port: int, protocol: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    applicable = [
+        p
+        for p in m.of_kind("NetworkPolicy")
+        if p["metadata"].get("namespace", "default") == w.namespace
+        and selects(p["spec"].get("podSelector") or {}, w.labels)
+        and "Egress" in policy_types(p["spec"])
+    ]
+    if not applicable:
+        return True
+    for p in applicable:
+        for rule in p["spec"].get("egress") or []:
+            if not port_matches(rule.get("ports"), port, None, protocol):
+                continue
+            peers = rule.get("to")
+            if not peers:
+                return True
+            for peer in peers:
+                block = peer.get("ipBlock")
+                if block and addr in ipaddress.ip_network(block["cidr"]) and not any(
+                    addr in ipaddress.ip_network(x) for x in block.get("except") or []
+                ):
+                    return True
+    return False
+
+
+def check_production(m: Manifests, cli: Cli, problems: Problems) -> None:
+    huddle = [w for w in m.workloads() if huddle_subcommand(w)]
+    services = [w for w in huddle if huddle_subcommand(w) in cli.service_names()]
+    jobs = [w for w in huddle if huddle_subcommand(w) == "migrate" and w.doc["kind"] == "Job"]
+    cluster = cluster_config(m)
+
+    # -- the release: migrations first, one Job per release ---------------
+    tags = committed_tags()
+    for w in huddle:
+        for c in w.containers() + list(w.pod.get("initContainers") or []):
+            image = c.get("image", "")
+            if not is_huddle_image(image) or "@sha256:" in image:
+                continue
+            tag = image.rsplit("/", 1)[-1].split(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else None
+            if tag not in tags:
+                problems.add(
+                    f"{m.name}: {w.ref}",
+                    f"image {image}: a release must be pinned by digest (only the committed tags {sorted(tags)} may go without)",
+                )
+    for job in jobs:
+        ref = f"{m.name}: {job.ref}"
+        image = job.containers()[0].get("image", "")
+        slug = release_slug(image)
+        if job.doc["metadata"]["name"] != f"migrate-{slug}":
+            problems.add(
+                ref,
+                f"named {job.doc['metadata']['name']!r} but runs {image}: name it migrate-{slug} (deploy/k8s/set-release.sh), "
+                "or the next release's apply fails on the old Job's immutable template",
+            )
+        if not job.doc["spec"].get("activeDeadlineSeconds"):
+            problems.add(ref, "no activeDeadlineSeconds: a migration that hangs holds the rollout forever")
+    deadline = max((j.doc["spec"].get("activeDeadlineSeconds") or 0 for j in jobs), default=0)
+    for w in services:
+        ref = f"{m.name}: {w.ref}"
+        waits = [
+            [str(a) for a in c.get("args") or []]
+            for c in w.pod.get("initContainers") or []
+            if is_huddle_image(c.get("image", ""))
+        ]
+        waits = [a for a in waits if a[:2] == ["migrate", "--check"]]
+        if not waits:
+            problems.add(ref, "no init container `huddle migrate --check --wait N`: new pods could serve an old schema")
+            continue
+        args = waits[0]
+        wait = int(args[args.index("--wait") + 1]) if "--wait" in args[:-1] else 0
+        if wait < deadline:
+            problems.add(
+                ref,
+                f"init container waits {wait} s for migrations, less than the migrate Job's activeDeadlineSeconds {deadline}",
+            )
+
+    # -- least privilege: a DDL role for the Job, a DML role for the rest --
+    job_keys = {secret_key(c, "HUDDLE_DATABASE_URL") for j in jobs for c in j.containers()}
+    for w in services:
+        for c in w.containers() + list(w.pod.get("initContainers") or []):
+            key = secret_key(c, "HUDDLE_DATABASE_URL")
+            if key and key in job_keys:
+                problems.add(
+                    f"{m.name}: {w.ref} container {c['name']}",
+                    f"uses the migrate Job's database credentials (Secret key {key}); runtime pods get the DML-only role",
+                )
+    for cm in m.of_kind("ConfigMap"):
+        for k, v in (cm.get("data") or {}).items():
+            if k in DATASTORE_URL_VARS + ("HUDDLE_MIGRATE_DATABASE_URL",):
+                for url in str(v).split(","):
+                    if urlsplit(url.strip()).password:
+                        problems.add(
+                            f"{m.name}: ConfigMap/{cm['metadata']['name']}",
+                            f"{k} carries a password; credentials belong in the Secret",
+                        )
+
+    # -- shutdown and probes arithmetic -----------------------------------
+    leave = ENDPOINT_PROPAGATION_SECS + DNS_TTL_SECS + refresh_secs()
+    check_secs = readyz_check_secs()
+    for w in huddle:
+        if w.doc["kind"] != "Deployment":
+            continue
+        ref = f"{m.name}: {w.ref}"
+        sub = huddle_subcommand(w)
+        for c in w.containers():
+            pre = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command") or []
+            sleep = int(pre[1]) if len(pre) == 2 and pre[1].isdigit() else 0
+            if sleep < leave:
+                problems.add(
+                    ref,
+                    f"preStop sleep {sleep} s < {leave} s a pod takes to leave clients' address sets "
+                    f"(EndpointSlice {ENDPOINT_PROPAGATION_SECS} s + DNS TTL {DNS_TTL_SECS} s + re-resolve {refresh_secs()} s)",
+                )
+            live = c.get("livenessProbe") or {}
+            if "tcpSocket" in live:
+                problems.add(ref, "livenessProbe is a TCP check, which a wedged process passes; probe the server")
+            if sub in cli.service_names() and "grpc" in live and live["grpc"].get("service") != liveness_service():
+                problems.add(
+                    ref,
+                    f"livenessProbe asks health service {live['grpc'].get('service')!r}; only {liveness_service()!r} "
+                    "stays SERVING while Postgres is down (else an outage restarts every pod)",
+                )
+            ready = c.get("readinessProbe") or {}
+            if sub == "gateway" and ready.get("timeoutSeconds", 1) <= check_secs:
+                problems.add(
+                    ref,
+                    f"readinessProbe timeoutSeconds {ready.get('timeoutSeconds', 1)} <= /readyz's backend check timeout "
+                    f"{check_secs:g} s: a slow backend makes the probe flap",
+                )
+        for c in w.containers() + list(w.pod.get("initContainers") or []):
+            res = c.get("resources") or {}
+            req = quantity_bytes((res.get("requests") or {}).get("memory"))
+            lim = quantity_bytes((res.get("limits") or {}).get("memory"))
+            if req is None or lim is None or req != lim:
+                problems.add(
+                    f"{ref} container {c['name']}",
+                    "memory request must equal the limit (no overcommit, never OOM-killed for a neighbour)",
+                )
+        spread = w.pod.get("topologySpreadConstraints") or []
+        for t in spread:
+            if "pod-template-hash" not in (t.get("matchLabelKeys") or []):
+                problems.add(
+                    ref, "topologySpreadConstraints without matchLabelKeys [pod-template-hash]: old pods skew a rollout"
+                )
+        if m.name == "prod" and not spread:
+            problems.add(ref, "prod: no topologySpreadConstraints over zones")
+    for pdb in m.of_kind("PodDisruptionBudget"):
+        if pdb["spec"].get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
+            problems.add(
+                f"{m.name}: PodDisruptionBudget/{pdb['metadata']['name']}",
+                "unhealthyPodEvictionPolicy is not AlwaysAllow: unready pods block node drains",
+            )
+    for hpa in m.of_kind("HorizontalPodAutoscaler"):
+        behavior = hpa["spec"].get("behavior") or {}
+        if not (behavior.get("scaleUp") and behavior.get("scaleDown")):
+            problems.add(
+                f"{m.name}: HorizontalPodAutoscaler/{hpa['metadata']['name']}",
+                "no behavior.scaleUp/scaleDown: the defaults flap on bursty load",
+            )
+
+    # -- DNS on managed clusters ------------------------------------------
+    for w in huddle:
+        for ip in LINK_LOCAL_DNS:
+            for proto in ("UDP", "TCP"):
+                if not egress_to_ip(m, w, ip, 53, proto):
+                    problems.add(f"{m.name}: {w.ref}", f"cannot reach DNS at {ip} ({proto} 53; NodeLocal DNSCache / GKE Cloud DNS)")
+
+    # -- who may reach the pods from outside the namespace ----------------
+    monitoring = cluster.get("monitoringNamespace", "monitoring")
+    ingress_ns = cluster.get("ingressNamespace", "ingress-nginx")
+    for w in huddle:
+        ref = f"{m.name}: {w.ref}"
+        sub = huddle_subcommand(w)
+        if sub == "gateway":
+            http = w.resolve_port("http")
+            if http is None:
+                continue
+            if allowed(m, "Ingress", w, {"app": "x"}, "some-namespace", http, "http"):
+                problems.add(ref, "its HTTP port (and so /metrics) is open to every namespace; admit the Ingress controller and monitoring only")
+            for ns, why in ((ingress_ns, "the Ingress controller"), (monitoring, "Prometheus")):
+                if not allowed(m, "Ingress", w, {"app": "x"}, ns, http, "http"):
+                    problems.add(ref, f"{why} (namespace {ns}, overlays/{m.name}/cluster.yaml) cannot reach its HTTP port")
+        elif sub in cli.service_names():
+            metrics = w.resolve_port("metrics")
+            if metrics and not allowed(m, "Ingress", w, {"app": "x"}, monitoring, metrics, "metrics"):
+                problems.add(ref, f"Prometheus (namespace {monitoring}) cannot scrape its metrics port")
+
+    # -- Redis must never evict tag sets (ARCHITECTURE.md) ----------------
+    for w in m.workloads():
+        for c in w.containers():
+            if c.get("image", "").split(":")[0].rsplit("/", 1)[-1] != "redis":
+                continue
+            args = [str(a) for a in c.get("args") or []]
+            if "--maxmemory-policy" not in args[:-1] or args[args.index("--maxmemory-policy") + 1] != "noeviction":
+                problems.add(f"{m.name}: {w.ref}", "Redis without --maxmemory-policy noeviction: evicted tag sets leave stale values")
+
+    # -- the Postgres connection budget -----------------------------------
+    limit = cluster.get("postgresMaxConnections")
+    if limit:
+        used = 0
+        hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in m.of_kind("HorizontalPodAutoscaler")}
+        for w in services:
+            env = container_env(m, f"{m.name}: {w.ref}", w.containers()[0], Problems())
+            pool = int(env.values.get("HUDDLE_DB_POOL_SIZE") or cli.subcommands[huddle_subcommand(w)].env.get("HUDDLE_DB_POOL_SIZE") or 10)
+            hpa = hpas.get(w.doc["metadata"]["name"])
+            replicas = hpa["spec"]["maxReplicas"] if hpa else 1
+            surge = str((w.doc["spec"].get("strategy") or {}).get("rollingUpdate", {}).get("maxSurge", "25%"))
+            extra = -(-replicas * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge)
+            used += (replicas + extra) * pool
+        used += len(jobs)
+        if used > int(limit):
+            problems.add(
+                m.name,
+                f"Postgres connection budget: up to {used} connections (max replicas + surge, × pool size, + Job) > "
+                f"postgresMaxConnections {limit} (overlays/{m.name}/cluster.yaml)",
+            )
+
+
+# ---------------------------------------------------------------------------
+# Monitoring: PodMonitors, PrometheusRules, the Grafana dashboard.
+# ---------------------------------------------------------------------------
+
+_SCHEMAS = {
+    "PodMonitor": {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["selector", "podMetricsEndpoints"],
+                "additionalProperties": False,
+                "properties": {
+                    "selector": {"type": "object"},
+                    "namespaceSelector": {"type": "object"},
+                    "podMetricsEndpoints": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["port"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "port": {"type": "string"},
+                                "path": {"type": "string"},
+                                "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                                "scrapeTimeout": {"type": "string"},
+                                "scheme": {"enum": ["http", "https"]},
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    },
+    "PrometheusRule": {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["groups"],
+                "additionalProperties": False,
+                "properties": {"groups": {"type": "array", "minItems": 1}},
+            }
+        },
+    },
+}
+
+
+def validate_monitoring_schema(doc: dict, ref: str, problems: Problems) -> None:
+    import jsonschema
+
+    schema = _SCHEMAS.get(doc.get("kind"))
+    if schema is None or doc.get("apiVersion") != "monitoring.coreos.com/v1":
+        problems.add(ref, f"unexpected {doc.get('apiVersion')} {doc.get('kind')} (PodMonitor, PrometheusRule expected)")
+        return
+    for e in jsonschema.Draft202012Validator(schema).iter_errors(doc):
+        problems.add(ref, f"invalid at {'/'.join(str(p) for p in e.path)}: {e.message}")
+
+
+def exported_metrics() -> set[str]:
+    names = set(PROMISED_METRICS)
+    for src in (REPO / "crates").rglob("*.rs"):
+        names.update(re.findall(r'"(huddle_[a-z0-9_]+)"', src.read_text()))
+    return names
+
+
+def used_metrics(expr: str) -> set[str]:
+    found = set()
+    for name in re.findall(r"\b(huddle_[a-z0-9_]+)", expr):
+        found.add(re.sub(r"_(bucket|sum|count)$", "", name))
+    return found
+
+
+def readme_anchors() -> set[str]:
+    return {
+        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+\s+(.*)$", README.read_text(), re.M)
+    }
+
+
+def check_monitoring(m: Manifests, problems: Problems, promtool: str, dashboard: dict | None = None) -> None:
+    rules = m.of_kind("PrometheusRule")
+    monitors = m.of_kind("PodMonitor")
+    if m.name == "prod" and not (rules and monitors):
+        problems.add(m.name, "no PodMonitors/PrometheusRules (deploy/k8s/monitoring)")
+    known = exported_metrics()
+    anchors = readme_anchors()
+    for pm in monitors:
+        ref = f"{m.name}: PodMonitor/{pm['metadata']['name']}"
+        pods = [w for w in m.workloads() if selects(pm["spec"].get("selector"), w.labels)]
+        if not pods:
+            problems.add(ref, "selects no pods")
+        for ep in pm["spec"].get("podMetricsEndpoints") or []:
+            for w in pods:
+                if w.resolve_port(ep.get("port")) is None:
+                    problems.add(ref, f"port {ep.get('port')!r} is not a port of {w.ref}")
+    for rule_doc in rules:
+        ref = f"{m.name}: PrometheusRule/{rule_doc['metadata']['name']}"
+        groups = rule_doc["spec"].get("groups") or []
+        with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+            yaml.safe_dump({"groups": groups}, f)
+        out = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True)
+        os.unlink(f.name)
+        if out.returncode != 0:
+            problems.add(ref, f"promtool check rules: {out.stdout.strip()} {out.stderr.strip()}")
+        for g in groups:
+            for r in g.get("rules") or []:
+                name = r.get("alert") or r.get("record")
+                for metric in sorted(used_metrics(str(r.get("expr", ""))) - known):
+                    problems.add(ref, f"{name}: metric {metric} is exported by nothing in crates/")
+                if "alert" in r:
+                    runbook = (r.get("annotations") or {}).get("runbook", "")
+                    anchor = runbook.split("#", 1)[1] if "#" in runbook else ""
+                    if anchor not in anchors or anchor != r["alert"].lower():
+                        problems.add(ref, f"{r['alert']}: no runbook (annotation runbook: deploy/README.md#{r['alert'].lower()}, a heading there)")
+    if m.name == "prod":
+        if dashboard is None:
+            dashboard = json.loads((MONITORING / "dashboards" / "huddle.json").read_text())
+        check_dashboard(dashboard, known, problems)
+
+
+def check_dashboard(d: dict, known: set[str], problems: Problems) -> None:
+    ref = "deploy/k8s/monitoring/dashboards/huddle.json"
+    for key in ("uid", "title", "panels", "schemaVersion"):
+        if key not in d:
+            problems.add(ref, f"no {key!r}: not a Grafana dashboard")
+    variables = {v.get("name") for v in (d.get("templating") or {}).get("list") or []}
+    ids = set()
+    for p in d.get("panels") or []:
+        pref = f"{ref}: panel {p.get('title')!r}"
+        if p.get("id") in ids:
+            problems.add(pref, f"duplicate id {p.get('id')}")
+        ids.add(p.get("id"))
+        if not p.get("targets"):
+            problems.add(pref, "no queries")
+        if not isinstance(p.get("gridPos"), dict):
+            problems.add(pref, "no gridPos")
+        for t in p.get("targets") or []:
+            expr = t.get("expr", "")
+            if not expr:
+                problems.add(pref, "a query without expr")
+            for metric in sorted(used_metrics(expr) - known):
+                problems.add(pref, f"metric {metric} is exported by nothing in crates/")
+            for var in re.findall(r"\$(\w+)", expr):
+                if var not in variables and not var.startswith("__"):
+                    problems.add(pref, f"uses ${var}, which the dashboard does not define")
+            if expr.count("(") != expr.count(")"):
+                problems.add(pref, "unbalanced parentheses")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 # kubernetes-validate (ships the Kubernetes JSON schemas) and checkov.
 # Pinned in requirements.txt beside this script. Idempotent: when the venv
 # already matches requirements.txt it returns at once.
+# Also promtool (alert rules), from Debian's `prometheus` package: no
+# PyPI wheel ships it.
 #
 #   bash deploy/check/install-tools.sh        # venv at $HUDDLE_DEPLOY_TOOLS
 #                                             # (default /var/tmp/huddle-deploy-tools)
@@ -19,6 +21,22 @@ die() {
 	echo "deploy-tools: ERROR: $*" >&2
 	exit 1
 }
+
+# promtool: `promtool check rules` on deploy/k8s/monitoring/rules.yaml.
+if ! command -v promtool >/dev/null; then
+	if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+		log "installing promtool (Debian package prometheus)"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			-o DPkg::Lock::Timeout=120 prometheus </dev/null >/dev/null ||
+			{
+				DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=120 </dev/null >/dev/null
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+					-o DPkg::Lock::Timeout=120 prometheus </dev/null >/dev/null
+			}
+	else
+		die "promtool not found; run: sudo apt-get install -y --no-install-recommends prometheus"
+	fi
+fi
 
 PYTHON=$(command -v python3 || true)
 [[ -n "$PYTHON" ]] || die "python3 not found (Debian: apt-get install -y python3 python3-venv)"

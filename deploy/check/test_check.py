@@ -47,6 +47,8 @@ class DriftCheck(unittest.TestCase):
         cls.cli = check.load_cli(HUDDLE)
         kubectl = check.find_tool("kubectl", None)
         cls.dev_text, cls.dev_docs = check.render(kubectl, check.K8S / "overlays" / "dev")
+        cls.prod_text, cls.prod_docs = check.render(kubectl, check.K8S / "overlays" / "prod")
+        cls.promtool = check.find_tool("promtool", None)
 
     def problems(self, mutate) -> list[str]:
         docs = copy.deepcopy(self.dev_docs)
@@ -55,8 +57,20 @@ class DriftCheck(unittest.TestCase):
         check.check_drift(check.Manifests("dev", docs), self.cli, problems)
         return problems
 
-    def assertFlags(self, mutate, *fragments: str) -> None:
-        found = self.problems(mutate)
+    def prod_problems(self, mutate) -> list[str]:
+        docs = copy.deepcopy(self.prod_docs)
+        mutate(docs)
+        problems = check.Problems()
+        m = check.Manifests("prod", docs)
+        check.check_drift(m, self.cli, problems)
+        check.check_monitoring(m, problems, self.promtool)
+        for d in docs:
+            if d["apiVersion"].startswith("monitoring.coreos.com/"):
+                check.validate_monitoring_schema(d, f"prod: {d['kind']}", problems)
+        return problems
+
+    def assertFlags(self, mutate, *fragments: str, prod: bool = False) -> None:
+        found = self.prod_problems(mutate) if prod else self.problems(mutate)
         for fragment in fragments:
             self.assertTrue(
                 any(fragment in p for p in found),
@@ -83,7 +97,7 @@ class DriftCheck(unittest.TestCase):
                 ("Deployment/gateway", "HUDDLE_USER_ADDR", "user"),
                 ("Deployment/user", "HUDDLE_DATABASE_URL", "postgres"),
                 ("Deployment/user", "HUDDLE_REDIS_URL", "redis"),
-                ("Job/migrate", "HUDDLE_DATABASE_URL", "postgres"),
+                ("Job/migrate-dev", "HUDDLE_DATABASE_URL", "postgres"),
             }
             <= seen,
             seen,
@@ -195,7 +209,7 @@ class DriftCheck(unittest.TestCase):
         def mutate(docs):
             find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 30
 
-        self.assertFlags(mutate, "terminationGracePeriodSeconds 30 < preStop sleep 10 s + drain 30 s")
+        self.assertFlags(mutate, "terminationGracePeriodSeconds 30 < preStop sleep 20 s + drain 30 s")
 
     # -- network policies ----------------------------------------------------
 
@@ -223,7 +237,247 @@ class DriftCheck(unittest.TestCase):
         def mutate(docs):
             docs.remove(find(docs, "NetworkPolicy", "default-deny"))
 
-        self.assertFlags(mutate, "Job/migrate: not isolated for Ingress")
+        self.assertFlags(mutate, "Job/migrate-dev: not isolated for Ingress")
+
+    def test_the_prod_overlay_is_clean(self) -> None:
+        self.assertEqual(self.prod_problems(lambda docs: None), [])
+
+    # -- the release: migrations first (issue 13, item 2) ---------------------
+
+    def test_a_migrate_job_not_named_after_the_release(self) -> None:
+        def mutate(docs):
+            find(docs, "Job", "migrate")["metadata"]["name"] = "migrate"
+
+        self.assertFlags(mutate, "named 'migrate' but runs huddle:dev: name it migrate-dev")
+
+    def test_a_release_image_without_digest(self) -> None:
+        def mutate(docs):
+            for kind, name in (("Job", "migrate"), ("Deployment", "user")):
+                container(docs, kind, name)["image"] = "registry.example.com/huddle:0.2.0"
+
+        self.assertFlags(mutate, "must be pinned by digest", prod=True)
+
+    def test_set_release_pins_the_digest_and_names_the_job(self) -> None:
+        import shutil
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            k8s = Path(tmp) / "k8s"
+            shutil.copytree(check.K8S, k8s)
+            digest = "sha256:" + "0123456789ab" * 5 + "cdef"
+            subprocess.run(["bash", str(k8s / "set-release.sh"), "prod", "0.2.0", digest], check=True, capture_output=True)
+            _, docs = check.render(check.find_tool("kubectl", None), k8s / "overlays" / "prod")
+        self.assertEqual(find(docs, "Job", "migrate")["metadata"]["name"], "migrate-0123456789ab")
+        self.assertTrue(container(docs, "Deployment", "user")["image"].endswith("@" + digest))
+        problems = check.Problems()
+        check.check_production(check.Manifests("prod", docs), self.cli, problems)
+        self.assertEqual(problems, [])
+
+    def test_the_generator_gives_a_new_service_everything(self) -> None:
+        """new-service.sh (item 7): the generated service carries each
+        production property the checks demand of user and meeting, and
+        admits exactly the callers named."""
+        import shutil
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            k8s = Path(tmp) / "k8s"
+            shutil.copytree(check.K8S, k8s)
+            subprocess.run(
+                ["bash", str(k8s / "new-service.sh"), "recording", "50054", "gateway"], check=True, capture_output=True
+            )
+            _, docs = check.render(check.find_tool("kubectl", None), k8s / "overlays" / "prod")
+        pod = find(docs, "Deployment", "recording")["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        self.assertEqual(c["args"], ["recording"])
+        self.assertEqual(pod["initContainers"][0]["args"][:2], ["migrate", "--check"])
+        self.assertEqual(c["livenessProbe"]["grpc"], {"port": 50054, "service": "liveness"})
+        self.assertEqual(c["readinessProbe"]["grpc"]["service"], "huddle.recording.v1.RecordingService")
+        self.assertEqual(c["lifecycle"]["preStop"]["exec"]["command"], ["sleep", "20"])
+        self.assertEqual(c["resources"]["requests"]["memory"], c["resources"]["limits"]["memory"])
+        self.assertEqual(pod["topologySpreadConstraints"][0]["matchLabelKeys"], ["pod-template-hash"])
+        self.assertEqual(find(docs, "PodDisruptionBudget", "recording")["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow")
+        self.assertIn("behavior", find(docs, "HorizontalPodAutoscaler", "recording")["spec"])
+        policy = find(docs, "NetworkPolicy", "recording")["spec"]["ingress"]
+        self.assertEqual(policy[0]["from"][0]["podSelector"]["matchExpressions"][0]["values"], ["gateway"])
+        self.assertEqual(policy[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring")
+        self.assertEqual(env_entry(container(docs, "Deployment", "gateway"), "HUDDLE_RECORDING_ADDR")["value"], "http://recording:50054")
+        self.assertNotIn("HUDDLE_RECORDING_ADDR", {e["name"] for e in container(docs, "Deployment", "meeting")["env"]})
+        monitor = find(docs, "PodMonitor", "huddle-services")
+        self.assertTrue(check.selects(monitor["spec"]["selector"], find(docs, "Deployment", "recording")["spec"]["template"]["metadata"]["labels"]))
+
+    def test_a_migrate_job_without_deadline(self) -> None:
+        def mutate(docs):
+            del find(docs, "Job", "migrate")["spec"]["activeDeadlineSeconds"]
+
+        self.assertFlags(mutate, "no activeDeadlineSeconds")
+
+    def test_a_service_that_does_not_wait_for_migrations(self) -> None:
+        def mutate(docs):
+            del find(docs, "Deployment", "user")["spec"]["template"]["spec"]["initContainers"]
+
+        self.assertFlags(mutate, "Deployment/user: no init container `huddle migrate --check --wait N`")
+
+    def test_a_wait_shorter_than_the_migration_deadline(self) -> None:
+        def mutate(docs):
+            init = find(docs, "Deployment", "meeting")["spec"]["template"]["spec"]["initContainers"][0]
+            init["args"] = ["migrate", "--check", "--wait", "60"]
+
+        self.assertFlags(mutate, "init container waits 60 s for migrations, less than")
+
+    def test_an_init_container_with_a_flag_the_binary_lacks(self) -> None:
+        def mutate(docs):
+            init = find(docs, "Deployment", "user")["spec"]["template"]["spec"]["initContainers"][0]
+            init["args"] = ["migrate", "--check", "--timeout", "600"]
+
+        self.assertFlags(mutate, "has no flag --timeout")
+
+    # -- least privilege (item 6) ---------------------------------------------
+
+    def test_a_service_with_the_migration_role(self) -> None:
+        def mutate(docs):
+            c = container(docs, "Deployment", "user")
+            env_entry(c, "HUDDLE_DATABASE_URL")["valueFrom"]["secretKeyRef"]["key"] = "HUDDLE_MIGRATE_DATABASE_URL"
+
+        self.assertFlags(mutate, "uses the migrate Job's database credentials")
+
+    def test_a_redis_password_in_a_configmap(self) -> None:
+        def mutate(docs):
+            find(docs, "ConfigMap", "huddle-datastores")["data"]["HUDDLE_REDIS_URL"] = "redis://huddle:s3cret@redis:6379"
+
+        self.assertFlags(mutate, "HUDDLE_REDIS_URL carries a password")
+
+    def test_memory_request_below_the_limit(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "gateway")["resources"]["requests"]["memory"] = "64Mi"
+
+        self.assertFlags(mutate, "memory request must equal the limit")
+
+    def test_an_hpa_without_behavior(self) -> None:
+        def mutate(docs):
+            del find(docs, "HorizontalPodAutoscaler", "user")["spec"]["behavior"]
+
+        self.assertFlags(mutate, "HorizontalPodAutoscaler/user", "no behavior.scaleUp/scaleDown")
+
+    def test_a_topology_spread_without_match_label_keys(self) -> None:
+        def mutate(docs):
+            spec = find(docs, "Deployment", "meeting")["spec"]["template"]["spec"]
+            del spec["topologySpreadConstraints"][0]["matchLabelKeys"]
+
+        self.assertFlags(mutate, "without matchLabelKeys [pod-template-hash]", prod=True)
+
+    def test_gateway_open_to_every_namespace(self) -> None:
+        def mutate(docs):
+            del find(docs, "NetworkPolicy", "gateway")["spec"]["ingress"][0]["from"]
+
+        self.assertFlags(mutate, "open to every namespace")
+
+    def test_metrics_not_scrapable_from_the_monitoring_namespace(self) -> None:
+        def mutate(docs):
+            rule = find(docs, "NetworkPolicy", "user")["spec"]["ingress"][1]
+            rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] = "prometheus"
+
+        self.assertFlags(mutate, "Deployment/user: Prometheus (namespace monitoring) cannot scrape")
+
+    # -- shutdown and probes (item 5) -----------------------------------------
+
+    def test_a_pre_stop_shorter_than_leaving_the_address_sets(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "user")["lifecycle"]["preStop"]["exec"]["command"] = ["sleep", "10"]
+
+        self.assertFlags(mutate, "preStop sleep 10 s < 15 s a pod takes to leave")
+
+    def test_a_tcp_liveness_probe(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "user")["livenessProbe"] = {"tcpSocket": {"port": "grpc"}}
+
+        self.assertFlags(mutate, "livenessProbe is a TCP check")
+
+    def test_a_liveness_probe_on_the_readiness_entry(self) -> None:
+        def mutate(docs):
+            container(docs, "Deployment", "user")["livenessProbe"]["grpc"]["service"] = "huddle.user.v1.UserService"
+
+        self.assertFlags(mutate, "only 'liveness' stays SERVING")
+
+    def test_a_gateway_probe_timeout_equal_to_the_backend_check(self) -> None:
+        def mutate(docs):
+            del container(docs, "Deployment", "gateway")["readinessProbe"]["timeoutSeconds"]
+
+        self.assertFlags(mutate, "readinessProbe timeoutSeconds 1 <= /readyz's backend check timeout 1 s")
+
+    def test_a_pdb_that_blocks_drains(self) -> None:
+        def mutate(docs):
+            del find(docs, "PodDisruptionBudget", "meeting")["spec"]["unhealthyPodEvictionPolicy"]
+
+        self.assertFlags(mutate, "PodDisruptionBudget/meeting", "unready pods block node drains")
+
+    # -- DNS (item 3), Redis, connection budget --------------------------------
+
+    def test_no_dns_at_node_local_dns_cache(self) -> None:
+        def mutate(docs):
+            policy = find(docs, "NetworkPolicy", "allow-dns")
+            policy["spec"]["egress"] = policy["spec"]["egress"][:1]
+
+        self.assertFlags(mutate, "cannot reach DNS at 169.254.20.10 (UDP 53", "cannot reach DNS at 169.254.169.254 (TCP 53")
+
+    def test_redis_that_may_evict(self) -> None:
+        def mutate(docs):
+            c = container(docs, "Deployment", "redis")
+            c["args"] = [a for a in c["args"] if a not in ("--maxmemory-policy", "noeviction")]
+
+        self.assertFlags(mutate, "Redis without --maxmemory-policy noeviction")
+
+    def test_a_connection_budget_that_does_not_add_up(self) -> None:
+        def mutate(docs):
+            find(docs, "ConfigMap", "huddle-datastores")["data"]["HUDDLE_DB_POOL_SIZE"] = "20"
+
+        # prod: 2 services × (20 + 5) × 20 + 1 Job > 400
+        self.assertFlags(mutate, "up to 1001 connections", prod=True)
+
+    # -- monitoring (item 4) ---------------------------------------------------
+
+    def test_a_rule_promtool_rejects(self) -> None:
+        def mutate(docs):
+            find(docs, "PrometheusRule", "huddle")["spec"]["groups"][0]["rules"][0]["expr"] = "sum(rate(x[5m])"
+
+        self.assertFlags(mutate, "promtool check rules", prod=True)
+
+    def test_an_alert_without_runbook(self) -> None:
+        def mutate(docs):
+            find(docs, "PrometheusRule", "huddle")["spec"]["groups"][0]["rules"][0]["alert"] = "HuddleSomethingNew"
+
+        self.assertFlags(mutate, "HuddleSomethingNew: no runbook", prod=True)
+
+    def test_a_rule_on_a_metric_nothing_exports(self) -> None:
+        def mutate(docs):
+            find(docs, "PrometheusRule", "huddle")["spec"]["groups"][0]["rules"][0]["expr"] = "huddle_cache_brekaer_state == 1"
+
+        self.assertFlags(mutate, "metric huddle_cache_brekaer_state is exported by nothing", prod=True)
+
+    def test_a_pod_monitor_on_a_missing_port(self) -> None:
+        def mutate(docs):
+            find(docs, "PodMonitor", "huddle-services")["spec"]["podMetricsEndpoints"][0]["port"] = "prometheus"
+
+        self.assertFlags(mutate, "port 'prometheus' is not a port of Deployment/user", prod=True)
+
+    def test_a_pod_monitor_with_an_unknown_field(self) -> None:
+        def mutate(docs):
+            find(docs, "PodMonitor", "huddle-gateway")["spec"]["podMetricEndpoints"] = []
+
+        self.assertFlags(mutate, "'podMetricEndpoints' was unexpected", prod=True)
+
+    def test_a_broken_dashboard(self) -> None:
+        import json
+
+        dashboard = json.loads((check.MONITORING / "dashboards" / "huddle.json").read_text())
+        dashboard["panels"][0]["targets"][0]["expr"] = "rate(huddle_http_requests_totl{namespace=\"$ns\"}[5m]"
+        dashboard["panels"][1]["id"] = dashboard["panels"][0]["id"]
+        problems = check.Problems()
+        check.check_dashboard(dashboard, check.exported_metrics(), problems)
+        for fragment in ("huddle_http_requests_totl is exported by nothing", "uses $ns", "unbalanced", "duplicate id"):
+            self.assertTrue(any(fragment in p for p in problems), (fragment, problems))
 
     # -- schemas, checkov, Dockerfile ----------------------------------------
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Adds the manifests of a domain service, copied from the user service:
 #
-#   bash deploy/k8s/new-service.sh meeting 50052
+#   bash deploy/k8s/new-service.sh chat 50053 gateway,meeting
 #
 # - base/<name>/: Deployment (`huddle <name>`, gRPC on <port>, metrics on
-#   9090), headless Service, ServiceAccount, HPA, PDB, NetworkPolicies
-#   (callers: the gateway);
-# - base/kustomization.yaml lists it; the gateway dials it
-#   (HUDDLE_<NAME>_ADDR=http://<name>:<port>); prod spreads its replicas.
+#   9090, init container waiting for migrations, liveness/readiness probes,
+#   preStop, memory request = limit), headless Service, ServiceAccount, HPA
+#   (with behavior), PDB (AlwaysAllow), NetworkPolicies admitting exactly
+#   the callers given (default: gateway) and the monitoring namespace;
+# - base/kustomization.yaml lists it; each caller dials it
+#   (HUDDLE_<NAME>_ADDR=http://<name>:<port>); prod spreads its replicas
+#   (matchLabelKeys); the PodMonitor, alerts and dashboard select it by label.
 #
 # Then `make deploy-check` tells what else disagrees with the binary (see
 # deploy/README.md, "Adding a service", for the manual steps).
@@ -17,9 +20,11 @@ usage() {
 	sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 	exit 2
 }
-[[ $# -eq 2 ]] || usage
+[[ $# -eq 2 || $# -eq 3 ]] || usage
 NAME=$1
 PORT=$2
+CALLERS=${3:-gateway}
+[[ "$CALLERS" =~ ^[a-z][a-z0-9]*(,[a-z][a-z0-9]*)*$ ]] || { echo "new-service.sh: callers: comma-separated names: $CALLERS" >&2; exit 2; }
 [[ "$NAME" =~ ^[a-z][a-z0-9]*$ ]] || { echo "new-service.sh: name must be lowercase letters and digits: $NAME" >&2; exit 2; }
 [[ "$PORT" =~ ^[0-9]+$ ]] || { echo "new-service.sh: port must be a number: $PORT" >&2; exit 2; }
 
@@ -31,8 +36,12 @@ CAPITAL=${NAME^}
 
 # The user service's files with every user-specific name, port and gRPC
 # service name replaced.
+# (The caller list first: it names other services, which must survive the
+# renaming.)
 substitute() {
-	sed -e "s/\buser\b/$NAME/g" -e "s/USER/$UPPER/g" -e "s/UserService/${CAPITAL}Service/g" \
+	sed -e "s/values: \[gateway, meeting\]/values: [${CALLERS//,/, }]/" \
+		-e "/values: \[/!s/\buser\b/$NAME/g" -e "/values: \[/!s/USER/$UPPER/g" \
+		-e "s/UserService/${CAPITAL}Service/g" \
 		-e "s/50051/$PORT/g" -e '/^# Template for every domain service/d' "$1"
 }
 
@@ -44,9 +53,19 @@ done
 # Listed in the base, after the last service.
 sed -i "/^  - user$/a\\  - $NAME" "$K8S/base/kustomization.yaml"
 
-# The gateway routes to it.
-sed -i "/^              value: \"http:\/\/user:50051\"$/a\\            - name: HUDDLE_${UPPER}_ADDR\\n              value: \"http://$NAME:$PORT\"" \
-	"$K8S/base/gateway/deployment.yaml"
+# Each caller dials it: its address goes first in the caller's `env:`.
+for caller in ${CALLERS//,/ }; do
+	deployment="$K8S/base/$caller/deployment.yaml"
+	[[ -f "$deployment" ]] || { echo "new-service.sh: caller $caller has no $deployment" >&2; exit 1; }
+	awk -v var="HUDDLE_${UPPER}_ADDR" -v url="http://$NAME:$PORT" '
+		!done && /^          env:$/ && prev !~ /initContainers|wait-for-migrations/ && incontainers {
+			print; print "            - name: " var; print "              value: \"" url "\""; done = 1; next
+		}
+		/^      containers:$/ { incontainers = 1 }
+		{ prev = $0; print }
+	' "$deployment" >"$deployment.tmp"
+	mv "$deployment.tmp" "$deployment"
+done
 
 # prod: spread its replicas like the others' (a copy of the user entry).
 SPREAD="$K8S/overlays/prod/anti-affinity.yaml"
@@ -57,7 +76,8 @@ user_entry=$(awk '/^  name: user$/ { found = 1 } found' "$SPREAD" | sed '/^---$/
 	sed "s/\buser\b/$NAME/g" <<<"$user_entry"
 } >>"$SPREAD"
 
-echo "added deploy/k8s/base/$NAME (huddle $NAME on :$PORT); next:"
-echo "  - other callers of $NAME: set HUDDLE_${UPPER}_ADDR in their Deployment and add them to"
-echo "    both policies in base/$NAME/network-policy.yaml"
+echo "added deploy/k8s/base/$NAME (huddle $NAME on :$PORT, called by $CALLERS); next:"
+echo "  - the services $NAME calls: set their HUDDLE_<X>_ADDR in base/$NAME/deployment.yaml and add"
+echo "    $NAME to the caller lists of both policies in base/<x>/network-policy.yaml"
+echo "  - its migrations: add them to \`huddle migrate\` (crates/huddle/src/setup_cmds.rs)"
 echo "  - make deploy-check"

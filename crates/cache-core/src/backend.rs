@@ -55,6 +55,14 @@ impl ConnectionLike for Conn {
 }
 
 impl Backend {
+    /// The connection pool's state (size, idle, waiters), for metrics.
+    pub(crate) fn pool_status(&self) -> deadpool_redis::Status {
+        match self {
+            Self::Single { pool, .. } => pool.status(),
+            Self::Cluster { pool, .. } => pool.status(),
+        }
+    }
+
     pub(crate) fn new(
         redis_url: &str,
         cluster_nodes: &[String],

@@ -8,15 +8,22 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+use diesel::migration::MigrationSource;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{
-    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
+    AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
     pooled_connection::{
-        AsyncDieselConnectionManager,
+        AsyncDieselConnectionManager, ManagerConfig,
         deadpool::{Object, Pool, PoolError},
     },
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use futures::FutureExt;
+
+pub mod pool_metrics;
+pub mod tls;
+
+pub use tls::establish;
 
 pub type PgPool = Pool<AsyncPgConnection>;
 pub type PgConn = Object<AsyncPgConnection>;
@@ -80,7 +87,16 @@ pub struct Database {
 
 impl Database {
     pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        // Parsed once: a bad sslmode or CA file fails here, at start, and the
+        // trust store is not re-read for every connection the pool opens.
+        let target = tls::PgTarget::parse(url)?;
+        let mut config = ManagerConfig::default();
+        config.custom_setup = Box::new(move |_| {
+            let target = target.clone();
+            async move { target.connect().await }.boxed()
+        });
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
         let pool = Pool::builder(manager)
             .max_size(max_size)
             .wait_timeout(Some(std::time::Duration::from_secs(5)))
@@ -123,6 +139,15 @@ impl Database {
         Ok(())
     }
 
+    /// How many of `migrations` this database lacks (see [`pending_migrations`]).
+    pub async fn pending_migrations(
+        &self,
+        migrations: &EmbeddedMigrations,
+    ) -> Result<usize, DbError> {
+        let mut conn = self.pool.get().await?;
+        pending_on(&mut conn, migrations).await
+    }
+
     pub fn close(&self) {
         self.pool.close();
     }
@@ -136,9 +161,7 @@ fn deadpool_runtime() -> deadpool::Runtime {
 /// server's `postgres` database to do so.
 pub async fn create_database_if_missing(server_url: &str, name: &str) -> Result<(), DbError> {
     validate_identifier(name)?;
-    let mut conn = AsyncPgConnection::establish(&database_url(server_url, "postgres")?)
-        .await
-        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let mut conn = establish(&database_url(server_url, "postgres")?).await?;
     let exists: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
         "(SELECT count(*) FROM pg_database WHERE datname = '{name}')"
     )))
@@ -161,20 +184,29 @@ pub async fn create_database_if_missing(server_url: &str, name: &str) -> Result<
 /// Drops database `name`, disconnecting anyone still using it.
 pub async fn drop_database(server_url: &str, name: &str) -> Result<(), DbError> {
     validate_identifier(name)?;
-    let mut conn = AsyncPgConnection::establish(&database_url(server_url, "postgres")?)
-        .await
-        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let mut conn = establish(&database_url(server_url, "postgres")?).await?;
     diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .execute(&mut conn)
         .await?;
     Ok(())
 }
 
+/// Key of the session-level advisory lock held while migrating. Advisory
+/// locks are per database, so one constant serves every service's database.
+/// ("huddle:migrate" folded into an i64; any fixed value would do.)
+pub const MIGRATION_LOCK_KEY: i64 = 0x6875_6464_6c65_6d67;
+
 /// Runs the embedded migrations that have not run yet; returns how many ran.
+///
+/// Holds `pg_advisory_lock(MIGRATION_LOCK_KEY)` for the whole run, so two
+/// runners (a retried Job, a second release, an operator) serialize: the
+/// second waits, then finds nothing pending. The lock is tied to the session
+/// and so is released however the run ends.
 pub async fn run_migrations(url: &str, migrations: EmbeddedMigrations) -> Result<usize, DbError> {
-    let conn = AsyncPgConnection::establish(url)
-        .await
-        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let mut conn = establish(url).await?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+        .execute(&mut conn)
+        .await?;
     // The harness drives diesel's sync migration code with `block_in_place`;
     // give it a blocking thread so it also works from any runtime flavour.
     tokio::task::spawn_blocking(move || {
@@ -186,6 +218,52 @@ pub async fn run_migrations(url: &str, migrations: EmbeddedMigrations) -> Result
     })
     .await
     .map_err(|e| DbError::Unavailable(format!("migration task failed: {e}")))?
+}
+
+#[derive(diesel::QueryableByName)]
+struct AppliedVersion {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    version: String,
+}
+
+/// How many of `migrations` the database at `url` has not applied yet
+/// (all of them when it was never migrated). Read-only — it never creates
+/// diesel's bookkeeping table, unlike the harness — so a DML-only role can
+/// ask it, and a readiness check or `huddle migrate --check` can poll it.
+pub async fn pending_migrations(
+    url: &str,
+    migrations: &EmbeddedMigrations,
+) -> Result<usize, DbError> {
+    let mut conn = establish(url).await?;
+    pending_on(&mut conn, migrations).await
+}
+
+pub(crate) async fn pending_on(
+    conn: &mut AsyncPgConnection,
+    migrations: &EmbeddedMigrations,
+) -> Result<usize, DbError> {
+    // Versions only: the boxed migrations are not Send, and readiness checks
+    // run in spawned tasks.
+    let known: Vec<String> = MigrationSource::<diesel::pg::Pg>::migrations(migrations)
+        .map_err(|e| DbError::Unavailable(format!("embedded migrations: {e}")))?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect();
+    let present: bool = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "to_regclass('__diesel_schema_migrations') IS NOT NULL",
+    ))
+    .get_result(conn)
+    .await?;
+    let applied: Vec<AppliedVersion> = if present {
+        diesel::sql_query("SELECT version::text AS version FROM __diesel_schema_migrations")
+            .load(conn)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let applied: std::collections::HashSet<String> =
+        applied.into_iter().map(|a| a.version).collect();
+    Ok(known.iter().filter(|v| !applied.contains(*v)).count())
 }
 
 fn validate_identifier(name: &str) -> Result<(), DbError> {

@@ -45,7 +45,7 @@ pub enum Command {
     /// The meeting service alone.
     Meeting,
     /// Create the databases if missing and run pending migrations.
-    Migrate,
+    Migrate(MigrateArgs),
     /// Insert demo data (idempotent).
     Seed,
     /// Mint a JWT for local use.
@@ -60,6 +60,18 @@ pub struct AllArgs {
     /// Print the URL, a demo token and a working curl line once serving.
     #[arg(long)]
     pub banner: bool,
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// Change nothing: exit non-zero while any service's database lacks a
+    /// migration this binary embeds (an init container before the services).
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: poll every 2 s for up to this many seconds before failing.
+    #[arg(long, default_value_t = 0, requires = "check",
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub wait: u64,
 }
 
 /// Exactly one of `--user`/`--admin`; `--ttl` with either. (A struct-level

@@ -20,6 +20,7 @@ fn registry_and_shared(
     let registry = prometheus::Registry::new();
     let metrics = CacheMetrics::register(&registry)?;
     let cache = Cache::new(&global.cache_config(), metrics)?;
+    huddle_db::pool_metrics::PoolCollector::register_redis(cache.clone(), &registry)?;
     let grpc_metrics = GrpcMetrics::register(&registry)?;
     Ok((
         registry,
@@ -127,6 +128,11 @@ pub async fn user(global: &Global) -> CmdResult {
         user_service::DATABASE_NAME,
     )?;
     let bound = user_service::bind(&config, shared).await?;
+    huddle_db::pool_metrics::PoolCollector::register(
+        bound.db.clone(),
+        user_service::DATABASE_NAME,
+        &registry,
+    )?;
     standalone(global, registry, shutdown, bound.server).await
 }
 
@@ -144,6 +150,11 @@ pub async fn meeting(global: &Global) -> CmdResult {
         user_call_timeout: user_call_timeout(global),
     };
     let bound = meeting_service::bind(&config, shared).await?;
+    huddle_db::pool_metrics::PoolCollector::register(
+        bound.service.db.clone(),
+        meeting_service::DATABASE_NAME,
+        &registry,
+    )?;
     standalone(global, registry, shutdown, bound.service.server).await
 }
 

@@ -3,11 +3,14 @@
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{
-    config::{Global, TokenArgs},
+    config::{Global, MigrateArgs, TokenArgs},
     run::CmdResult,
 };
 
-pub async fn migrate(global: &Global) -> CmdResult {
+pub async fn migrate(global: &Global, args: &MigrateArgs) -> CmdResult {
+    if args.check {
+        return check_migrated(global, args.wait).await;
+    }
     let ran = user_service::migrate(&global.database_url).await?;
     println!(
         "{}: {ran} migration(s) applied",
@@ -19,6 +22,38 @@ pub async fn migrate(global: &Global) -> CmdResult {
         meeting_service::DATABASE_NAME
     );
     Ok(())
+}
+
+/// `migrate --check [--wait S]`: read-only, so it runs with the runtime
+/// (DML-only) role as an init container and holds a new release's pods back
+/// until the migration Job of that release has finished.
+async fn check_migrated(global: &Global, wait_secs: u64) -> CmdResult {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+    let databases = [
+        (user_service::DATABASE_NAME, &user_service::MIGRATIONS),
+        (meeting_service::DATABASE_NAME, &meeting_service::MIGRATIONS),
+    ];
+    loop {
+        let mut behind = Vec::new();
+        for (name, migrations) in databases {
+            let url = huddle_db::database_url(&global.database_url, name)?;
+            match huddle_db::pending_migrations(&url, migrations).await {
+                Ok(0) => {}
+                Ok(n) => behind.push(format!("{name}: {n} migration(s) pending")),
+                // A database not created yet, or not reachable yet: behind too.
+                Err(e) => behind.push(format!("{name}: {e}")),
+            }
+        }
+        if behind.is_empty() {
+            println!("schema current: every database has every migration of this binary");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("schema behind this binary: {}", behind.join("; ")).into());
+        }
+        eprintln!("waiting for migrations: {}", behind.join("; "));
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 pub async fn seed(global: &Global) -> CmdResult {

@@ -57,6 +57,12 @@ pub async fn start(
         shared,
     )
     .await?;
+    for (db, name) in [
+        (&user.db, user_service::DATABASE_NAME),
+        (&meeting.service.db, meeting_service::DATABASE_NAME),
+    ] {
+        huddle_db::pool_metrics::PoolCollector::register(db.clone(), name, &registry)?;
+    }
     config.gateway.user_addr = user_dial;
     config.gateway.meeting_addr = (config.dial.meeting.take())
         .unwrap_or_else(|| format!("http://{}", loopback(meeting.service.addr)));

@@ -55,7 +55,7 @@ fn cascade_targets(_config: &MeetingConfig) -> Vec<Arc<dyn CascadeTarget>> {
 /// Binds the listener (port 0 allowed) and builds the server; awaiting
 /// `service.server` runs it until shutdown.
 pub async fn bind(config: &MeetingConfig, shared: Shared) -> Result<Bound, ServeError> {
-    let kit = Kit::bind("meeting", &config.service, shared).await?;
+    let kit = Kit::bind("meeting", MIGRATIONS, &config.service, shared).await?;
     let users = users::Users::new(user_client(&config.user_addr, config.user_call_timeout)?);
     let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config));
     let api = MeetingApi::new(

@@ -1,9 +1,11 @@
 //! The standard health service, reporting SERVING exactly while the
-//! service's Postgres answers (Redis is an optimisation and never makes a
-//! service unready).
+//! service's Postgres answers and holds every migration the binary embeds
+//! (Redis is an optimisation and never makes a service unready), plus a
+//! `liveness` entry that is SERVING while the process answers at all.
 
 use std::time::Duration;
 
+use diesel_migrations::EmbeddedMigrations;
 use huddle_common::Shutdown;
 use huddle_db::Database;
 use tonic_health::{
@@ -12,24 +14,40 @@ use tonic_health::{
     server::{HealthReporter, health_reporter},
 };
 
+/// A health-service entry that is SERVING for as long as the process
+/// answers gRPC at all: the target of the pods' liveness probe, which must
+/// catch a wedged process but not restart pods because Postgres is down.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// Health reporting for one service, driven by its database.
 pub struct Readiness {
     health: HealthReporter,
     db: Database,
     service: &'static str,
+    schema: Option<EmbeddedMigrations>,
     serving: bool,
 }
 
 impl Readiness {
     /// Checks the database once and reports the result before the server
     /// starts, so a fresh process is never "unknown" to a readiness probe.
-    /// Returns the health service to add to the server.
-    pub async fn start(db: Database, service: &'static str) -> (Self, HealthServer<impl Health>) {
+    /// With `schema`, NOT_SERVING also while the database lacks any of
+    /// those migrations (a rollout that got ahead of its migration Job), so
+    /// new pods take no traffic until `huddle migrate` has run.
+    pub async fn start(
+        db: Database,
+        service: &'static str,
+        schema: Option<EmbeddedMigrations>,
+    ) -> (Self, HealthServer<impl Health>) {
         let (health, server) = health_reporter();
+        health
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
         let mut readiness = Self {
             health,
             db,
             service,
+            schema,
             serving: false,
         };
         readiness.serving = readiness.check(None).await;
@@ -50,16 +68,27 @@ impl Readiness {
     }
 
     async fn check(&self, was: Option<bool>) -> bool {
-        let up = self.db.ping().await.is_ok();
+        let mut why = None;
+        if let Err(e) = self.db.ping().await {
+            why = Some(format!("database unreachable: {e}"));
+        } else if let Some(schema) = &self.schema {
+            match self.db.pending_migrations(schema).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    why = Some(format!(
+                        "schema behind the binary: {n} migration(s) pending"
+                    ));
+                }
+                Err(e) => why = Some(format!("schema version unknown: {e}")),
+            }
+        }
+        let up = why.is_none();
         if was != Some(up) {
-            let status = if up {
-                ServingStatus::Serving
-            } else {
-                tracing::warn!(
-                    service = self.service,
-                    "database unreachable; reporting NOT_SERVING"
-                );
+            let status = if let Some(why) = why {
+                tracing::warn!(service = self.service, "{why}; reporting NOT_SERVING");
                 ServingStatus::NotServing
+            } else {
+                ServingStatus::Serving
             };
             self.health.set_service_status(self.service, status).await;
             self.health.set_service_status("", status).await;

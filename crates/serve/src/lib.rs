@@ -8,6 +8,7 @@
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use cache_core::Cache;
+use diesel_migrations::EmbeddedMigrations;
 use futures::future::BoxFuture;
 use huddle_common::{Shutdown, grpc_client::ChannelError};
 use huddle_db::{Database, DbError};
@@ -68,6 +69,7 @@ pub struct Kit {
     pub cache: Cache,
     pub outbox: Outbox,
     pub failpoints: Arc<Failpoints>,
+    migrations: EmbeddedMigrations,
     listener: tokio::net::TcpListener,
     shared: Shared,
     background: Vec<BoxFuture<'static, ()>>,
@@ -85,9 +87,11 @@ pub struct ServiceConfig {
 
 impl Kit {
     /// Binds the listener and opens the pool (lazily: no connection yet).
-    /// `name` labels the service's outbox in logs and metrics.
+    /// `name` labels the service's outbox in logs and metrics; the service
+    /// reports NOT_SERVING while its database lacks any of `migrations`.
     pub async fn bind(
         name: &'static str,
+        migrations: EmbeddedMigrations,
         config: &ServiceConfig,
         shared: Shared,
     ) -> Result<Self, ServeError> {
@@ -109,6 +113,7 @@ impl Kit {
             cache,
             failpoints: outbox.failpoints(),
             outbox,
+            migrations,
             listener,
             shared,
             background: Vec::new(),
@@ -155,6 +160,7 @@ impl Kit {
             cache,
             outbox,
             failpoints,
+            migrations,
             listener,
             shared,
             mut background,
@@ -164,7 +170,8 @@ impl Kit {
         background.push(Box::pin(outbox.clone().listen(shutdown.clone())));
         let watched_db = db.clone();
         let server = async move {
-            let (readiness, health) = health::Readiness::start(watched_db.clone(), S::NAME).await;
+            let (readiness, health) =
+                health::Readiness::start(watched_db.clone(), S::NAME, Some(migrations)).await;
             let mut tasks: Vec<_> = background.into_iter().map(tokio::spawn).collect();
             tasks.push(tokio::spawn(warn_if_redis_may_evict(
                 cache.clone(),

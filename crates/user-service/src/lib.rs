@@ -24,7 +24,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/u
 /// Binds the listener (port 0 allowed) and builds the server; awaiting
 /// `server` runs it until shutdown.
 pub async fn bind(config: &ServiceConfig, shared: Shared) -> Result<Bound, ServeError> {
-    let kit = Kit::bind("user", config, shared).await?;
+    let kit = Kit::bind("user", MIGRATIONS, config, shared).await?;
     let api = UserApi::new(kit.db.clone(), kit.cache.clone(), kit.outbox.clone());
     kit.serve(UserServiceServer::new(api))
 }

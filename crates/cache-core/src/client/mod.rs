@@ -108,6 +108,12 @@ impl Cache {
         &self.inner.prefix
     }
 
+    /// The Redis connection pool's state, read by the pool gauges
+    /// (`huddle_redis_pool_*`, huddle_db::pool_metrics).
+    pub fn pool_status(&self) -> deadpool_redis::Status {
+        self.inner.backend.pool_status()
+    }
+
     pub fn metrics(&self) -> &CacheMetrics {
         &self.inner.metrics
     }
