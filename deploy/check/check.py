@@ -1118,23 +1118,18 @@ DNS_TTL_SECS = 5
 # Link-local DNS servers pods may be pointed at instead of kube-dns pods:
 # NodeLocal DNSCache and GKE Cloud DNS (the metadata server).
 LINK_LOCAL_DNS = ("169.254.20.10", "169.254.169.254")
-# Metrics the gRPC layer (the service runtime) exports; named here first,
-# emitted by crates/ once that layer lands. Rules and the dashboard may use
-# them; any other name must appear in the Rust sources.
-PROMISED_METRICS = {
-    "huddle_grpc_server_requests_total",
-    "huddle_grpc_server_request_duration_seconds",
-    "huddle_grpc_client_requests_total",
-}
+# Every metric rules and the dashboard use must appear in the Rust sources
+# (the kit's request layer emits the gRPC server metrics).
+PROMISED_METRICS: set[str] = set()
 MONITORING = K8S / "monitoring"
 README = REPO / "deploy" / "README.md"
 
 
 def liveness_service() -> str:
-    text = (REPO / "crates" / "db" / "src" / "serving.rs").read_text()
+    text = (REPO / "crates" / "serve" / "src" / "health.rs").read_text()
     found = re.search(r'pub const LIVENESS_SERVICE: &str = "([^"]+)"', text)
     if not found:
-        raise SystemExit("LIVENESS_SERVICE not found in crates/db/src/serving.rs")
+        raise SystemExit("LIVENESS_SERVICE not found in crates/serve/src/health.rs")
     return found.group(1)
 
 
