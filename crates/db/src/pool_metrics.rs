@@ -137,14 +137,8 @@ mod tests {
     #[tokio::test]
     async fn gauges_follow_the_pool() -> Result<(), Box<dyn std::error::Error>> {
         // Two pools on one registry, as `huddle all` has.
-        let other = Database::connect(
-            &crate::database_url(&server_url(), "postgres")?,
-            1,
-        )?;
-        let db = Database::connect(
-            &crate::database_url(&server_url(), "postgres")?,
-            3,
-        )?;
+        let other = Database::connect(&crate::database_url(&server_url(), "postgres")?, 1)?;
+        let db = Database::connect(&crate::database_url(&server_url(), "postgres")?, 3)?;
         let registry = prometheus::Registry::new();
         PoolCollector::register(db.clone(), "postgres", &registry)?;
         PoolCollector::register(other, "other", &registry)?;
