@@ -1222,7 +1222,18 @@ def egress_to_ip(m: Manifests, w: Workload, ip: str, port: int, protocol: str) -
     return False
 
 
+def check_swagger_ui_off(m: Manifests, problems: Problems) -> None:
+    """Production serves the OpenAPI document but no Swagger UI."""
+    configs = [
+        d for d in m.docs
+        if d.get("kind") == "ConfigMap" and d["metadata"]["name"].startswith("huddle-config")
+    ]
+    if not any((d.get("data") or {}).get("HUDDLE_SWAGGER_UI") == "false" for d in configs):
+        problems.add(f"{m.name}: ConfigMap huddle-config", "HUDDLE_SWAGGER_UI is not \"false\": Swagger UI would be served in production")
+
+
 def check_production(m: Manifests, cli: Cli, problems: Problems) -> None:
+    check_swagger_ui_off(m, problems)
     huddle = [w for w in m.workloads() if huddle_subcommand(w)]
     services = [w for w in huddle if huddle_subcommand(w) in cli.service_names()]
     jobs = [w for w in huddle if huddle_subcommand(w) == "migrate" and w.doc["kind"] == "Job"]

@@ -239,6 +239,14 @@ class DriftCheck(unittest.TestCase):
 
         self.assertFlags(mutate, "Job/migrate-dev: not isolated for Ingress")
 
+    def test_swagger_ui_left_on_in_prod(self) -> None:
+        def mutate(docs):
+            for d in docs:
+                if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("huddle-config"):
+                    d.setdefault("data", {}).pop("HUDDLE_SWAGGER_UI", None)
+
+        self.assertFlags(mutate, "Swagger UI would be served in production", prod=True)
+
     def test_the_prod_overlay_is_clean(self) -> None:
         self.assertEqual(self.prod_problems(lambda docs: None), [])
 

@@ -196,6 +196,17 @@ pub async fn drop_database(server_url: &str, name: &str) -> Result<(), DbError> 
 /// ("huddle:migrate" folded into an i64; any fixed value would do.)
 pub const MIGRATION_LOCK_KEY: i64 = 0x6875_6464_6c65_6d67;
 
+/// Creates a service's database `name` on the server if missing and runs
+/// its pending migrations; returns how many ran.
+pub async fn migrate_database(
+    server_url: &str,
+    name: &str,
+    migrations: EmbeddedMigrations,
+) -> Result<usize, DbError> {
+    create_database_if_missing(server_url, name).await?;
+    run_migrations(&database_url(server_url, name)?, migrations).await
+}
+
 /// Runs the embedded migrations that have not run yet; returns how many ran.
 ///
 /// Holds `pg_advisory_lock(MIGRATION_LOCK_KEY)` for the whole run, so two

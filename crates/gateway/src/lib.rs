@@ -64,6 +64,9 @@ pub struct GatewayConfig {
     pub workers: usize,
     /// Per-user limits and the Redis that counts them (none: no limiting).
     pub rate_limit: ratelimit::RateLimitConfig,
+    /// Serve Swagger UI at `/api/docs/` (off in production; the document
+    /// itself, `/api/openapi.json`, is always served: it is the contract).
+    pub swagger_ui: bool,
 }
 
 /// Hand-written so the secret never reaches a log line.
@@ -159,6 +162,7 @@ pub struct AppState {
     allowed: web::Data<allow::AllowedMethods>,
     limiter: web::Data<ratelimit::Limiter>,
     metrics: HttpMetrics,
+    swagger_ui: bool,
 }
 
 impl AppState {
@@ -193,6 +197,7 @@ impl AppState {
             allowed: web::Data::new(allow::AllowedMethods::from_openapi()),
             limiter: web::Data::new(limiter),
             metrics,
+            swagger_ui: config.swagger_ui,
         })
     }
 }
@@ -226,6 +231,7 @@ pub fn app(
     >,
 > {
     let metrics = state.metrics;
+    let swagger_ui = state.swagger_ui;
     App::new()
         .app_data(state.backends)
         .app_data(state.dependencies)
@@ -247,7 +253,7 @@ pub fn app(
         .service(web::resource("/metrics").route(web::get().to(metrics::render)))
         .configure(users::routes)
         .configure(meetings::routes)
-        .configure(openapi::routes)
+        .configure(|cfg| openapi::routes(cfg, swagger_ui))
         .default_service(web::to(error::no_route))
         // Listed innermost first: limits are counted before any handler
         // runs, the envelope is applied before metrics record the status,

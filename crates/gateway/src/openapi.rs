@@ -220,9 +220,17 @@ fn merge(target: &mut Value, extra: &Value) {
     }
 }
 
-/// Swagger UI under `/api/docs/` (assets compiled into the binary) and the
-/// document at `/api/openapi.json`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// The document at `/api/openapi.json`, and with `swagger_ui` the Swagger
+/// UI under `/api/docs/` (assets compiled into the binary).
+pub fn routes(cfg: &mut web::ServiceConfig, swagger_ui: bool) {
+    if !swagger_ui {
+        let doc = document();
+        cfg.service(web::resource(OPENAPI_PATH).route(web::get().to(move || {
+            let doc = doc.clone();
+            async move { HttpResponse::Ok().json(doc) }
+        })));
+        return;
+    }
     cfg.service(
         SwaggerUi::new(format!("{DOCS_PATH}{{_:.*}}"))
             .external_urls_from_iter_unchecked([(OPENAPI_PATH, document())]),

@@ -214,6 +214,11 @@ pub struct Global {
     #[arg(long, global = true, env = "HUDDLE_ENV", default_value = "dev",
           value_parser = ["dev", "test", "prod"])]
     pub env: String,
+    /// Serve Swagger UI at /api/docs/ (the prod overlay turns it off; the
+    /// OpenAPI document at /api/openapi.json is served either way).
+    #[arg(long, global = true, env = "HUDDLE_SWAGGER_UI", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub swagger_ui: bool,
     /// Per gRPC call deadline at the gateway, in ms (1 to 300000).
     #[arg(long, global = true, env = "HUDDLE_REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=MAX_REQUEST_TIMEOUT_MS))]

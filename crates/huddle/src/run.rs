@@ -62,6 +62,7 @@ fn gateway_config(
         request_timeout: Duration::from_millis(global.request_timeout_ms),
         workers: 2,
         rate_limit: global.rate_limit_config(),
+        swagger_ui: global.swagger_ui,
     }
 }
 

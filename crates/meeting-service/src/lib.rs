@@ -80,10 +80,5 @@ pub async fn serve(config: &MeetingConfig, shared: Shared) -> Result<(), ServeEr
 
 /// Creates the database if missing and runs pending migrations.
 pub async fn migrate(server_url: &str) -> Result<usize, DbError> {
-    huddle_db::create_database_if_missing(server_url, DATABASE_NAME).await?;
-    huddle_db::run_migrations(
-        &huddle_db::database_url(server_url, DATABASE_NAME)?,
-        MIGRATIONS,
-    )
-    .await
+    huddle_db::migrate_database(server_url, DATABASE_NAME, MIGRATIONS).await
 }

@@ -183,6 +183,7 @@ impl TestApp {
                 // No limiter: tests create and join freely (the limiter's
                 // own tests are in the gateway crate).
                 rate_limit: gateway::ratelimit::RateLimitConfig::default(),
+                swagger_ui: true,
             },
             dial: huddle::stack::Dial {
                 user: proxies.as_ref().and_then(|p| dial(&p.user_grpc)),

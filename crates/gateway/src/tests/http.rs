@@ -467,3 +467,18 @@ async fn bad_config_is_reported() {
         Err(GatewayError::EmptySecret)
     ));
 }
+
+/// Swagger UI can be turned off (production) while the document, the
+/// contract, is still served. Seen to fail with the flag ignored: the UI
+/// answered 200.
+#[actix_web::test]
+async fn swagger_ui_can_be_off_while_the_document_stays() {
+    let mut config = config(dead_addr());
+    config.swagger_ui = false;
+    let app = test::init_service(app(AppState::new(&config, Registry::new()).unwrap())).await;
+    let (status, _) = send!(&app, TestRequest::get().uri("/api/docs/"));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, doc) = send!(&app, TestRequest::get().uri("/api/openapi.json"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["info"]["title"], "Huddle API");
+}

@@ -39,6 +39,7 @@ fn config(user_addr: String) -> GatewayConfig {
         request_timeout: Duration::from_secs(2),
         workers: 1,
         rate_limit: ratelimit::RateLimitConfig::default(),
+        swagger_ui: true,
     }
 }
 
