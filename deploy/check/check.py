@@ -1224,6 +1224,8 @@ def egress_to_ip(m: Manifests, w: Workload, ip: str, port: int, protocol: str) -
 
 def check_swagger_ui_off(m: Manifests, problems: Problems) -> None:
     """Production serves the OpenAPI document but no Swagger UI."""
+    if m.name != "prod":
+        return
     configs = [
         d for d in m.docs
         if d.get("kind") == "ConfigMap" and d["metadata"]["name"].startswith("huddle-config")

@@ -132,6 +132,46 @@ async fn user_service_down_behind_meeting_service() {
     assert!(recovered, "details did not recover with the host's name");
 }
 
+/// user-service hangs (accepts, never answers) while meeting-service needs a
+/// host's card: the meeting service's own deadline (500 ms here) ends the
+/// wait, well before the gateway's 5 s one, with a 503 and nothing cached.
+///
+/// Seen to fail with the user call's deadline raised to 30 s: the gateway's
+/// own timeout answered after 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_service_hung_behind_meeting_service() {
+    let app = app_with_proxies().await;
+    let proxies = app.proxies.as_ref().unwrap();
+    let (host_id, host) = app.user("Host Name").await;
+    let meeting = app.create_meeting(&host, "Waits for a card").await;
+    let id = meeting["id"].as_str().unwrap().to_owned();
+    app.cache
+        .invalidate(&cache_core::Invalidation::meeting_update(
+            id.parse().unwrap(),
+            host_id.parse().unwrap(),
+            &[],
+            false,
+            &[],
+        ))
+        .await
+        .unwrap();
+
+    proxies.user_grpc.set_silent(true);
+    let started = std::time::Instant::now();
+    let resp = app.get(&format!("/api/meetings/{id}"), &host).await;
+    let waited = started.elapsed();
+    assert_error(&resp, 503, "UNAVAILABLE");
+    assert!(
+        waited < Duration::from_secs(4),
+        "waited {waited:?}: the gateway's deadline, not the service's, ended it"
+    );
+    assert_eq!(
+        app.cache.inspect(&format!("meeting:{id}")).await.unwrap(),
+        None
+    );
+    proxies.user_grpc.set_silent(false);
+}
+
 /// meeting-service is unreachable behind the gateway: meeting routes answer
 /// 503 on their own while user routes keep answering, then recover.
 ///

@@ -2,6 +2,10 @@
 //! database `huddle_meeting`; asks user-service (`huddle.user.v1`) for the
 //! display data of hosts and participants, one batch call per answer.
 
+// The cache-aside futures nest deeply (handler → flight → lease → loader);
+// their layout needs more than the default recursion limit of 128.
+#![recursion_limit = "256"]
+
 use std::{sync::Arc, time::Duration};
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};

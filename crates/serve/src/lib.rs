@@ -103,7 +103,8 @@ impl Kit {
                     source,
                 })?;
         let db = Database::connect(&config.database_url, config.db_pool_size)?;
-        let cache = shared.cache.clone();
+        // Reads held by this service's own pending invalidations only.
+        let cache = shared.cache.scoped(name);
         // The outbox's queries (relay ticks, row deletes) are not a
         // request's reads: tests count those through `db.checkouts()`.
         let outbox = Outbox::new(db.untracked(), cache.clone(), name);
@@ -169,9 +170,16 @@ impl Kit {
         background.push(Box::pin(outbox.clone().run_relay(shutdown.clone())));
         background.push(Box::pin(outbox.clone().listen(shutdown.clone())));
         let watched_db = db.clone();
+        let first_pass = outbox.clone();
         let server = async move {
             let (readiness, health) =
                 health::Readiness::start(watched_db.clone(), S::NAME, Some(migrations)).await;
+            // Rows a crash left behind are applied before the first request
+            // is served (until then the outbox holds reads off Redis; if
+            // this pass fails, they stay held and the relay retries).
+            if let Err(e) = first_pass.drain().await {
+                tracing::warn!(error = %e, service = S::NAME, "outbox not drained at start");
+            }
             let mut tasks: Vec<_> = background.into_iter().map(tokio::spawn).collect();
             tasks.push(tokio::spawn(warn_if_redis_may_evict(
                 cache.clone(),

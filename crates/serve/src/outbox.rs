@@ -104,6 +104,9 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(db: Database, cache: Cache, service: &'static str) -> Self {
+        // Rows a crash left behind may be pending: reads skip Redis until
+        // the relay's first pass has applied them.
+        cache.hold_reads(service);
         Self {
             db,
             cache,
@@ -185,6 +188,7 @@ impl Outbox {
                 Err(e) if started.elapsed() + APPLY_RETRY_PAUSE > APPLY_BUDGET => {
                     tracing::warn!(write = ?recorded.invalidation.write, error = %e,
                         "invalidation deferred to the outbox relays");
+                    self.cache.hold_reads(self.service);
                     self.wake.notify_one();
                     self.notify_replicas().await;
                     return;
@@ -239,6 +243,8 @@ impl Outbox {
         let mut notifications = std::pin::pin!(conn.notifications_stream());
         while let Some(notification) = notifications.next().await {
             notification?;
+            // Another replica left a row: Redis may hold what it deletes.
+            self.cache.hold_reads(self.service);
             self.remote_wake.notify_one();
         }
         Ok(())
@@ -268,6 +274,9 @@ impl Outbox {
                 self.cache
                     .metrics()
                     .set_invalidations_pending(self.service, skipped);
+                // Everything this binary can apply is applied. (Rows of a
+                // newer version are that version's replicas' to apply.)
+                self.cache.release_reads(self.service);
                 return Ok(applied);
             };
             after = *last;

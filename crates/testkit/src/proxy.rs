@@ -19,6 +19,7 @@ pub struct TcpProxy {
     addr: SocketAddr,
     target: Arc<Mutex<Option<SocketAddr>>>,
     up: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: JoinHandle<()>,
 }
@@ -40,17 +41,22 @@ impl TcpProxy {
         let addr = listener.local_addr()?;
         let target: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let up = Arc::new(AtomicBool::new(true));
+        let silent = Arc::new(AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let acceptor = tokio::spawn(accept(
             listener,
             target.clone(),
-            up.clone(),
+            Flags {
+                up: up.clone(),
+                silent: silent.clone(),
+            },
             connections.clone(),
         ));
         Ok(Self {
             addr,
             target,
             up,
+            silent,
             connections,
             acceptor,
         })
@@ -67,11 +73,26 @@ impl TcpProxy {
         self.addr
     }
 
+    /// Silent: open connections are cut and new ones are accepted but never
+    /// answered, as with a hung peer, so callers wait for their deadline.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::SeqCst);
+        if silent {
+            self.cut();
+        }
+    }
+
     /// Down: open connections are cut and new ones closed at once, as when
     /// the target's host goes away. Up: connections go through again.
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
         if !up {
+            self.cut();
+        }
+    }
+
+    fn cut(&self) {
+        {
             let mut open = self
                 .connections
                 .lock()
@@ -90,20 +111,37 @@ impl Drop for TcpProxy {
     }
 }
 
+struct Flags {
+    up: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
+}
+
 async fn accept(
     listener: TcpListener,
     target: Arc<Mutex<Option<SocketAddr>>>,
-    up: Arc<AtomicBool>,
+    flags: Flags,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
     while let Ok((client, _)) = listener.accept().await {
         let target = *target
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(target) = target.filter(|_| up.load(Ordering::SeqCst)) else {
+        let Some(target) = target.filter(|_| flags.up.load(Ordering::SeqCst)) else {
             drop(client);
             continue;
         };
+        if flags.silent.load(Ordering::SeqCst) {
+            // Hold the connection open and say nothing until cut.
+            let task = tokio::spawn(async move {
+                let _held = client;
+                std::future::pending::<()>().await;
+            });
+            connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(task);
+            continue;
+        }
         let task = tokio::spawn(async move {
             if let Ok(mut server) = TcpStream::connect(target).await {
                 let mut client = client;

@@ -1,6 +1,10 @@
 //! user-service: users, profile lookups, email lookup. Owns database
 //! `huddle_user`; everyone else asks over gRPC (`huddle.user.v1`).
 
+// The cache-aside futures nest deeply (handler → flight → lease → loader);
+// their layout needs more than the default recursion limit of 128.
+#![recursion_limit = "256"]
+
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use huddle_db::DbError;
 use huddle_proto::user::v1::user_service_server::UserServiceServer;

@@ -40,6 +40,12 @@ impl Cache {
         let Some(name) = keys.first().map(CacheKey::name) else {
             return Ok(Vec::new());
         };
+        if self.reads_held() {
+            // Pending invalidations: Redis may hold what they delete.
+            return self
+                .timed_load(name, loader((0..keys.len()).collect()))
+                .await;
+        }
         let token = lease_token();
         let redis_keys: Vec<String> = keys.iter().map(|k| self.redis_key(k.path())).collect();
         let probes = self.read_or_lease_many(name, &redis_keys, &token).await;

@@ -183,6 +183,13 @@ impl Cache {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let token = lease_token();
+        if self.reads_held() {
+            // Pending invalidations: Redis may hold what they delete.
+            self.inner.metrics.lookup(name, "held");
+            return self
+                .load_and_fill(name, (redis_key, &token), false, ttl, seq, loader)
+                .await;
+        }
         let leased = match self.probe(name, redis_key, &token, seq).await {
             Probed::Hit(value, json, at) => return Ok((Some(value), Fill::Value(json, at))),
             Probed::NotFound(at) => return Ok((None, Fill::NotFound(at))),

@@ -64,6 +64,9 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
+    /// The service this handle reads for (see [`Cache::scoped`]): its reads
+    /// are held only by its own pending invalidations.
+    scope: Option<&'static str>,
 }
 
 struct Inner {
@@ -75,6 +78,11 @@ struct Inner {
     /// Woken when the breaker closes: Redis is back, so whoever holds
     /// deferred work (the invalidation outbox) should retry now.
     recovered: tokio::sync::Notify,
+    /// Sources (outboxes) that know of invalidations not yet applied: while
+    /// any does, reads skip Redis, which may still hold what they delete.
+    held: Mutex<std::collections::BTreeSet<&'static str>>,
+    /// `!held.is_empty()`, readable on the hot path without the lock.
+    any_held: std::sync::atomic::AtomicBool,
     flights: Mutex<HashMap<String, flight::Flight>>,
     #[cfg(test)]
     failpoints: failpoint::Failpoints,
@@ -90,6 +98,7 @@ impl Cache {
             config.op_timeout,
         )?;
         Ok(Self {
+            scope: None,
             inner: Arc::new(Inner {
                 backend,
                 prefix: config.prefix.clone(),
@@ -97,6 +106,8 @@ impl Cache {
                 config: config.clone(),
                 metrics,
                 recovered: tokio::sync::Notify::new(),
+                held: Mutex::default(),
+                any_held: std::sync::atomic::AtomicBool::new(false),
                 flights: Mutex::default(),
                 #[cfg(test)]
                 failpoints: failpoint::Failpoints::default(),
@@ -125,6 +136,65 @@ impl Cache {
     /// Resolves the next time the breaker closes after being open.
     pub async fn recovered(&self) {
         self.inner.recovered.notified().await;
+    }
+
+    /// `source` knows of invalidations it has not applied (a refused apply,
+    /// another replica's NOTIFY, rows a crash may have left): until it
+    /// [`releases`](Self::release_reads), reads answer from the loader
+    /// without reading or filling Redis, so a value those invalidations
+    /// would delete is never served — not even in the moment between Redis
+    /// coming back and the relay applying them.
+    pub fn hold_reads(&self, source: &'static str) {
+        self.update_held(|held| {
+            held.insert(source);
+        });
+    }
+
+    /// `source` has applied everything it knew of.
+    pub fn release_reads(&self, source: &'static str) {
+        self.update_held(|held| {
+            held.remove(source);
+        });
+    }
+
+    /// The same cache, for one service's reads: held by that service's own
+    /// pending invalidations only (services in one process share a Redis
+    /// pool, but never invalidate each other's keys).
+    pub fn scoped(&self, service: &'static str) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            scope: Some(service),
+        }
+    }
+
+    pub(crate) fn reads_held(&self) -> bool {
+        if !self
+            .inner
+            .any_held
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return false;
+        }
+        let Some(scope) = self.scope else {
+            return true;
+        };
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(scope)
+    }
+
+    fn update_held(&self, change: impl FnOnce(&mut std::collections::BTreeSet<&'static str>)) {
+        let mut held = self
+            .inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut held);
+        self.inner
+            .any_held
+            .store(!held.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
     /// The Redis key for a key path: prefix + path.
