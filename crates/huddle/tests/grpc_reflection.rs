@@ -9,32 +9,48 @@ use std::net::SocketAddr;
 
 use common::TestApp;
 use huddle_proto::{meeting::v1::meeting_service_server, user::v1::user_service_server};
-use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-};
+/// The service names a server lists over one reflection protocol version:
+/// `v1` (grpcurl, tonic) or `v1alpha` (the Python `grpcio-reflection`
+/// client, Postman, Evans, older grpcurl). The two versions' types differ
+/// only in their module, so one body serves both.
+macro_rules! listed_services {
+    ($version:ident, $addr:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", $addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection response: {response:?}");
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
 
-/// The service names a server lists over reflection `v1`.
 async fn listed_services(addr: SocketAddr) -> Vec<String> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection response: {response:?}");
-    };
-    list.service.into_iter().map(|s| s.name).collect()
+    listed_services!(v1, addr)
+}
+
+/// Seen to fail with UNIMPLEMENTED when only `build_v1` was served.
+async fn listed_services_v1alpha(addr: SocketAddr) -> Vec<String> {
+    listed_services!(v1alpha, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,35 +72,6 @@ async fn reflection_lists_the_meeting_service() {
     ] {
         assert!(names.contains(&expected.to_owned()), "{names:?}");
     }
-}
-
-/// The same list through the older `v1alpha` protocol, the only one the
-/// Python `grpcio-reflection` client (and Postman, Evans, older grpcurl)
-/// speaks. Seen to fail with UNIMPLEMENTED when only `build_v1` was served.
-async fn listed_services_v1alpha(addr: SocketAddr) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection response: {response:?}");
-    };
-    list.service.into_iter().map(|s| s.name).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
