@@ -31,8 +31,14 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint, Uri, channel::Change};
 
+use crate::grpc_metrics::GrpcMetrics;
+
+mod metered;
+
+pub use metered::GrpcChannel;
+
 /// How a client channel connects, times out and follows DNS.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChannelOptions {
     /// Bound on establishing one TCP + HTTP/2 connection.
     pub connect_timeout: Duration,
@@ -43,6 +49,8 @@ pub struct ChannelOptions {
     pub refresh_interval: Duration,
     /// HTTP/2 PING interval, so a connection to a vanished pod is noticed.
     pub keep_alive_interval: Option<Duration>,
+    /// Where the calls made over the channel are counted (`None`: nowhere).
+    pub metrics: Option<GrpcMetrics>,
 }
 
 impl Default for ChannelOptions {
@@ -52,6 +60,7 @@ impl Default for ChannelOptions {
             request_timeout: None,
             refresh_interval: Duration::from_secs(5),
             keep_alive_interval: Some(Duration::from_secs(30)),
+            metrics: None,
         }
     }
 }
@@ -68,9 +77,10 @@ pub enum ChannelError {
 /// every address the host name resolves to. Connects lazily: creating it
 /// never fails because the service is down. Must be called inside a tokio
 /// runtime (it spawns the connection and DNS-refresh tasks).
-pub fn balanced_channel(target: &str, opts: ChannelOptions) -> Result<Channel, ChannelError> {
+pub fn balanced_channel(target: &str, opts: ChannelOptions) -> Result<GrpcChannel, ChannelError> {
+    let metrics = opts.metrics.clone();
     let (channel, _endpoints) = balanced_channel_with(target, opts, DnsResolver)?;
-    Ok(channel)
+    Ok(GrpcChannel::new(channel, metrics))
 }
 
 /// Resolves a host name to socket addresses. The real one asks the system

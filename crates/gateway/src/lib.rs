@@ -27,12 +27,12 @@ use actix_web::{
     web,
 };
 use huddle_common::Shutdown;
-use huddle_common::grpc_client::{ChannelError, ChannelOptions, balanced_channel};
+use huddle_common::grpc_client::{ChannelError, ChannelOptions, GrpcChannel, balanced_channel};
+use huddle_common::grpc_metrics::GrpcMetrics;
 use huddle_proto::meeting::v1::meeting_service_client::MeetingServiceClient;
 use huddle_proto::user::v1::user_service_client::UserServiceClient;
 use prometheus::Registry;
 use serde::Serialize;
-use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use utoipa::ToSchema;
 
@@ -127,17 +127,17 @@ pub(crate) fn success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse
 /// shared: cloning a client is cheap and reuses the connection.
 #[derive(Clone)]
 pub struct Backends {
-    users: UserServiceClient<Channel>,
-    meetings: MeetingServiceClient<Channel>,
+    users: UserServiceClient<GrpcChannel>,
+    meetings: MeetingServiceClient<GrpcChannel>,
     request_timeout: Duration,
 }
 
 impl Backends {
-    pub fn users(&self) -> UserServiceClient<Channel> {
+    pub fn users(&self) -> UserServiceClient<GrpcChannel> {
         self.users.clone()
     }
 
-    pub fn meetings(&self) -> MeetingServiceClient<Channel> {
+    pub fn meetings(&self) -> MeetingServiceClient<GrpcChannel> {
         self.meetings.clone()
     }
 
@@ -169,11 +169,22 @@ impl AppState {
     /// Must run inside a tokio runtime: the lazy channel spawns its worker task.
     /// Fails if the gateway's metrics are already in `registry`.
     pub fn new(config: &GatewayConfig, registry: Registry) -> Result<Self, GatewayError> {
+        let grpc = GrpcMetrics::register(&registry)?;
+        Self::with_grpc_metrics(config, registry, grpc)
+    }
+
+    /// As [`AppState::new`], counting backend calls in `grpc` (registered
+    /// once per process, shared with the services in `huddle all`).
+    pub fn with_grpc_metrics(
+        config: &GatewayConfig,
+        registry: Registry,
+        grpc: GrpcMetrics,
+    ) -> Result<Self, GatewayError> {
         if config.jwt_secret.is_empty() {
             return Err(GatewayError::EmptySecret);
         }
-        let channel = lazy_channel(&config.user_addr, config.request_timeout)?;
-        let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout)?;
+        let channel = lazy_channel(&config.user_addr, config.request_timeout, &grpc)?;
+        let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout, &grpc)?;
         let metrics = HttpMetrics::register(&registry)?;
         let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
         Ok(Self {
@@ -205,10 +216,15 @@ impl AppState {
 /// Connects on first use, so the gateway starts (and reports not ready)
 /// while a service is still coming up. A DNS name (a headless Service) is
 /// balanced over every pod it resolves to, re-resolved as pods come and go.
-fn lazy_channel(addr: &str, request_timeout: Duration) -> Result<Channel, GatewayError> {
+fn lazy_channel(
+    addr: &str,
+    request_timeout: Duration,
+    grpc: &GrpcMetrics,
+) -> Result<GrpcChannel, GatewayError> {
     let options = ChannelOptions {
         connect_timeout: CONNECT_TIMEOUT,
         request_timeout: Some(request_timeout),
+        metrics: Some(grpc.clone()),
         ..ChannelOptions::default()
     };
     balanced_channel(addr, options).map_err(|source| GatewayError::BadAddr {
@@ -272,6 +288,7 @@ pub fn app(
 pub async fn bind(
     config: GatewayConfig,
     registry: Registry,
+    grpc: GrpcMetrics,
     shutdown: Shutdown,
 ) -> Result<
     (
@@ -280,7 +297,7 @@ pub async fn bind(
     ),
     GatewayError,
 > {
-    let state = AppState::new(&config, registry)?;
+    let state = AppState::with_grpc_metrics(&config, registry, grpc)?;
     let bind_error = |source| GatewayError::Bind {
         addr: config.http_addr,
         source,
@@ -319,9 +336,10 @@ pub async fn bind(
 pub async fn serve(
     config: GatewayConfig,
     registry: Registry,
+    grpc: GrpcMetrics,
     shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
-    let (_, serving) = bind(config, registry, shutdown).await?;
+    let (_, serving) = bind(config, registry, grpc, shutdown).await?;
     serving.await
 }
 

@@ -104,6 +104,7 @@ pub async fn gateway(global: &Global) -> CmdResult {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let registry = prometheus::Registry::new();
+    let grpc = GrpcMetrics::register(&registry)?;
     let (_, server) = gateway::bind(
         gateway_config(
             global,
@@ -112,6 +113,7 @@ pub async fn gateway(global: &Global) -> CmdResult {
             jwt_secret,
         ),
         registry,
+        grpc,
         shutdown,
     )
     .await?;

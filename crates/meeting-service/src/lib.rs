@@ -60,7 +60,11 @@ fn cascade_targets(_config: &MeetingConfig) -> Vec<Arc<dyn CascadeTarget>> {
 /// `service.server` runs it until shutdown.
 pub async fn bind(config: &MeetingConfig, shared: Shared) -> Result<Bound, ServeError> {
     let kit = Kit::bind("meeting", MIGRATIONS, &config.service, shared).await?;
-    let users = users::Users::new(user_client(&config.user_addr, config.user_call_timeout)?);
+    let users = users::Users::new(user_client(
+        &config.user_addr,
+        config.user_call_timeout,
+        kit.grpc_metrics(),
+    )?);
     let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config));
     let api = MeetingApi::new(
         cache::Sources {
