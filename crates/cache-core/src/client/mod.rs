@@ -168,6 +168,9 @@ impl Cache {
     }
 
     pub(crate) fn reads_held(&self) -> bool {
+        if !self.inner.config.reads {
+            return true;
+        }
         if !self
             .inner
             .any_held

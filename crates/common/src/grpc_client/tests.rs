@@ -34,6 +34,7 @@ fn fast() -> ChannelOptions {
         refresh_interval: Duration::from_millis(20),
         keep_alive_interval: None,
         metrics: None,
+        connections_per_address: 1,
     }
 }
 
@@ -73,6 +74,8 @@ impl Resolve for FakeDns {
 struct Pod {
     addr: SocketAddr,
     calls: Arc<AtomicUsize>,
+    /// Client ends of the connections calls arrived on.
+    peers: Arc<Mutex<BTreeSet<SocketAddr>>>,
     shutdown: Shutdown,
 }
 
@@ -82,11 +85,15 @@ impl Pod {
         let addr = listener.local_addr()?;
         let (reporter, _) = health_reporter();
         let calls = Arc::new(AtomicUsize::new(0));
-        let counter = calls.clone();
+        let peers = Arc::new(Mutex::new(BTreeSet::new()));
+        let (counter, seen) = (calls.clone(), peers.clone());
         let service = HealthServer::with_interceptor(
             HealthService::from_health_reporter(reporter),
-            move |request| {
+            move |request: tonic::Request<()>| {
                 counter.fetch_add(1, Ordering::SeqCst);
+                if let Some(peer) = request.remote_addr() {
+                    seen.lock().unwrap().insert(peer);
+                }
                 Ok(request)
             },
         );
@@ -101,6 +108,7 @@ impl Pod {
         Ok(Self {
             addr,
             calls,
+            peers,
             shutdown,
         })
     }
@@ -312,6 +320,31 @@ async fn an_ip_literal_connects_directly() {
     let channel = balanced_channel(&format!("{}", pod.addr), fast()).unwrap();
     check(&mut HealthClient::new(channel), 3).await;
     assert_eq!(pod.take_calls(), 3);
+}
+
+/// Calls spread over several connections to one address, so they are not
+/// all driven by one HTTP/2 connection's task.
+///
+/// Seen to fail with one endpoint per address (as before): one peer.
+#[tokio::test]
+async fn calls_spread_over_several_connections_per_address() {
+    let pod = Pod::start(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+        .await
+        .unwrap();
+    let options = ChannelOptions {
+        connections_per_address: 4,
+        ..fast()
+    };
+    let channel = balanced_channel(&format!("{}", pod.addr), options).unwrap();
+    let calls = (0..64).map(|_| {
+        let mut client = HealthClient::new(channel.clone());
+        tokio::spawn(async move { check(&mut client, 5).await })
+    });
+    for call in futures::future::join_all(calls).await {
+        call.unwrap();
+    }
+    let peers = pod.peers.lock().unwrap().len();
+    assert!((2..=4).contains(&peers), "{peers} connections");
 }
 
 /// Calls made over the channel are counted by service, method and code; a
