@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod request_id;
+pub mod route;
 pub mod users;
 pub mod validate;
 
@@ -264,9 +265,9 @@ pub fn app(
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         // `App::route` would move the method guard onto the resource, making
         // a wrong method a 404; a resource with a route makes it a 405.
-        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
-        .service(web::resource("/metrics").route(web::get().to(metrics::render)))
+        .service(route::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(route::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(route::resource("/metrics").route(web::get().to(metrics::render)))
         .configure(users::routes)
         .configure(meetings::routes)
         .configure(|cfg| openapi::routes(cfg, swagger_ui))

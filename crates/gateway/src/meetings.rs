@@ -23,37 +23,36 @@ use self::input::{CreateMeetingBody, UpdateMeetingBody, create_request, update_r
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id::RequestId;
+use crate::route::resource;
 use crate::{Backends, Success, success};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/meetings").route(web::post().to(create_meeting)))
+    cfg.service(resource("/api/meetings").route(web::post().to(create_meeting)))
         // Before `/api/meetings/{id}`, so these names are never read as ids.
-        .service(web::resource("/api/meetings/live").route(web::get().to(live_meetings)))
-        .service(web::resource("/api/meetings/scheduled").route(web::get().to(scheduled_meetings)))
-        .service(web::resource("/api/meetings/join").route(web::post().to(join_meeting)))
+        .service(resource("/api/meetings/live").route(web::get().to(live_meetings)))
+        .service(resource("/api/meetings/scheduled").route(web::get().to(scheduled_meetings)))
+        .service(resource("/api/meetings/join").route(web::post().to(join_meeting)))
         .service(
-            web::resource("/api/meetings/{id}")
+            resource("/api/meetings/{id}")
                 .route(web::get().to(get_meeting))
                 .route(web::patch().to(update_meeting))
                 .route(web::delete().to(delete_meeting)),
         )
-        .service(web::resource("/api/meetings/{id}/start").route(web::post().to(start_meeting)))
-        .service(web::resource("/api/meetings/{id}/end").route(web::post().to(end_meeting)))
-        .service(web::resource("/api/meetings/{id}/leave").route(web::post().to(leave_meeting)))
+        .service(resource("/api/meetings/{id}/start").route(web::post().to(start_meeting)))
+        .service(resource("/api/meetings/{id}/end").route(web::post().to(end_meeting)))
+        .service(resource("/api/meetings/{id}/leave").route(web::post().to(leave_meeting)))
         .service(
-            web::resource("/api/meetings/{id}/participants")
-                .route(web::get().to(list_participants)),
+            resource("/api/meetings/{id}/participants").route(web::get().to(list_participants)),
         )
         .service(
-            web::resource("/api/meetings/{id}/participants/count")
+            resource("/api/meetings/{id}/participants/count")
                 .route(web::get().to(count_participants)),
         )
-        .service(web::resource("/api/users/{id}/meetings").route(web::get().to(user_meetings)))
+        .service(resource("/api/users/{id}/meetings").route(web::get().to(user_meetings)))
         .service(
-            web::resource("/api/users/{id}/participations")
-                .route(web::get().to(user_participations)),
+            resource("/api/users/{id}/participations").route(web::get().to(user_participations)),
         )
-        .service(web::resource("/api/users/{id}/stats").route(web::get().to(user_stats)));
+        .service(resource("/api/users/{id}/stats").route(web::get().to(user_stats)));
 }
 
 /// Meeting routes act as a user: the token's subject must be a user id

@@ -71,10 +71,7 @@ pub async fn middleware<B: MessageBody>(
     let started = Instant::now();
     let method = crate::allow::method_label(req.method());
     let res = next.call(req).await?;
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let route = crate::route::pattern_of(res.request()).unwrap_or(UNMATCHED_ROUTE.into());
     metrics.observe(
         method,
         &route,

@@ -453,6 +453,10 @@ pub async fn middleware<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // Most requests are of a method no rule names: no path matching for them.
+    if !rules().iter().any(|r| r.method == req.method()) {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
     let hit = req.match_pattern().and_then(|pattern| {
         rules()
             .into_iter()

@@ -11,15 +11,16 @@ use uuid::Uuid;
 use crate::auth::{Admin, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id::RequestId;
+use crate::route::resource;
 use crate::{Backends, Success, success};
 use huddle_domain::{id as ids, time, user as rules};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/users").route(web::post().to(create_user)))
+    cfg.service(resource("/api/users").route(web::post().to(create_user)))
         // Before `/api/users/{id}`, so `by-email` is never read as an id.
-        .service(web::resource("/api/users/by-email").route(web::get().to(get_user_by_email)))
+        .service(resource("/api/users/by-email").route(web::get().to(get_user_by_email)))
         .service(
-            web::resource("/api/users/{id}")
+            resource("/api/users/{id}")
                 .route(web::get().to(get_user))
                 .route(web::patch().to(update_user)),
         );
