@@ -12,6 +12,11 @@ mod setup_cmds;
 
 use config::{Cli, Command};
 
+/// glibc's malloc and free were ~10 % of a cached read's CPU (`make bench`
+/// profile; many small short-lived allocations across threads).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
