@@ -52,6 +52,36 @@ enum Role {
     Waiter(broadcast::Receiver<Fill>, u64),
 }
 
+/// How long a loaded value stays cached: one TTL per key name, or one
+/// chosen from the loaded value itself (a recording: 30 s while PROCESSING,
+/// 600 s once settled — SPEC §4). Either way ±10 % jitter is added, and a
+/// not-found result is cached for [`NOT_FOUND_TTL`].
+pub enum Ttl<T> {
+    Fixed(Duration),
+    /// `of` picks the TTL of a loaded value; `longest` bounds what it can
+    /// pick (tags registered before the load must outlive the value).
+    ByValue {
+        longest: Duration,
+        of: fn(&T) -> Duration,
+    },
+}
+
+impl<T> Ttl<T> {
+    fn longest(&self) -> Duration {
+        match self {
+            Self::Fixed(ttl) => *ttl,
+            Self::ByValue { longest, .. } => *longest,
+        }
+    }
+
+    fn of(&self, value: &T) -> Duration {
+        match self {
+            Self::Fixed(ttl) => *ttl,
+            Self::ByValue { longest, of } => of(value).min(*longest),
+        }
+    }
+}
+
 /// How many flights a caller waits on, whose results came too early for
 /// it, before it loads on its own.
 const MAX_JOINS: usize = 3;
@@ -95,12 +125,50 @@ impl Cache {
         .await
     }
 
+    /// [`Cache::get_or_load`] with a TTL chosen from the loaded value
+    /// ([`Ttl::ByValue`]); leases, tags and the single flight are the same.
+    pub async fn get_or_load_with_ttl<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        ttl: Ttl<T>,
+        tags: &[Tag],
+        loader: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let tags = tags.to_vec();
+        self.flight(key, ttl, async move |tagger: Tagger| {
+            tagger.tag(&tags).await;
+            loader().await
+        })
+        .await
+    }
+
     /// Like [`Cache::get_or_load`], for values whose tags are only known
     /// while loading: the loader gets a [`Tagger`].
     pub async fn get_or_load_tagged<T, E, F, Fut>(
         &self,
         key: &CacheKey,
         ttl: Duration,
+        loader: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Tagger) -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.flight(key, Ttl::Fixed(ttl), loader).await
+    }
+
+    /// The read path every `get_or_load*` shares: join or lead the key's
+    /// in-process flight, then look it up.
+    async fn flight<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        ttl: Ttl<T>,
         loader: F,
     ) -> Result<Option<T>, E>
     where
@@ -173,7 +241,7 @@ impl Cache {
         &self,
         name: KeyName,
         redis_key: &str,
-        ttl: Duration,
+        ttl: Ttl<T>,
         seq: &AtomicU64,
         loader: F,
     ) -> Result<(Option<T>, Fill), E>
@@ -265,7 +333,7 @@ impl Cache {
         name: KeyName,
         (redis_key, token): (&str, &str),
         leased: bool,
-        ttl: Duration,
+        ttl: Ttl<T>,
         seq: &AtomicU64,
         loader: F,
     ) -> Result<(Option<T>, Fill), E>
@@ -277,7 +345,7 @@ impl Cache {
         let tagger = Tagger::new(
             self.clone(),
             redis_key,
-            ttl.mul_f64(1.1) + self.inner.config.lease_ttl + Duration::from_secs(1),
+            ttl.longest().mul_f64(1.1) + self.inner.config.lease_ttl + Duration::from_secs(1),
             leased,
         );
         let load_started = seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -290,7 +358,7 @@ impl Cache {
                 return Err(e);
             }
         };
-        let Some((raw, fill_ttl, json)) = encode(redis_key, &loaded, ttl) else {
+        let Some((raw, fill_ttl, json)) = encode(redis_key, &loaded, &ttl) else {
             if leased {
                 self.release_lease(redis_key, token).await;
             }
@@ -355,14 +423,14 @@ impl Cache {
 fn encode<T: Serialize>(
     redis_key: &str,
     loaded: &Option<T>,
-    ttl: Duration,
+    ttl: &Ttl<T>,
 ) -> Option<(String, Duration, Option<Arc<str>>)> {
     match loaded {
         None => Some((NOT_FOUND_MARKER.to_owned(), NOT_FOUND_TTL, None)),
         Some(value) => match serde_json::to_string(value) {
             Ok(json) => {
                 let shared = Some(json.as_str().into());
-                Some((json, jittered(ttl), shared))
+                Some((json, jittered(ttl.of(value)), shared))
             }
             Err(e) => {
                 tracing::error!(key = %redis_key, error = %e, "value cannot be serialized; not cached");
