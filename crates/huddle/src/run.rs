@@ -8,6 +8,7 @@ use huddle_common::Shutdown;
 use huddle_serve::{GrpcMetrics, ServiceConfig, Shared};
 
 use crate::config::{AllArgs, Global};
+use crate::livekit_cmd::livekit_keys;
 
 pub type CmdResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -58,6 +59,7 @@ fn gateway_config(
         http_addr: global.http_addr,
         user_addr,
         meeting_addr,
+        recording_addr: global.recording_addr.clone(),
         jwt_secret,
         request_timeout: Duration::from_millis(global.request_timeout_ms),
         workers: 2,
@@ -68,6 +70,7 @@ fn gateway_config(
 
 pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
     let jwt_secret = global.jwt_secret(true)?;
+    let livekit = livekit_keys(global, true)?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let (registry, shared) = registry_and_shared(global, &shutdown)?;
@@ -82,6 +85,14 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
             global.meeting_listen_addr()?,
             meeting_service::DATABASE_NAME,
         )?,
+        recording: recording_service::RecordingConfig {
+            service: service_config(
+                global,
+                global.recording_listen_addr()?,
+                recording_service::DATABASE_NAME,
+            )?,
+            livekit,
+        },
         user_call_timeout: user_call_timeout(global),
         // The stack points it at the services it binds.
         gateway: gateway_config(global, String::new(), String::new(), jwt_secret.clone()),
@@ -149,6 +160,7 @@ pub async fn meeting(global: &Global) -> CmdResult {
         )?,
         user_addr: global.user_addr.clone(),
         user_call_timeout: user_call_timeout(global),
+        recording_addr: Some(global.recording_addr.clone()),
     };
     let bound = meeting_service::bind(&config, shared).await?;
     huddle_db::pool_metrics::PoolCollector::register(
@@ -157,6 +169,29 @@ pub async fn meeting(global: &Global) -> CmdResult {
         &registry,
     )?;
     standalone(global, registry, shutdown, bound.service.server).await
+}
+
+pub async fn recording(global: &Global) -> CmdResult {
+    let livekit = livekit_keys(global, false)?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let (registry, shared) = registry_and_shared(global, &shutdown)?;
+    let config = recording_service::RecordingConfig {
+        service: service_config(
+            global,
+            global.recording_listen_addr()?,
+            recording_service::DATABASE_NAME,
+        )?,
+        livekit,
+    };
+    let metrics = recording_service::WebhookMetrics::register(&registry)?;
+    let bound = recording_service::bind(&config, shared, metrics).await?;
+    huddle_db::pool_metrics::PoolCollector::register(
+        bound.db.clone(),
+        recording_service::DATABASE_NAME,
+        &registry,
+    )?;
+    standalone(global, registry, shutdown, bound.server).await
 }
 
 /// A service running alone: its gRPC server plus a metrics endpoint.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use base64_livekit::Engine;
 use livekit_api::access_token::{AccessToken, AccessTokenError, TokenVerifier};
 use livekit_api::webhooks::WebhookReceiver;
-use livekit_protocol::{EgressInfo, EgressStatus, FileInfo, WebhookEvent};
+pub use livekit_protocol::EgressStatus;
+use livekit_protocol::{EgressInfo, FileInfo, WebhookEvent};
 use sha2_livekit::{Digest, Sha256};
 
 /// How long a webhook's token is valid (LiveKit server signs for 5 min).
