@@ -199,8 +199,8 @@ async fn ttl_follows_the_status_and_the_marker_is_cleared() {
 /// SPEC §5 "recording created / status change": both keys warm, a second
 /// egress of the meeting starts, both reads show it at once (newest first).
 ///
-/// Seen to fail with the webhook's `Outbox::record` left out: the cached
-/// list still showed one recording.
+/// Seen to fail with the webhook's `Outbox::record` left out: the newest
+/// recording was still the cached `EG_first` (READY).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_recording_created_and_status_change() {
     let app = TestApp::spawn().await;
