@@ -63,6 +63,9 @@ HTTP_PORT=$(free_port)
 export HUDDLE_HTTP_ADDR=127.0.0.1:$HTTP_PORT
 export HUDDLE_USER_ADDR=127.0.0.1:$(free_port)
 export HUDDLE_MEETING_ADDR=127.0.0.1:$(free_port)
+export HUDDLE_RECORDING_ADDR=127.0.0.1:$(free_port)
+export LIVEKIT_API_KEY=APIfuzz
+export LIVEKIT_API_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export HUDDLE_CACHE_PREFIX="huddle:fuzz-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n'):"
 export HUDDLE_JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export HUDDLE_ENV=test
@@ -106,7 +109,7 @@ for who in user admin; do
 	token=$USER
 	[[ $who == admin ]] && token=$ADMIN
 	log "--- as $who"
-	PYTHONPATH="$HERE" SCHEMATHESIS_HOOKS=fuzz_hooks "$VENV/bin/st" run "$BASE/api/openapi.json" \
+	PYTHONPATH="$HERE" SCHEMATHESIS_HOOKS=fuzz_hooks "$VENV/bin/st" --config-file "$HERE/schemathesis.toml" run "$BASE/api/openapi.json" \
 		--checks all \
 		--max-time "$half" \
 		--seed "$SEED" \

@@ -65,9 +65,14 @@ NON_CLAP_ENV = {
 # (the gateway calls every service). A process must be given the address of
 # each service it calls that the binary has; its default is loopback.
 CALLS = {
-    "meeting": ["user"],
+    # meeting -> recording (and chat): the deletion cascade.
+    "meeting": ["user", "recording"],
     "chat": ["user", "meeting"],
-    "recording": ["meeting"],
+}
+
+# Secrets a service needs beyond the database's, each only in its own pods.
+SERVICE_SECRETS = {
+    "recording": ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"],
 }
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
@@ -123,7 +128,8 @@ class Cli:
             redis = tuple(
                 v for v in ("HUDDLE_REDIS_URL", "HUDDLE_REDIS_CLUSTER_NODES") if v in self.subcommands[subcommand].env
             )
-            return [("HUDDLE_DATABASE_URL",), redis] + peers
+            secrets = [(v,) for v in SERVICE_SECRETS.get(subcommand, [])]
+            return [("HUDDLE_DATABASE_URL",), redis] + peers + secrets
         if subcommand in ("migrate", "seed"):
             return [("HUDDLE_DATABASE_URL",)]
         return []

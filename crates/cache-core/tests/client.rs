@@ -856,7 +856,7 @@ async fn the_ttl_is_chosen_from_the_loaded_value(config: CacheConfig) {
     for (name, low, high) in [("busy", 26_000, 33_000), ("done", 530_000, 660_000)] {
         let key = CacheKey::meeting_recording(Uuid::new_v4());
         let got = cache
-            .get_or_load_with_ttl(&key, ttl(), &[], || async {
+            .get_or_load(&key, ttl(), &[], || async {
                 Ok::<_, Infallible>(profile(name))
             })
             .await
@@ -867,7 +867,7 @@ async fn the_ttl_is_chosen_from_the_loaded_value(config: CacheConfig) {
     }
     let key = CacheKey::meeting_recording(Uuid::new_v4());
     let got = cache
-        .get_or_load_with_ttl(&key, ttl(), &[], || async { Ok::<_, Infallible>(None) })
+        .get_or_load(&key, ttl(), &[], || async { Ok::<_, Infallible>(None) })
         .await
         .unwrap();
     assert_eq!(got, None);

@@ -16,6 +16,8 @@ use crate::{config::Global, run::CmdResult};
 /// them; outside dev they are refused even when set explicitly.
 pub const DEV_LIVEKIT_API_KEY: &str = "devkey";
 pub const DEV_LIVEKIT_API_SECRET: &str = "secret";
+/// Outside dev, shorter secrets are refused (HS256 wants 32 bytes).
+const MIN_SECRET_BYTES: usize = 32;
 
 #[derive(Args)]
 pub struct LivekitWebhookArgs {
@@ -50,7 +52,8 @@ pub struct LivekitWebhookArgs {
 
 /// LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or, when both are unset,
 /// LiveKit's dev pair (with a warning) if `allow_dev_fallback` and
-/// HUDDLE_ENV is dev. Outside dev the dev secret is refused.
+/// HUDDLE_ENV is dev. Outside dev a secret under 32 bytes (the dev one, a
+/// placeholder) is refused.
 pub fn livekit_keys(global: &Global, allow_dev_fallback: bool) -> Result<LivekitKeys, String> {
     let (key, secret) = match (&global.livekit_api_key, &global.livekit_api_secret) {
         (Some(key), Some(secret)) if !key.is_empty() && !secret.is_empty() => {
@@ -73,9 +76,12 @@ pub fn livekit_keys(global: &Global, allow_dev_fallback: bool) -> Result<Livekit
             ));
         }
     };
-    if secret == DEV_LIVEKIT_API_SECRET && !global.is_dev() {
+    // LiveKit generates 32+ character secrets; a short one is a placeholder
+    // (the manifests' REPLACE_ME) or the public dev pair.
+    if !global.is_dev() && secret.len() < MIN_SECRET_BYTES {
         return Err(format!(
-            "LIVEKIT_API_SECRET is LiveKit's public dev secret; HUDDLE_ENV={} refuses it",
+            "LIVEKIT_API_SECRET must be at least {MIN_SECRET_BYTES} bytes with HUDDLE_ENV={} \
+             (LiveKit's dev secret is for HUDDLE_ENV=dev only)",
             global.env
         ));
     }
@@ -156,10 +162,12 @@ mod tests {
     use super::*;
     use crate::config::tests::global;
 
+    const SECRET: &str = "s3cr3t-0123456789abcdef0123456789";
+
     /// Only `huddle all` (and this dev command) in dev may run without the
-    /// LiveKit keys; nobody outside dev runs with LiveKit's public dev pair.
-    /// Seen to fail with the dev-secret check removed: `--env prod` with
-    /// `--livekit-api-secret secret` was accepted.
+    /// LiveKit keys; nobody outside dev runs with LiveKit's public dev pair
+    /// or a placeholder. Seen to fail with the length check removed:
+    /// `--env prod` with `--livekit-api-secret secret` was accepted.
     #[test]
     fn livekit_keys_are_required_outside_dev() {
         let dev = global(&[]).unwrap();
@@ -194,12 +202,15 @@ mod tests {
             "--livekit-api-key",
             "APIabc",
             "--livekit-api-secret",
-            "s3cr3t-0123",
+            SECRET,
         ];
         let keys = livekit_keys(&global(&set).unwrap(), false).unwrap();
         assert_eq!(
             (keys.api_key.as_str(), keys.api_secret.as_str()),
-            ("APIabc", "s3cr3t-0123")
+            ("APIabc", SECRET)
         );
+        let mut placeholder = set;
+        placeholder[5] = "REPLACE_ME";
+        assert!(livekit_keys(&global(&placeholder).unwrap(), false).is_err());
     }
 }

@@ -140,12 +140,8 @@ pub async fn user(global: &Global) -> CmdResult {
         user_service::DATABASE_NAME,
     )?;
     let bound = user_service::bind(&config, shared).await?;
-    huddle_db::pool_metrics::PoolCollector::register(
-        bound.db.clone(),
-        user_service::DATABASE_NAME,
-        &registry,
-    )?;
-    standalone(global, registry, shutdown, bound.server).await
+    let db = (&bound.db, user_service::DATABASE_NAME);
+    standalone(global, registry, shutdown, db, bound.server).await
 }
 
 pub async fn meeting(global: &Global) -> CmdResult {
@@ -163,12 +159,8 @@ pub async fn meeting(global: &Global) -> CmdResult {
         recording_addr: Some(global.recording_addr.clone()),
     };
     let bound = meeting_service::bind(&config, shared).await?;
-    huddle_db::pool_metrics::PoolCollector::register(
-        bound.service.db.clone(),
-        meeting_service::DATABASE_NAME,
-        &registry,
-    )?;
-    standalone(global, registry, shutdown, bound.service.server).await
+    let db = (&bound.service.db, meeting_service::DATABASE_NAME);
+    standalone(global, registry, shutdown, db, bound.service.server).await
 }
 
 pub async fn recording(global: &Global) -> CmdResult {
@@ -186,21 +178,20 @@ pub async fn recording(global: &Global) -> CmdResult {
     };
     let metrics = recording_service::WebhookMetrics::register(&registry)?;
     let bound = recording_service::bind(&config, shared, metrics).await?;
-    huddle_db::pool_metrics::PoolCollector::register(
-        bound.db.clone(),
-        recording_service::DATABASE_NAME,
-        &registry,
-    )?;
-    standalone(global, registry, shutdown, bound.server).await
+    let db = (&bound.db, recording_service::DATABASE_NAME);
+    standalone(global, registry, shutdown, db, bound.server).await
 }
 
-/// A service running alone: its gRPC server plus a metrics endpoint.
+/// A service running alone: its gRPC server plus a metrics endpoint (with
+/// its database pool's gauges).
 async fn standalone<E: std::error::Error + 'static>(
     global: &Global,
     registry: prometheus::Registry,
     shutdown: Shutdown,
+    (db, database): (&huddle_db::Database, &str),
     server: impl std::future::Future<Output = Result<(), E>>,
 ) -> CmdResult {
+    huddle_db::pool_metrics::PoolCollector::register(db.clone(), database, &registry)?;
     let metrics =
         crate::metrics_server::serve(global.metrics_addr, registry, shutdown.clone()).await?;
     let (served, _) = tokio::join!(

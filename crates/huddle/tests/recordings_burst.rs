@@ -22,7 +22,7 @@ const IN_FLIGHT: usize = 16;
 /// the meetings, and replays of each.
 fn deliveries(meeting: &str, i: usize) -> Vec<String> {
     let egress = format!("EG_{meeting}");
-    let order: &[&str] = if i % 2 == 0 {
+    let order: &[&str] = if i.is_multiple_of(2) {
         &["egress_ended", "egress_started", "egress_updated"]
     } else {
         &["egress_started", "egress_updated", "egress_ended"]

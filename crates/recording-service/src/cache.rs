@@ -36,7 +36,7 @@ pub async fn latest(
 ) -> Result<Option<RecordingRow>, DbError> {
     let key = CacheKey::meeting_recording(meeting);
     cache
-        .get_or_load_with_ttl(&key, LATEST_TTL, &[], || async {
+        .get_or_load(&key, LATEST_TTL, &[], || async {
             Ok(db::newest(&mut *db.conn().await?, meeting, 1)
                 .await?
                 .into_iter()
@@ -53,7 +53,7 @@ pub async fn all(
 ) -> Result<Vec<RecordingRow>, DbError> {
     let key = CacheKey::meeting_recordings(meeting);
     let rows = cache
-        .get_or_load_with_ttl(&key, LIST_TTL, &[], || async {
+        .get_or_load(&key, LIST_TTL, &[], || async {
             let rows = db::newest(&mut *db.conn().await?, meeting, MAX_LISTED).await?;
             Ok::<_, DbError>(Some(rows))
         })

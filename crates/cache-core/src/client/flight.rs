@@ -66,6 +66,12 @@ pub enum Ttl<T> {
     },
 }
 
+impl<T> From<Duration> for Ttl<T> {
+    fn from(ttl: Duration) -> Self {
+        Self::Fixed(ttl)
+    }
+}
+
 impl<T> Ttl<T> {
     fn longest(&self) -> Duration {
         match self {
@@ -101,14 +107,16 @@ enum Probed<T> {
 impl Cache {
     /// Read-through: the cached value of `key`, or the loader's result, which
     /// is then cached for `ttl` (±10 %), or for [`NOT_FOUND_TTL`] as a
-    /// not-found marker when the loader returns `None`. `tags` name the
-    /// entities the value embeds; they are registered before the loader runs.
+    /// not-found marker when the loader returns `None`. `ttl` is a
+    /// `Duration`, or a [`Ttl::ByValue`] chosen from the loaded value. `tags`
+    /// name the entities the value embeds; they are registered before the
+    /// loader runs.
     ///
     /// Loader errors are returned as they are and never cached.
     pub async fn get_or_load<T, E, F, Fut>(
         &self,
         key: &CacheKey,
-        ttl: Duration,
+        ttl: impl Into<Ttl<T>>,
         tags: &[Tag],
         loader: F,
     ) -> Result<Option<T>, E>
@@ -125,34 +133,12 @@ impl Cache {
         .await
     }
 
-    /// [`Cache::get_or_load`] with a TTL chosen from the loaded value
-    /// ([`Ttl::ByValue`]); leases, tags and the single flight are the same.
-    pub async fn get_or_load_with_ttl<T, E, F, Fut>(
-        &self,
-        key: &CacheKey,
-        ttl: Ttl<T>,
-        tags: &[Tag],
-        loader: F,
-    ) -> Result<Option<T>, E>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
-    {
-        let tags = tags.to_vec();
-        self.flight(key, ttl, async move |tagger: Tagger| {
-            tagger.tag(&tags).await;
-            loader().await
-        })
-        .await
-    }
-
     /// Like [`Cache::get_or_load`], for values whose tags are only known
     /// while loading: the loader gets a [`Tagger`].
     pub async fn get_or_load_tagged<T, E, F, Fut>(
         &self,
         key: &CacheKey,
-        ttl: Duration,
+        ttl: impl Into<Ttl<T>>,
         loader: F,
     ) -> Result<Option<T>, E>
     where
@@ -160,22 +146,7 @@ impl Cache {
         F: FnOnce(Tagger) -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
-        self.flight(key, Ttl::Fixed(ttl), loader).await
-    }
-
-    /// The read path every `get_or_load*` shares: join or lead the key's
-    /// in-process flight, then look it up.
-    async fn flight<T, E, F, Fut>(
-        &self,
-        key: &CacheKey,
-        ttl: Ttl<T>,
-        loader: F,
-    ) -> Result<Option<T>, E>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce(Tagger) -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
-    {
+        let ttl = ttl.into();
         let redis_key = self.redis_key(key.path());
         let name = key.name();
         let mut joins = 0;
