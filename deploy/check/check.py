@@ -593,6 +593,12 @@ def check_huddle_container(m: Manifests, cli: Cli, w: Workload, c: dict, problem
     for names in cli.required_vars(sub.name):
         if not env.names.intersection(names):
             problems.add(ref, f"`huddle {sub.name}` needs {' or '.join(names)} set (its default is meant for a laptop)")
+    # A service's own secrets stay in its pods (every subcommand's --help
+    # lists the global flags, so the check above cannot tell).
+    for owner, secrets in SERVICE_SECRETS.items():
+        for name in sorted(env.names.intersection(secrets)):
+            if sub.name != owner:
+                problems.add(ref, f"`huddle {sub.name}` is given {name}, which only `huddle {owner}` pods may hold")
 
     # Listening: exactly the declared ports, reachable from other pods.
     declared = {p["containerPort"]: p for p in c.get("ports", [])}
