@@ -9,7 +9,10 @@
 
 mod common;
 
-use common::{TestApp, assert_error, egress_webhook, livekit_keys};
+use std::time::Duration;
+
+use common::{TestApp, TestOptions, assert_error, egress_webhook, livekit_keys};
+use huddle_testkit::eventually;
 use livekit_api::access_token::{AccessToken, Claims};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -255,4 +258,48 @@ async fn status_only_moves_forward() {
     failed.error = "late failure".to_owned();
     assert_eq!(app.send_webhook(&failed).await, "unchanged");
     assert_eq!(settled(&rows(&app, &meeting).await[0]), before);
+}
+
+/// recording-service unreachable behind the gateway: webhooks answer 503
+/// (LiveKit retries) and so do the recording reads, meeting routes keep
+/// answering, and the retried webhook lands once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_service_down_answers_503() {
+    let app = TestApp::spawn_with(TestOptions {
+        proxies: true,
+        ..TestOptions::default()
+    })
+    .await;
+    let proxies = app.proxies.as_ref().unwrap();
+    let (_, host) = app.user("Host").await;
+    let meeting = app.create_live_meeting(&host, "Down").await;
+    let id = meeting["id"].as_str().unwrap();
+    let body = egress_webhook("egress_ended", id, "EG_down", STARTED_NS)
+        .to_json()
+        .unwrap();
+    let signed = livekit_keys().sign(body.as_bytes()).unwrap();
+
+    proxies.recording_grpc.set_up(false);
+    assert_error(
+        &app.post_webhook(&body, Some(&signed)).await,
+        503,
+        "UNAVAILABLE",
+    );
+    let read = app
+        .get(&format!("/api/meetings/{id}/recording"), &host)
+        .await;
+    assert_error(&read, 503, "UNAVAILABLE");
+    let details = app.get(&format!("/api/meetings/{id}"), &host).await;
+    assert_eq!(details.status, StatusCode::OK);
+
+    proxies.recording_grpc.set_up(true);
+    let landed = eventually(Duration::from_secs(10), async || {
+        app.post_webhook(&body, Some(&signed)).await.status == StatusCode::OK
+    })
+    .await;
+    assert!(landed);
+    let read = app
+        .get(&format!("/api/meetings/{id}/recording"), &host)
+        .await;
+    assert_eq!(read.body["data"]["status"], "READY", "{:?}", read.body);
 }

@@ -85,6 +85,8 @@ pub struct Proxies {
     pub user_db: TcpProxy,
     pub user_grpc: TcpProxy,
     pub meeting_grpc: TcpProxy,
+    /// recording-service, as the gateway and meeting-service dial it.
+    pub recording_grpc: TcpProxy,
 }
 
 impl Proxies {
@@ -106,6 +108,7 @@ impl Proxies {
             user_db,
             user_grpc: TcpProxy::unpointed().await.unwrap(),
             meeting_grpc: TcpProxy::unpointed().await.unwrap(),
+            recording_grpc: TcpProxy::unpointed().await.unwrap(),
         };
         (proxies, url.to_string())
     }
@@ -211,7 +214,7 @@ impl TestApp {
             dial: huddle::stack::Dial {
                 user: proxies.as_ref().and_then(|p| dial(&p.user_grpc)),
                 meeting: proxies.as_ref().and_then(|p| dial(&p.meeting_grpc)),
-                recording: None,
+                recording: proxies.as_ref().and_then(|p| dial(&p.recording_grpc)),
             },
         };
         let stack = huddle::stack::start(config, registry, shared)
@@ -222,6 +225,7 @@ impl TestApp {
         if let Some(proxies) = &proxies {
             proxies.user_grpc.point_at(user_addr);
             proxies.meeting_grpc.point_at(meeting_addr);
+            proxies.recording_grpc.point_at(stack.recording.addr);
         }
         let app = Self {
             base: format!("http://{}", stack.http_addr),
