@@ -3,7 +3,9 @@
 #   make run     start Postgres/Redis, build, migrate, seed, run everything
 #   make test    start Postgres/Redis, run the whole test suite
 #   make lint    rustfmt check, clippy -D warnings, dependency rules, size rules
-#   make bench   meeting delete with 1k vs 1M unrelated Redis keys (not a test)
+#   make bench   hot paths side by side (wrk, cached/uncached, vs redis-benchmark),
+#                then meeting delete at 1k vs 1M keys and a profile update
+#                embedded in 10k cached values (not a test)
 #   make fmt     format the workspace
 
 CARGO ?= cargo
@@ -92,7 +94,14 @@ fuzz: build
 # A benchmark, not a test: prints how long deleting a meeting with its keys
 # cached takes while Redis holds 1 thousand, then 1 million unrelated keys
 # (a private redis-server on 127.0.0.1; crates/huddle/benches/meeting_delete.rs).
+# Release build, so the numbers are the ones production would see.
+HUDDLE_RELEASE_BIN := $(CARGO_TARGET_DIR)/release/huddle
+export HUDDLE_RELEASE_BIN
+
+bench: SETUP_FLAGS += --bench
 bench: setup
+	$(CARGO) build --release --bin huddle
+	python3 scripts/bench.py $(BENCH_FLAGS)
 	$(CARGO) bench -p huddle --bench meeting_delete
 
 lint:

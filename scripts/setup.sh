@@ -3,6 +3,7 @@
 #
 #   bash scripts/setup.sh           # Postgres + Redis up, role/databases present
 #   bash scripts/setup.sh --tools   # same, plus test tooling (used by `make test`)
+#   bash scripts/setup.sh --bench   # same, plus wrk and redis-benchmark (`make bench`)
 #
 # Idempotent: safe to run any number of times. Installs missing packages only
 # when running as root; otherwise prints the exact command to run and exits 1.
@@ -18,14 +19,16 @@ DATABASES=(huddle_user huddle_meeting huddle_chat huddle_recording)
 WAIT_SECONDS=30
 
 WITH_TOOLS=0
+WITH_BENCH=0
 
 usage() {
-	sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 for arg in "$@"; do
 	case "$arg" in
 	--tools) WITH_TOOLS=1 ;;
+	--bench) WITH_BENCH=1 ;;
 	-h | --help)
 		usage
 		exit 0
@@ -360,6 +363,18 @@ install_test_tools() {
 	nolock bash "$(dirname -- "${BASH_SOURCE[0]}")/../deploy/check/install-tools.sh"
 }
 
+# `make bench`: wrk (the load generator) and redis-benchmark/redis-cli.
+install_bench_tools() {
+	local missing=()
+	have wrk || missing+=(wrk)
+	have redis-benchmark || missing+=(redis-tools)
+	if ((${#missing[@]})); then
+		is_root || need_root "missing packages: ${missing[*]}" "sudo apt-get install -y ${missing[*]}"
+		apt_install "${missing[@]}"
+	fi
+	log "bench-tools: ok ($(wrk --version 2>&1 | head -1 | awk '{print $1, $2}'))"
+}
+
 # ---------------------------------------------------------------------------
 
 main() {
@@ -379,6 +394,9 @@ main() {
 	ensure_app_login
 	if [[ "$WITH_TOOLS" -eq 1 ]]; then
 		install_test_tools
+	fi
+	if [[ "$WITH_BENCH" -eq 1 ]]; then
+		install_bench_tools
 	fi
 	log "setup: done"
 }

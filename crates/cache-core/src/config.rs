@@ -30,6 +30,11 @@ pub struct CacheConfig {
     pub breaker_threshold: u32,
     /// How long an open breaker skips Redis before probing it.
     pub breaker_cooldown: Duration,
+    /// `false`: every read goes to its loader (Postgres) and nothing is
+    /// filled, as while reads are held; invalidations still run. For
+    /// measuring what the cache saves (`make bench`) and for ruling the
+    /// cache out when diagnosing; never for production.
+    pub reads: bool,
 }
 
 impl Default for CacheConfig {
@@ -45,6 +50,7 @@ impl Default for CacheConfig {
             lease_wait: Duration::from_secs(1),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
+            reads: true,
         }
     }
 }

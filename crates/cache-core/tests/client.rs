@@ -137,6 +137,7 @@ suite!(
     no_stale_read_after_an_invalidation_under_concurrent_refills,
     a_second_process_waits_on_the_lease_instead_of_loading,
     invalidations_reach_the_keys_of_previous_prefixes,
+    with_reads_off_every_read_loads_and_nothing_is_stored,
     the_ttl_is_chosen_from_the_loaded_value,
 );
 
@@ -188,6 +189,41 @@ async fn not_found_is_cached_as_a_short_lived_marker(config: CacheConfig) {
 /// the caller a leader (no in-process flights), the loader still ran once —
 /// the lease alone — but 49 callers polled Redis for the fill
 /// (`lease_waits` 49, `coalesced` 0).
+/// `reads: false` (`HUDDLE_CACHE_READS=false`, the bench's uncached
+/// column): every read runs its loader, concurrent ones too, and nothing
+/// is written to Redis.
+///
+/// Seen to fail with the flag left out of `reads_held`: one load, stored.
+/// (Held reads share no load in-process either: see the flight table.)
+async fn with_reads_off_every_read_loads_and_nothing_is_stored(config: CacheConfig) {
+    let cache = instance(&CacheConfig {
+        reads: false,
+        ..config
+    });
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let reads: Vec<_> = (0..10)
+        .map(|_| {
+            let (cache, key, calls) = (cache.clone(), key.clone(), calls.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_load(&key, key.ttl(), &[], || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, Infallible>(profile("direct"))
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for read in reads {
+        assert_eq!(read.await.unwrap(), profile("direct"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 10);
+    assert_eq!(cache.inspect(key.path()).await.unwrap(), None);
+}
+
 async fn fifty_concurrent_cold_reads_run_the_loader_once(config: CacheConfig) {
     let cache = instance(&config);
     let key = CacheKey::user(Uuid::new_v4());

@@ -8,9 +8,10 @@
 //! those addresses on the client side, re-resolving the name periodically as
 //! pods come and go.
 //!
-//! - `http://10.1.2.3:50051` (an IP literal): one lazily connected endpoint.
+//! - `http://10.1.2.3:50051` (an IP literal): a balancer over
+//!   [`ChannelOptions::connections_per_address`] lazy connections to it.
 //! - `http://user:50051` (a DNS name): a `tower` power-of-two-choices balancer
-//!   over one lazy connection per resolved address. A background task
+//!   over that many lazy connections per resolved address. A background task
 //!   re-resolves the name every [`ChannelOptions::refresh_interval`] and
 //!   inserts new addresses before removing gone ones, so the set is never
 //!   empty mid-update. A failed or empty resolution keeps the last good set
@@ -18,6 +19,11 @@
 //!   the name itself is the only endpoint, so calls fail fast with
 //!   `UNAVAILABLE` instead of waiting for an address. The task ends when the
 //!   last clone of the channel is dropped.
+//!
+//! Several connections per address: one HTTP/2 connection is driven by one
+//! task, so all of a process's calls to a service through one connection
+//! queue behind each other on one core (ARCHITECTURE.md, "Where a cached
+//! read's time goes").
 
 use std::{
     collections::BTreeSet,
@@ -31,8 +37,14 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint, Uri, channel::Change};
 
+use crate::grpc_metrics::GrpcMetrics;
+
+mod metered;
+
+pub use metered::GrpcChannel;
+
 /// How a client channel connects, times out and follows DNS.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChannelOptions {
     /// Bound on establishing one TCP + HTTP/2 connection.
     pub connect_timeout: Duration,
@@ -43,6 +55,10 @@ pub struct ChannelOptions {
     pub refresh_interval: Duration,
     /// HTTP/2 PING interval, so a connection to a vanished pod is noticed.
     pub keep_alive_interval: Option<Duration>,
+    /// Where the calls made over the channel are counted (`None`: nowhere).
+    pub metrics: Option<GrpcMetrics>,
+    /// HTTP/2 connections to each address (at least 1).
+    pub connections_per_address: u8,
 }
 
 impl Default for ChannelOptions {
@@ -52,6 +68,8 @@ impl Default for ChannelOptions {
             request_timeout: None,
             refresh_interval: Duration::from_secs(5),
             keep_alive_interval: Some(Duration::from_secs(30)),
+            metrics: None,
+            connections_per_address: 4,
         }
     }
 }
@@ -68,9 +86,10 @@ pub enum ChannelError {
 /// every address the host name resolves to. Connects lazily: creating it
 /// never fails because the service is down. Must be called inside a tokio
 /// runtime (it spawns the connection and DNS-refresh tasks).
-pub fn balanced_channel(target: &str, opts: ChannelOptions) -> Result<Channel, ChannelError> {
+pub fn balanced_channel(target: &str, opts: ChannelOptions) -> Result<GrpcChannel, ChannelError> {
+    let metrics = opts.metrics.clone();
     let (channel, _endpoints) = balanced_channel_with(target, opts, DnsResolver)?;
-    Ok(channel)
+    Ok(GrpcChannel::new(channel, metrics))
 }
 
 /// Resolves a host name to socket addresses. The real one asks the system
@@ -203,16 +222,28 @@ fn balanced_channel_with<R: Resolve>(
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(ChannelError::NoRuntime);
     }
-    if let Ok(ip) = target.host.parse::<IpAddr>() {
-        let addr = SocketAddr::new(ip, target.port);
-        let channel = endpoint(&target, Key::Addr(addr), &opts)?.connect_lazy();
-        let (_, applied) = watch::channel(BTreeSet::from([Key::Addr(addr)]));
-        return Ok((channel, applied));
-    }
     // Validate the endpoint settings once, up front, so the refresh task
     // cannot fail on them later.
     endpoint(&target, Key::Name, &opts)?;
-    let (channel, changes) = Channel::balance_channel::<Key>(64);
+    let (channel, changes) = Channel::balance_channel::<(Key, u8)>(64);
+    if let Ok(ip) = target.host.parse::<IpAddr>() {
+        let key = Key::Addr(SocketAddr::new(ip, target.port));
+        for conn in 0..opts.connections_per_address.max(1) {
+            let endpoint = endpoint(&target, key, &opts)?;
+            // A fresh channel has room for all of them: never blocks.
+            if changes
+                .try_send(Change::Insert((key, conn), endpoint))
+                .is_err()
+            {
+                return Err(ChannelError::NoRuntime);
+            }
+        }
+        // The balancer ends when `changes` is dropped: keep it as long as
+        // the channel lives.
+        tokio::spawn(async move { changes.closed().await });
+        let (_, applied) = watch::channel(BTreeSet::from([key]));
+        return Ok((channel, applied));
+    }
     let (applied_tx, applied) = watch::channel(BTreeSet::new());
     tokio::spawn(follow_dns(target, opts, resolver, changes, applied_tx));
     Ok((channel, applied))
@@ -224,7 +255,7 @@ async fn follow_dns<R: Resolve>(
     target: Target,
     opts: ChannelOptions,
     resolver: R,
-    changes: mpsc::Sender<Change<Key, Endpoint>>,
+    changes: mpsc::Sender<Change<(Key, u8), Endpoint>>,
     applied: watch::Sender<BTreeSet<Key>>,
 ) {
     let mut current = BTreeSet::new();
@@ -259,18 +290,27 @@ async fn follow_dns<R: Resolve>(
             tracing::info!(%target, ?added, ?removed, "grpc endpoints changed");
         }
         // Inserts first, so the balancer never sees an empty set mid-update.
+        let conns = opts.connections_per_address.max(1);
         for key in added {
-            let Ok(endpoint) = endpoint(&target, key, &opts) else {
-                continue; // validated in `balanced_channel_with`
-            };
-            if changes.send(Change::Insert(key, endpoint)).await.is_err() {
-                return; // the channel was dropped
+            for conn in 0..conns {
+                let Ok(endpoint) = endpoint(&target, key, &opts) else {
+                    continue; // validated in `balanced_channel_with`
+                };
+                if changes
+                    .send(Change::Insert((key, conn), endpoint))
+                    .await
+                    .is_err()
+                {
+                    return; // the channel was dropped
+                }
             }
             current.insert(key);
         }
         for key in removed {
-            if changes.send(Change::Remove(key)).await.is_err() {
-                return;
+            for conn in 0..conns {
+                if changes.send(Change::Remove((key, conn))).await.is_err() {
+                    return;
+                }
             }
             current.remove(&key);
         }

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod grpc_client;
+pub mod grpc_metrics;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use futures::future::join_all;
+use huddle_common::grpc_client::GrpcChannel;
 use serde::Serialize;
-use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use utoipa::ToSchema;
 
@@ -24,7 +24,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Dependency {
     pub service: &'static str,
-    pub client: HealthClient<Channel>,
+    pub client: HealthClient<GrpcChannel>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -28,13 +28,13 @@ use actix_web::{
     web,
 };
 use huddle_common::Shutdown;
-use huddle_common::grpc_client::{ChannelError, ChannelOptions, balanced_channel};
+use huddle_common::grpc_client::{ChannelError, ChannelOptions, GrpcChannel, balanced_channel};
+use huddle_common::grpc_metrics::GrpcMetrics;
 use huddle_proto::meeting::v1::meeting_service_client::MeetingServiceClient;
 use huddle_proto::recording::v1::recording_service_client::RecordingServiceClient;
 use huddle_proto::user::v1::user_service_client::UserServiceClient;
 use prometheus::Registry;
 use serde::Serialize;
-use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use utoipa::ToSchema;
 
@@ -135,22 +135,22 @@ pub(crate) fn success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse
 /// shared: cloning a client is cheap and reuses the connection.
 #[derive(Clone)]
 pub struct Backends {
-    users: UserServiceClient<Channel>,
-    meetings: MeetingServiceClient<Channel>,
-    recordings: RecordingServiceClient<Channel>,
+    users: UserServiceClient<GrpcChannel>,
+    meetings: MeetingServiceClient<GrpcChannel>,
+    recordings: RecordingServiceClient<GrpcChannel>,
     request_timeout: Duration,
 }
 
 impl Backends {
-    pub fn users(&self) -> UserServiceClient<Channel> {
+    pub fn users(&self) -> UserServiceClient<GrpcChannel> {
         self.users.clone()
     }
 
-    pub fn meetings(&self) -> MeetingServiceClient<Channel> {
+    pub fn meetings(&self) -> MeetingServiceClient<GrpcChannel> {
         self.meetings.clone()
     }
 
-    pub fn recordings(&self) -> RecordingServiceClient<Channel> {
+    pub fn recordings(&self) -> RecordingServiceClient<GrpcChannel> {
         self.recordings.clone()
     }
 
@@ -182,12 +182,24 @@ impl AppState {
     /// Must run inside a tokio runtime: the lazy channel spawns its worker task.
     /// Fails if the gateway's metrics are already in `registry`.
     pub fn new(config: &GatewayConfig, registry: Registry) -> Result<Self, GatewayError> {
+        let grpc = GrpcMetrics::register(&registry)?;
+        Self::with_grpc_metrics(config, registry, grpc)
+    }
+
+    /// As [`AppState::new`], counting backend calls in `grpc` (registered
+    /// once per process, shared with the services in `huddle all`).
+    pub fn with_grpc_metrics(
+        config: &GatewayConfig,
+        registry: Registry,
+        grpc: GrpcMetrics,
+    ) -> Result<Self, GatewayError> {
         if config.jwt_secret.is_empty() {
             return Err(GatewayError::EmptySecret);
         }
-        let channel = lazy_channel(&config.user_addr, config.request_timeout)?;
-        let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout)?;
-        let recording_channel = lazy_channel(&config.recording_addr, config.request_timeout)?;
+        let channel = lazy_channel(&config.user_addr, config.request_timeout, &grpc)?;
+        let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout, &grpc)?;
+        let recording_channel =
+            lazy_channel(&config.recording_addr, config.request_timeout, &grpc)?;
         let metrics = HttpMetrics::register(&registry)?;
         let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
         Ok(Self {
@@ -224,10 +236,15 @@ impl AppState {
 /// Connects on first use, so the gateway starts (and reports not ready)
 /// while a service is still coming up. A DNS name (a headless Service) is
 /// balanced over every pod it resolves to, re-resolved as pods come and go.
-fn lazy_channel(addr: &str, request_timeout: Duration) -> Result<Channel, GatewayError> {
+fn lazy_channel(
+    addr: &str,
+    request_timeout: Duration,
+    grpc: &GrpcMetrics,
+) -> Result<GrpcChannel, GatewayError> {
     let options = ChannelOptions {
         connect_timeout: CONNECT_TIMEOUT,
         request_timeout: Some(request_timeout),
+        metrics: Some(grpc.clone()),
         ..ChannelOptions::default()
     };
     balanced_channel(addr, options).map_err(|source| GatewayError::BadAddr {
@@ -292,6 +309,7 @@ pub fn app(
 pub async fn bind(
     config: GatewayConfig,
     registry: Registry,
+    grpc: GrpcMetrics,
     shutdown: Shutdown,
 ) -> Result<
     (
@@ -300,7 +318,7 @@ pub async fn bind(
     ),
     GatewayError,
 > {
-    let state = AppState::new(&config, registry)?;
+    let state = AppState::with_grpc_metrics(&config, registry, grpc)?;
     let bind_error = |source| GatewayError::Bind {
         addr: config.http_addr,
         source,
@@ -340,9 +358,10 @@ pub async fn bind(
 pub async fn serve(
     config: GatewayConfig,
     registry: Registry,
+    grpc: GrpcMetrics,
     shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
-    let (_, serving) = bind(config, registry, shutdown).await?;
+    let (_, serving) = bind(config, registry, grpc, shutdown).await?;
     serving.await
 }
 

@@ -14,15 +14,22 @@
 //! `HUDDLE_BENCH_REDIS_URL` if set — which must be a loopback address. The
 //! unrelated keys live under a throwaway prefix and are deleted afterwards.
 //!
+//! Then it measures a profile update of a user embedded in 10,000 cached
+//! values (tagged with the user, as meeting values are with their host):
+//! `PATCH /api/users/{id}` end to end, and until the last value is gone.
+//!
 //! Not a test: `cargo test` runs this binary without `--bench`, and it then
 //! only says how to run it.
 
 // A benchmark binary may panic on setup failures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::{
+    convert::Infallible,
+    time::{Duration, Instant},
+};
 
-use cache_core::{CacheKey, Invalidation};
+use cache_core::{CacheKey, Invalidation, Tag};
 use huddle_testapp::{TestApp, TestOptions};
 use huddle_testkit::TestRedis;
 use serde_json::json;
@@ -36,6 +43,9 @@ const WARMUP: usize = 3;
 const GUESTS: usize = 3;
 /// SETs per pipelined round trip while filling the keyspace.
 const FILL_BATCH: usize = 10_000;
+/// Cached values embedding the user whose profile is updated.
+const EMBEDDING: usize = 10_000;
+const PROFILE_ROUNDS: usize = 10;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -142,6 +152,8 @@ async fn run() {
         );
     }
 
+    profile_update(&app).await;
+
     let started = Instant::now();
     clean(&mut raw, &junk_prefix, filled).await;
     let dbsize: u64 = redis::cmd("DBSIZE").query_async(&mut raw).await.unwrap();
@@ -149,6 +161,51 @@ async fn run() {
         "unrelated keys deleted in {:.1} s (DBSIZE now {dbsize})",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// `PATCH /api/users/{id}` of a user embedded in [`EMBEDDING`] cached values.
+async fn profile_update(app: &TestApp) {
+    let (user_id, token) = app.user("Embedded Everywhere").await;
+    let user = Uuid::parse_str(&user_id).unwrap();
+    println!(
+        "\nprofile update of a user embedded in {EMBEDDING} cached values \
+         ({PROFILE_ROUNDS} updates, median / p90 / max)"
+    );
+    let tags = [Tag::user(user)];
+    let (mut answered, mut all_gone) = (Vec::new(), Vec::new());
+    for round in 0..PROFILE_ROUNDS {
+        let keys: Vec<CacheKey> = (0..EMBEDDING)
+            .map(|_| CacheKey::meeting(Uuid::new_v4()))
+            .collect();
+        for chunk in keys.chunks(500) {
+            let fills = chunk.iter().map(|key| {
+                app.cache.get_or_load(key, key.ttl(), &tags, || async {
+                    Ok::<_, Infallible>(Some(json!({"host": {"id": user_id}})))
+                })
+            });
+            for filled in futures::future::join_all(fills).await {
+                filled.unwrap();
+            }
+        }
+        let t = Instant::now();
+        let resp = app
+            .patch(
+                &format!("/api/users/{user_id}"),
+                &token,
+                json!({"name": format!("Renamed {round}")}),
+            )
+            .await;
+        answered.push(t.elapsed());
+        assert_eq!(resp.status.as_u16(), 200, "{:?}", resp.body);
+        for key in keys.iter().rev() {
+            while app.cache.inspect(key.path()).await.unwrap().is_some() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        all_gone.push(t.elapsed());
+    }
+    println!("  answered:            {}", Stats::of(answered).render());
+    println!("  every value deleted: {}", Stats::of(all_gone).render());
 }
 
 fn assert_loopback(url: &str) {

@@ -238,6 +238,11 @@ pub struct Global {
     #[arg(long, global = true, env = "HUDDLE_ENV", default_value = "dev",
           value_parser = ["dev", "test", "prod"])]
     pub env: String,
+    /// `false`: every read goes to Postgres and nothing is cached (for
+    /// `make bench`'s uncached column and diagnosis; never in production).
+    #[arg(long, global = true, env = "HUDDLE_CACHE_READS", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub cache_reads: bool,
     /// Serve Swagger UI at /api/docs/ (the prod overlay turns it off; the
     /// OpenAPI document at /api/openapi.json is served either way).
     #[arg(long, global = true, env = "HUDDLE_SWAGGER_UI", default_value_t = true,
@@ -282,6 +287,7 @@ impl Global {
                 .collect(),
             pool_size: usize::from(self.redis_pool_size),
             op_timeout: Duration::from_millis(self.redis_timeout_ms),
+            reads: self.cache_reads,
             ..cache_core::CacheConfig::default()
         }
     }

@@ -115,6 +115,7 @@ pub async fn gateway(global: &Global) -> CmdResult {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let registry = prometheus::Registry::new();
+    let grpc = GrpcMetrics::register(&registry)?;
     let (_, server) = gateway::bind(
         gateway_config(
             global,
@@ -123,6 +124,7 @@ pub async fn gateway(global: &Global) -> CmdResult {
             jwt_secret,
         ),
         registry,
+        grpc,
         shutdown,
     )
     .await?;

@@ -50,6 +50,7 @@ pub async fn start(
     shared: Shared,
 ) -> Result<Stack, Error> {
     let shutdown = shared.shutdown.clone();
+    let grpc = shared.grpc_metrics.clone();
     let user = user_service::bind(&config.user, shared.clone()).await?;
     let user_dial =
         (config.dial.user.take()).unwrap_or_else(|| format!("http://{}", loopback(user.addr)));
@@ -79,7 +80,8 @@ pub async fn start(
     config.gateway.recording_addr = recording_dial;
     config.gateway.meeting_addr = (config.dial.meeting.take())
         .unwrap_or_else(|| format!("http://{}", loopback(meeting.service.addr)));
-    let (http_addr, gateway) = gateway::bind(config.gateway, registry, shutdown.clone()).await?;
+    let (http_addr, gateway) =
+        gateway::bind(config.gateway, registry, grpc, shutdown.clone()).await?;
     Ok(Stack {
         user,
         meeting,

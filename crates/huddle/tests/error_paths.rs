@@ -176,6 +176,14 @@ async fn meeting_service_down_behind_the_gateway() {
     proxies.meeting_grpc.set_up(false);
     let resp = app.get("/api/meetings/live", &token).await;
     assert_error(&resp, 503, "UNAVAILABLE");
+    // The operator sees it from the caller's side too (issue 13 item 4).
+    let unavailable = "huddle_grpc_client_requests_total{code=\"Unavailable\",\
+                       method=\"ListLiveMeetings\",service=\"huddle.meeting.v1.MeetingService\"}";
+    assert!(
+        app.metric(unavailable).await >= 1.0,
+        "{}",
+        app.metrics().await
+    );
     let resp = app
         .post(
             "/api/meetings",
@@ -195,6 +203,9 @@ async fn meeting_service_down_behind_the_gateway() {
     })
     .await;
     assert!(recovered);
+    let ok = "huddle_grpc_client_requests_total{code=\"OK\",\
+              method=\"ListLiveMeetings\",service=\"huddle.meeting.v1.MeetingService\"}";
+    assert!(app.metric(ok).await >= 1.0);
 }
 
 /// Redis refuses writes while meeting-service updates a meeting: the

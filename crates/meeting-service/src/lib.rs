@@ -55,11 +55,15 @@ pub struct Bound {
 /// The services that hold data of a meeting and must delete it when the
 /// meeting is deleted (see `cascade`): a [`CascadeTarget`] over each one's
 /// gRPC client (their addresses come in through [`MeetingConfig`]).
-fn cascade_targets(config: &MeetingConfig) -> Result<Vec<Arc<dyn CascadeTarget>>, ServeError> {
+fn cascade_targets(
+    config: &MeetingConfig,
+    kit: &Kit,
+) -> Result<Vec<Arc<dyn CascadeTarget>>, ServeError> {
     let mut targets: Vec<Arc<dyn CascadeTarget>> = Vec::new();
     if let Some(addr) = &config.recording_addr {
         let timeout = config.user_call_timeout;
-        targets.push(Arc::new(recordings::Recordings::new(addr, timeout)?));
+        let recordings = recordings::Recordings::new(addr, timeout, kit.grpc_metrics())?;
+        targets.push(Arc::new(recordings));
     }
     Ok(targets)
 }
@@ -68,8 +72,12 @@ fn cascade_targets(config: &MeetingConfig) -> Result<Vec<Arc<dyn CascadeTarget>>
 /// `service.server` runs it until shutdown.
 pub async fn bind(config: &MeetingConfig, shared: Shared) -> Result<Bound, ServeError> {
     let kit = Kit::bind("meeting", MIGRATIONS, &config.service, shared).await?;
-    let users = users::Users::new(user_client(&config.user_addr, config.user_call_timeout)?);
-    let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config)?);
+    let users = users::Users::new(user_client(
+        &config.user_addr,
+        config.user_call_timeout,
+        kit.grpc_metrics(),
+    )?);
+    let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config, &kit)?);
     let api = MeetingApi::new(
         cache::Sources {
             db: kit.db.clone(),

@@ -2,24 +2,29 @@
 //! recordings (and their cache keys) go with it.
 
 use futures::future::BoxFuture;
-use huddle_common::grpc_client::{ChannelError, ChannelOptions, balanced_channel};
+use huddle_common::grpc_client::{ChannelError, ChannelOptions, GrpcChannel, balanced_channel};
+use huddle_common::grpc_metrics::GrpcMetrics;
 use huddle_proto::recording::v1::{
     DeleteMeetingDataRequest, recording_service_client::RecordingServiceClient,
 };
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::CascadeTarget;
 
 pub struct Recordings {
-    client: RecordingServiceClient<Channel>,
+    client: RecordingServiceClient<GrpcChannel>,
 }
 
 impl Recordings {
-    /// Lazy and balanced, like the user-service channel.
-    pub fn new(addr: &str, call_timeout: std::time::Duration) -> Result<Self, ChannelError> {
+    /// Lazy, balanced and metered, like the user-service channel.
+    pub fn new(
+        addr: &str,
+        call_timeout: std::time::Duration,
+        metrics: GrpcMetrics,
+    ) -> Result<Self, ChannelError> {
         let options = ChannelOptions {
             request_timeout: Some(call_timeout),
+            metrics: Some(metrics),
             ..ChannelOptions::default()
         };
         Ok(Self {

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 
 use huddle_common::{
     REQUEST_ID_HEADER,
-    grpc_client::{ChannelError, ChannelOptions, balanced_channel},
+    grpc_client::{ChannelError, ChannelOptions, GrpcChannel, balanced_channel},
+    grpc_metrics::GrpcMetrics,
 };
 use huddle_proto::user::v1::{BatchGetUsersRequest, user_service_client::UserServiceClient};
 use serde::{Deserialize, Serialize};
-use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic::metadata::MetadataValue;
 use uuid::Uuid;
 
 use crate::error::MeetingError;
@@ -61,11 +62,13 @@ impl RequestCtx {
 pub fn user_client(
     addr: &str,
     call_timeout: std::time::Duration,
-) -> Result<UserServiceClient<Channel>, ChannelError> {
+    metrics: GrpcMetrics,
+) -> Result<UserServiceClient<GrpcChannel>, ChannelError> {
     let channel = balanced_channel(
         addr,
         ChannelOptions {
             request_timeout: Some(call_timeout),
+            metrics: Some(metrics),
             ..ChannelOptions::default()
         },
     )?;
@@ -74,11 +77,11 @@ pub fn user_client(
 
 #[derive(Clone)]
 pub struct Users {
-    client: UserServiceClient<Channel>,
+    client: UserServiceClient<GrpcChannel>,
 }
 
 impl Users {
-    pub fn new(client: UserServiceClient<Channel>) -> Self {
+    pub fn new(client: UserServiceClient<GrpcChannel>) -> Self {
         Self { client }
     }
 

@@ -21,7 +21,7 @@ pub mod outbox;
 pub mod relay;
 
 pub use error::{ServiceError, db_code, to_status};
-pub use layer::GrpcMetrics;
+pub use huddle_common::grpc_metrics::GrpcMetrics;
 pub use outbox::{CrashedAfterCommit, Failpoints, Outbox, OutboxError, Recorded};
 
 /// What every service in one process shares.
@@ -86,6 +86,12 @@ pub struct ServiceConfig {
 }
 
 impl Kit {
+    /// Where this process counts gRPC calls, for the service's own clients
+    /// of other services (`ChannelOptions::metrics`).
+    pub fn grpc_metrics(&self) -> GrpcMetrics {
+        self.shared.grpc_metrics.clone()
+    }
+
     /// Binds the listener and opens the pool (lazily: no connection yet).
     /// `name` labels the service's outbox in logs and metrics; the service
     /// reports NOT_SERVING while its database lacks any of `migrations`.

@@ -198,19 +198,7 @@ impl TestApp {
                 livekit: livekit_keys(),
             },
             user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
-            gateway: gateway::GatewayConfig {
-                http_addr: "127.0.0.1:0".parse().unwrap(),
-                user_addr: String::new(),
-                meeting_addr: String::new(),
-                recording_addr: String::new(),
-                jwt_secret: SECRET.to_owned(),
-                request_timeout: Duration::from_secs(5),
-                workers: 1,
-                // No limiter: tests create and join freely (the limiter's
-                // own tests are in the gateway crate).
-                rate_limit: gateway::ratelimit::RateLimitConfig::default(),
-                swagger_ui: true,
-            },
+            gateway: gateway_config(),
             dial: huddle::stack::Dial {
                 user: proxies.as_ref().and_then(|p| dial(&p.user_grpc)),
                 meeting: proxies.as_ref().and_then(|p| dial(&p.meeting_grpc)),
@@ -431,6 +419,23 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.trigger();
+    }
+}
+
+/// The gateway of a test stack; the stack sets the service addresses.
+fn gateway_config() -> gateway::GatewayConfig {
+    gateway::GatewayConfig {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        user_addr: String::new(),
+        meeting_addr: String::new(),
+        recording_addr: String::new(),
+        jwt_secret: SECRET.to_owned(),
+        request_timeout: Duration::from_secs(5),
+        workers: 1,
+        // No limiter: tests create and join freely (the limiter's own tests
+        // are in the gateway crate).
+        rate_limit: gateway::ratelimit::RateLimitConfig::default(),
+        swagger_ui: true,
     }
 }
 

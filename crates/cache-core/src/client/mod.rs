@@ -169,6 +169,9 @@ impl Cache {
     }
 
     pub(crate) fn reads_held(&self) -> bool {
+        if !self.inner.config.reads {
+            return true;
+        }
         if !self
             .inner
             .any_held

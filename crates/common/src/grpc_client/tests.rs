@@ -33,6 +33,8 @@ fn fast() -> ChannelOptions {
         request_timeout: Some(Duration::from_secs(5)),
         refresh_interval: Duration::from_millis(20),
         keep_alive_interval: None,
+        metrics: None,
+        connections_per_address: 1,
     }
 }
 
@@ -72,6 +74,8 @@ impl Resolve for FakeDns {
 struct Pod {
     addr: SocketAddr,
     calls: Arc<AtomicUsize>,
+    /// Client ends of the connections calls arrived on.
+    peers: Arc<Mutex<BTreeSet<SocketAddr>>>,
     shutdown: Shutdown,
 }
 
@@ -81,11 +85,15 @@ impl Pod {
         let addr = listener.local_addr()?;
         let (reporter, _) = health_reporter();
         let calls = Arc::new(AtomicUsize::new(0));
-        let counter = calls.clone();
+        let peers = Arc::new(Mutex::new(BTreeSet::new()));
+        let (counter, seen) = (calls.clone(), peers.clone());
         let service = HealthServer::with_interceptor(
             HealthService::from_health_reporter(reporter),
-            move |request| {
+            move |request: tonic::Request<()>| {
                 counter.fetch_add(1, Ordering::SeqCst);
+                if let Some(peer) = request.remote_addr() {
+                    seen.lock().unwrap().insert(peer);
+                }
                 Ok(request)
             },
         );
@@ -100,6 +108,7 @@ impl Pod {
         Ok(Self {
             addr,
             calls,
+            peers,
             shutdown,
         })
     }
@@ -145,7 +154,13 @@ async fn wait_for(applied: &mut watch::Receiver<BTreeSet<Key>>, want: BTreeSet<K
     );
 }
 
-async fn check(client: &mut HealthClient<Channel>, calls: usize) {
+async fn check<T>(client: &mut HealthClient<T>, calls: usize)
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
     for _ in 0..calls {
         client
             .check(HealthCheckRequest {
@@ -305,6 +320,79 @@ async fn an_ip_literal_connects_directly() {
     let channel = balanced_channel(&format!("{}", pod.addr), fast()).unwrap();
     check(&mut HealthClient::new(channel), 3).await;
     assert_eq!(pod.take_calls(), 3);
+}
+
+/// Calls spread over several connections to one address, so they are not
+/// all driven by one HTTP/2 connection's task.
+///
+/// Seen to fail with one endpoint per address (as before): one peer.
+#[tokio::test]
+async fn calls_spread_over_several_connections_per_address() {
+    let pod = Pod::start(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+        .await
+        .unwrap();
+    let options = ChannelOptions {
+        connections_per_address: 4,
+        ..fast()
+    };
+    let channel = balanced_channel(&format!("{}", pod.addr), options).unwrap();
+    let calls = (0..64).map(|_| {
+        let mut client = HealthClient::new(channel.clone());
+        tokio::spawn(async move { check(&mut client, 5).await })
+    });
+    for call in futures::future::join_all(calls).await {
+        call.unwrap();
+    }
+    let peers = pod.peers.lock().unwrap().len();
+    assert!((2..=4).contains(&peers), "{peers} connections");
+}
+
+/// Calls made over the channel are counted by service, method and code; a
+/// call that never reaches a server counts as Unavailable.
+///
+/// Seen to fail with `balanced_channel` dropping `opts.metrics`: no series.
+#[tokio::test]
+async fn calls_are_counted_by_method_and_code() {
+    let registry = prometheus::Registry::new();
+    let options = ChannelOptions {
+        metrics: Some(GrpcMetrics::register(&registry).unwrap()),
+        ..fast()
+    };
+    let pod = Pod::start(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+        .await
+        .unwrap();
+    let channel = balanced_channel(&format!("{}", pod.addr), options.clone()).unwrap();
+    check(&mut HealthClient::new(channel), 2).await;
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = balanced_channel(&format!("{}", holder.local_addr().unwrap()), options).unwrap();
+    let refused = HealthClient::new(dead)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+
+    let count = |code: &str| {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "huddle_grpc_client_requests_total")
+            .flat_map(|f| f.get_metric())
+            .filter(|m| {
+                let labels: Vec<(&str, &str)> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                labels.contains(&("service", "grpc.health.v1.Health"))
+                    && labels.contains(&("method", "Check"))
+                    && labels.contains(&("code", code))
+            })
+            .map(|m| m.get_counter().get_value())
+            .sum::<f64>()
+    };
+    assert_eq!(count("OK"), 2.0);
+    assert_eq!(count("Unavailable"), 1.0);
 }
 
 #[tokio::test]

@@ -89,7 +89,9 @@ async fn users_round_trip_through_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_serves_until_shutdown() {
     let shutdown = Shutdown::new();
-    let (addr, serving) = bind(config(dead_addr()), Registry::new(), shutdown.clone())
+    let registry = Registry::new();
+    let grpc = huddle_common::grpc_metrics::GrpcMetrics::register(&registry).unwrap();
+    let (addr, serving) = bind(config(dead_addr()), registry, grpc, shutdown.clone())
         .await
         .unwrap();
     let server = tokio::spawn(serving);
