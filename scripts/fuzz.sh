@@ -109,7 +109,7 @@ for who in user admin; do
 	token=$USER
 	[[ $who == admin ]] && token=$ADMIN
 	log "--- as $who"
-	PYTHONPATH="$HERE" SCHEMATHESIS_HOOKS=fuzz_hooks "$VENV/bin/st" --config-file "$HERE/schemathesis.toml" run "$BASE/api/openapi.json" \
+	PYTHONPATH="$HERE" SCHEMATHESIS_HOOKS=fuzz_hooks "$VENV/bin/st" run "$BASE/api/openapi.json" \
 		--checks all \
 		--max-time "$half" \
 		--seed "$SEED" \
