@@ -5,6 +5,13 @@ cannot say; the OpenAPI document states it in the descriptions. A generated
 `scheduledAt` that is a well-formed RFC 3339 instant in the past is moved a
 day into the future, so a schema-valid request stays valid today. Malformed
 values are left alone (they are what negative cases test).
+
+ST302 ("created resource not found") takes `GET /api/meetings/{id}/recording`
+after `POST /api/meetings` for a read of the meeting itself; a new meeting has
+no recording yet and says so with 404 `NO_RECORDING` (README, "Decisions").
+That one answer, and only it, is not a finding. (A per-operation
+`checks.…enabled = false` in a config file is not applied by the stateful
+phase of schemathesis 4.32.)
 """
 
 import datetime as dt
@@ -29,3 +36,13 @@ def map_body(context, body):
                 future = now + dt.timedelta(days=1)
                 body = {**body, "scheduledAt": future.strftime("%Y-%m-%dT%H:%M:%SZ")}
     return body
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    if getattr(failure, "code", None) != "ST302" or case.operation.path != "/api/meetings/{id}/recording":
+        return True
+    try:
+        return response.json().get("code") != "NO_RECORDING"
+    except ValueError:
+        return True

@@ -65,9 +65,14 @@ NON_CLAP_ENV = {
 # (the gateway calls every service). A process must be given the address of
 # each service it calls that the binary has; its default is loopback.
 CALLS = {
-    "meeting": ["user"],
+    # meeting -> recording (and chat): the deletion cascade.
+    "meeting": ["user", "recording"],
     "chat": ["user", "meeting"],
-    "recording": ["meeting"],
+}
+
+# Secrets a service needs beyond the database's, each only in its own pods.
+SERVICE_SECRETS = {
+    "recording": ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"],
 }
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
@@ -123,7 +128,8 @@ class Cli:
             redis = tuple(
                 v for v in ("HUDDLE_REDIS_URL", "HUDDLE_REDIS_CLUSTER_NODES") if v in self.subcommands[subcommand].env
             )
-            return [("HUDDLE_DATABASE_URL",), redis] + peers
+            secrets = [(v,) for v in SERVICE_SECRETS.get(subcommand, [])]
+            return [("HUDDLE_DATABASE_URL",), redis] + peers + secrets
         if subcommand in ("migrate", "seed"):
             return [("HUDDLE_DATABASE_URL",)]
         return []
@@ -587,6 +593,12 @@ def check_huddle_container(m: Manifests, cli: Cli, w: Workload, c: dict, problem
     for names in cli.required_vars(sub.name):
         if not env.names.intersection(names):
             problems.add(ref, f"`huddle {sub.name}` needs {' or '.join(names)} set (its default is meant for a laptop)")
+    # A service's own secrets stay in its pods (every subcommand's --help
+    # lists the global flags, so the check above cannot tell).
+    for owner, secrets in SERVICE_SECRETS.items():
+        for name in sorted(env.names.intersection(secrets)):
+            if sub.name != owner:
+                problems.add(ref, f"`huddle {sub.name}` is given {name}, which only `huddle {owner}` pods may hold")
 
     # Listening: exactly the declared ports, reachable from other pods.
     declared = {p["containerPort"]: p for p in c.get("ports", [])}

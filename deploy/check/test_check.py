@@ -142,6 +142,19 @@ class DriftCheck(unittest.TestCase):
 
         self.assertFlags(mutate, "`huddle gateway` needs HUDDLE_JWT_SECRET")
 
+    def test_livekit_keys_only_in_recording_pods(self) -> None:
+        def leave_out(docs):
+            c = container(docs, "Deployment", "recording")
+            c["env"] = [e for e in c["env"] if e["name"] != "LIVEKIT_API_SECRET"]
+
+        self.assertFlags(leave_out, "`huddle recording` needs LIVEKIT_API_SECRET")
+
+        def give_the_gateway(docs):
+            secret = env_entry(container(docs, "Deployment", "recording"), "LIVEKIT_API_SECRET")
+            container(docs, "Deployment", "gateway")["env"].append(secret)
+
+        self.assertFlags(give_the_gateway, "only `huddle recording` pods may hold")
+
     # -- ports --------------------------------------------------------------
 
     def test_a_container_port_the_process_does_not_listen_on(self) -> None:
@@ -283,7 +296,8 @@ class DriftCheck(unittest.TestCase):
         self.assertEqual(problems, [])
 
     def test_the_generator_gives_a_new_service_everything(self) -> None:
-        """new-service.sh (item 7): the generated service carries each
+        """new-service.sh (item 7), on a service that does not exist (`notes`):
+        the generated service carries each
         production property the checks demand of user and meeting, and
         admits exactly the callers named."""
         import shutil
@@ -294,27 +308,27 @@ class DriftCheck(unittest.TestCase):
             k8s = Path(tmp) / "k8s"
             shutil.copytree(check.K8S, k8s)
             subprocess.run(
-                ["bash", str(k8s / "new-service.sh"), "recording", "50054", "gateway"], check=True, capture_output=True
+                ["bash", str(k8s / "new-service.sh"), "notes", "50099", "gateway"], check=True, capture_output=True
             )
             _, docs = check.render(check.find_tool("kubectl", None), k8s / "overlays" / "prod")
-        pod = find(docs, "Deployment", "recording")["spec"]["template"]["spec"]
+        pod = find(docs, "Deployment", "notes")["spec"]["template"]["spec"]
         c = pod["containers"][0]
-        self.assertEqual(c["args"], ["recording"])
+        self.assertEqual(c["args"], ["notes"])
         self.assertEqual(pod["initContainers"][0]["args"][:2], ["migrate", "--check"])
-        self.assertEqual(c["livenessProbe"]["grpc"], {"port": 50054, "service": "liveness"})
-        self.assertEqual(c["readinessProbe"]["grpc"]["service"], "huddle.recording.v1.RecordingService")
+        self.assertEqual(c["livenessProbe"]["grpc"], {"port": 50099, "service": "liveness"})
+        self.assertEqual(c["readinessProbe"]["grpc"]["service"], "huddle.notes.v1.NotesService")
         self.assertEqual(c["lifecycle"]["preStop"]["exec"]["command"], ["sleep", "20"])
         self.assertEqual(c["resources"]["requests"]["memory"], c["resources"]["limits"]["memory"])
         self.assertEqual(pod["topologySpreadConstraints"][0]["matchLabelKeys"], ["pod-template-hash"])
-        self.assertEqual(find(docs, "PodDisruptionBudget", "recording")["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow")
-        self.assertIn("behavior", find(docs, "HorizontalPodAutoscaler", "recording")["spec"])
-        policy = find(docs, "NetworkPolicy", "recording")["spec"]["ingress"]
+        self.assertEqual(find(docs, "PodDisruptionBudget", "notes")["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow")
+        self.assertIn("behavior", find(docs, "HorizontalPodAutoscaler", "notes")["spec"])
+        policy = find(docs, "NetworkPolicy", "notes")["spec"]["ingress"]
         self.assertEqual(policy[0]["from"][0]["podSelector"]["matchExpressions"][0]["values"], ["gateway"])
         self.assertEqual(policy[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring")
-        self.assertEqual(env_entry(container(docs, "Deployment", "gateway"), "HUDDLE_RECORDING_ADDR")["value"], "http://recording:50054")
-        self.assertNotIn("HUDDLE_RECORDING_ADDR", {e["name"] for e in container(docs, "Deployment", "meeting")["env"]})
+        self.assertEqual(env_entry(container(docs, "Deployment", "gateway"), "HUDDLE_NOTES_ADDR")["value"], "http://notes:50099")
+        self.assertNotIn("HUDDLE_NOTES_ADDR", {e["name"] for e in container(docs, "Deployment", "meeting")["env"]})
         monitor = find(docs, "PodMonitor", "huddle-services")
-        self.assertTrue(check.selects(monitor["spec"]["selector"], find(docs, "Deployment", "recording")["spec"]["template"]["metadata"]["labels"]))
+        self.assertTrue(check.selects(monitor["spec"]["selector"], find(docs, "Deployment", "notes")["spec"]["template"]["metadata"]["labels"]))
 
     def test_a_migrate_job_without_deadline(self) -> None:
         def mutate(docs):
@@ -441,8 +455,8 @@ class DriftCheck(unittest.TestCase):
         def mutate(docs):
             find(docs, "ConfigMap", "huddle-datastores")["data"]["HUDDLE_DB_POOL_SIZE"] = "20"
 
-        # prod: 2 services × (20 + 5) × 20 + 1 Job > 400
-        self.assertFlags(mutate, "up to 1001 connections", prod=True)
+        # prod: 3 services × (20 + 5) × 20 + 1 Job > 400
+        self.assertFlags(mutate, "up to 1501 connections", prod=True)
 
     # -- monitoring (item 4) ---------------------------------------------------
 

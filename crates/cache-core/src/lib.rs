@@ -13,7 +13,7 @@ mod metrics;
 mod rules;
 
 pub use breaker::BreakerState;
-pub use client::{Cache, EvictionCheck, RedisHealth, Tagger};
+pub use client::{Cache, EvictionCheck, RedisHealth, Tagger, Ttl};
 pub use config::CacheConfig;
 pub use error::CacheError;
 pub use keys::{

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use cache_core::{Cache, CacheConfig, CacheKey, CacheMetrics, Invalidation, KeyName, Tag};
+use cache_core::{Cache, CacheConfig, CacheKey, CacheMetrics, Invalidation, KeyName, Tag, Ttl};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -138,6 +138,7 @@ suite!(
     a_second_process_waits_on_the_lease_instead_of_loading,
     invalidations_reach_the_keys_of_previous_prefixes,
     with_reads_off_every_read_loads_and_nothing_is_stored,
+    the_ttl_is_chosen_from_the_loaded_value,
 );
 
 async fn second_read_is_a_hit_and_skips_the_loader(config: CacheConfig) {
@@ -874,4 +875,38 @@ async fn invalidations_reach_the_keys_of_previous_prefixes(config: CacheConfig) 
             assert!(writer.inspect(key.path()).await.unwrap().is_none(), "{key}");
         }
     }
+}
+
+/// A value-dependent TTL (SPEC §4's recordings): the value loaded decides,
+/// clamped to `longest`; a not-found result is still a 30 s marker.
+///
+/// Seen to fail with `encode` given `ttl.longest()` instead of
+/// `ttl.of(value)`: "busy: 609375 ms" (the longest TTL, not 30 s).
+async fn the_ttl_is_chosen_from_the_loaded_value(config: CacheConfig) {
+    let cache = instance(&config);
+    let ttl = || Ttl::ByValue {
+        longest: Duration::from_secs(600),
+        of: |p: &Profile| Duration::from_secs(if p.name == "busy" { 30 } else { 6000 }),
+    };
+    let pttl = async |key: &CacheKey| cache.inspect(key.path()).await.unwrap().unwrap().1;
+    for (name, low, high) in [("busy", 26_000, 33_000), ("done", 530_000, 660_000)] {
+        let key = CacheKey::meeting_recording(Uuid::new_v4());
+        let got = cache
+            .get_or_load(&key, ttl(), &[], || async {
+                Ok::<_, Infallible>(profile(name))
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, profile(name));
+        let ms = pttl(&key).await;
+        assert!((low..=high).contains(&ms), "{name}: {ms} ms");
+    }
+    let key = CacheKey::meeting_recording(Uuid::new_v4());
+    let got = cache
+        .get_or_load(&key, ttl(), &[], || async { Ok::<_, Infallible>(None) })
+        .await
+        .unwrap();
+    assert_eq!(got, None);
+    let ms = pttl(&key).await;
+    assert!((20_000..=30_000).contains(&ms), "not-found marker: {ms} ms");
 }

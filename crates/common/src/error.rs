@@ -16,12 +16,16 @@ pub enum ErrorCode {
     /// HTTP only: a known route called with a method it does not serve. No
     /// service returns it; the gateway answers it with an `Allow` header.
     MethodNotAllowed,
+    /// HTTP only: a meeting the caller may read has no recording yet (the
+    /// gateway's word for recording-service's NOT_FOUND there), told apart
+    /// from a meeting that is not there.
+    NoRecording,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         Self::InvalidArgument,
         Self::Unauthenticated,
         Self::PermissionDenied,
@@ -30,6 +34,7 @@ impl ErrorCode {
         Self::PayloadTooLarge,
         Self::TooManyRequests,
         Self::MethodNotAllowed,
+        Self::NoRecording,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -44,6 +49,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::NoRecording => "NO_RECORDING",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -59,6 +65,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => tonic::Code::OutOfRange,
             Self::TooManyRequests => tonic::Code::ResourceExhausted,
             Self::MethodNotAllowed => tonic::Code::Unimplemented,
+            Self::NoRecording => tonic::Code::NotFound,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::Internal => tonic::Code::Internal,
         }
@@ -74,6 +81,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => 413,
             Self::TooManyRequests => 429,
             Self::MethodNotAllowed => 405,
+            Self::NoRecording => 404,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -116,6 +124,10 @@ mod tests {
         for code in ErrorCode::ALL {
             if code == ErrorCode::MethodNotAllowed {
                 assert_eq!(ErrorCode::from_grpc(code.grpc_code()), ErrorCode::Internal);
+                continue;
+            }
+            if code == ErrorCode::NoRecording {
+                assert_eq!(ErrorCode::from_grpc(code.grpc_code()), ErrorCode::NotFound);
                 continue;
             }
             assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code, "{code:?}");

@@ -139,6 +139,7 @@ fn default_message(code: ErrorCode) -> &'static str {
         ErrorCode::PayloadTooLarge => "payload too large",
         ErrorCode::TooManyRequests => "too many requests",
         ErrorCode::MethodNotAllowed => "method not allowed",
+        ErrorCode::NoRecording => "no recording yet",
         ErrorCode::Unavailable => "a backend service is unavailable, try again later",
         ErrorCode::Internal => "internal error",
     }

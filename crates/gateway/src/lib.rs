@@ -10,6 +10,7 @@ pub mod meetings;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod recordings;
 pub mod request_id;
 pub mod route;
 pub mod users;
@@ -31,6 +32,7 @@ use huddle_common::Shutdown;
 use huddle_common::grpc_client::{ChannelError, ChannelOptions, GrpcChannel, balanced_channel};
 use huddle_common::grpc_metrics::GrpcMetrics;
 use huddle_proto::meeting::v1::meeting_service_client::MeetingServiceClient;
+use huddle_proto::recording::v1::recording_service_client::RecordingServiceClient;
 use huddle_proto::user::v1::user_service_client::UserServiceClient;
 use prometheus::Registry;
 use serde::Serialize;
@@ -47,6 +49,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const USER_SERVICE: &str = huddle_proto::user::v1::user_service_server::SERVICE_NAME;
 /// The meeting service's name in the standard gRPC health protocol.
 pub const MEETING_SERVICE: &str = huddle_proto::meeting::v1::meeting_service_server::SERVICE_NAME;
+/// The recording service's name in the standard gRPC health protocol.
+pub const RECORDING_SERVICE: &str =
+    huddle_proto::recording::v1::recording_service_server::SERVICE_NAME;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long in-flight requests may run once shutdown starts.
 const GRACEFUL_SHUTDOWN_SECS: u64 = 30;
@@ -58,6 +63,8 @@ pub struct GatewayConfig {
     pub user_addr: String,
     /// Where the meeting service is dialled, in the same forms.
     pub meeting_addr: String,
+    /// Where the recording service is dialled, in the same forms.
+    pub recording_addr: String,
     pub jwt_secret: String,
     /// Per gRPC call deadline.
     pub request_timeout: Duration,
@@ -77,6 +84,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("http_addr", &self.http_addr)
             .field("user_addr", &self.user_addr)
             .field("meeting_addr", &self.meeting_addr)
+            .field("recording_addr", &self.recording_addr)
             .field("jwt_secret", &"<redacted>")
             .field("request_timeout", &self.request_timeout)
             .field("workers", &self.workers)
@@ -130,6 +138,7 @@ pub(crate) fn success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse
 pub struct Backends {
     users: UserServiceClient<GrpcChannel>,
     meetings: MeetingServiceClient<GrpcChannel>,
+    recordings: RecordingServiceClient<GrpcChannel>,
     request_timeout: Duration,
 }
 
@@ -140,6 +149,10 @@ impl Backends {
 
     pub fn meetings(&self) -> MeetingServiceClient<GrpcChannel> {
         self.meetings.clone()
+    }
+
+    pub fn recordings(&self) -> RecordingServiceClient<GrpcChannel> {
+        self.recordings.clone()
     }
 
     /// Wraps a message with the request id and the deadline, so the service
@@ -186,12 +199,15 @@ impl AppState {
         }
         let channel = lazy_channel(&config.user_addr, config.request_timeout, &grpc)?;
         let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout, &grpc)?;
+        let recording_channel =
+            lazy_channel(&config.recording_addr, config.request_timeout, &grpc)?;
         let metrics = HttpMetrics::register(&registry)?;
         let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
         Ok(Self {
             backends: web::Data::new(Backends {
                 users: UserServiceClient::new(channel.clone()),
                 meetings: MeetingServiceClient::new(meeting_channel.clone()),
+                recordings: RecordingServiceClient::new(recording_channel.clone()),
                 request_timeout: config.request_timeout,
             }),
             dependencies: web::Data::new(vec![
@@ -202,6 +218,10 @@ impl AppState {
                 health::Dependency {
                     service: MEETING_SERVICE,
                     client: HealthClient::new(meeting_channel),
+                },
+                health::Dependency {
+                    service: RECORDING_SERVICE,
+                    client: HealthClient::new(recording_channel),
                 },
             ]),
             verifier: web::Data::new(JwtVerifier::new(&config.jwt_secret)),
@@ -270,6 +290,7 @@ pub fn app(
         .service(route::resource("/metrics").route(web::get().to(metrics::render)))
         .configure(users::routes)
         .configure(meetings::routes)
+        .configure(recordings::routes)
         .configure(|cfg| openapi::routes(cfg, swagger_ui))
         .default_service(web::to(error::no_route))
         // Listed innermost first: limits are counted before any handler
@@ -313,7 +334,8 @@ pub async fn bind(
         .listen(listener)
         .map_err(bind_error)?
         .run();
-    tracing::info!(%addr, user_addr = %config.user_addr, meeting_addr = %config.meeting_addr, "gateway listening");
+    tracing::info!(%addr, user_addr = %config.user_addr, meeting_addr = %config.meeting_addr,
+        recording_addr = %config.recording_addr, "gateway listening");
 
     let serve = async move {
         let handle = server.handle();

@@ -57,7 +57,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Meeting routes act as a user: the token's subject must be a user id
 /// (an admin token is not a host or participant of anything).
-fn caller(principal: &Principal) -> Result<Uuid, ApiError> {
+pub(crate) fn caller(principal: &Principal) -> Result<Uuid, ApiError> {
     principal
         .user_id
         .ok_or_else(|| ApiError::forbidden("meeting routes need a user token"))

@@ -9,7 +9,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{error, health, meetings, metrics, users};
+use crate::{error, health, meetings, metrics, recordings, users};
 
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH: &str = "/api/docs/";
@@ -37,6 +37,9 @@ pub const DOCS_PATH: &str = "/api/docs/";
         meetings::user_meetings,
         meetings::user_participations,
         meetings::user_stats,
+        recordings::livekit_webhook,
+        recordings::get_recording,
+        recordings::list_recordings,
         health::healthz,
         health::readyz,
         metrics::render,
@@ -46,6 +49,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
     tags(
         (name = "users", description = "User profiles"),
         (name = "meetings", description = "Meetings, invite codes, participants and host stats"),
+        (name = "recordings", description = "Meeting recordings and the LiveKit egress webhook"),
         (name = "ops", description = "Health and metrics"),
     )
 )]

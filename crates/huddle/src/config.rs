@@ -44,6 +44,8 @@ pub enum Command {
     User,
     /// The meeting service alone.
     Meeting,
+    /// The recording service alone (needs LIVEKIT_API_KEY and LIVEKIT_API_SECRET).
+    Recording,
     /// Create the databases if missing and run pending migrations.
     Migrate(MigrateArgs),
     /// Insert demo data (idempotent).
@@ -53,6 +55,9 @@ pub enum Command {
     /// Inspect the cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Sign and post a LiveKit egress webhook to the gateway, as LiveKit
+    /// would (local development).
+    LivekitWebhook(crate::livekit_cmd::LivekitWebhookArgs),
 }
 
 #[derive(Args)]
@@ -198,6 +203,25 @@ pub struct Global {
         default_value = "127.0.0.1:50052"
     )]
     pub meeting_addr: String,
+    /// The recording service: where `huddle recording` listens, and where
+    /// the gateway and the meeting service dial it (host:port or http://host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_RECORDING_ADDR",
+        default_value = "127.0.0.1:50054"
+    )]
+    pub recording_addr: String,
+    /// The API key LiveKit signs webhooks with (the token's `iss`).
+    #[arg(long, global = true, env = "LIVEKIT_API_KEY")]
+    pub livekit_api_key: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        env = "LIVEKIT_API_SECRET",
+        hide_env_values = true
+    )]
+    pub livekit_api_secret: Option<String>,
     /// Where a standalone service process serves Prometheus metrics.
     #[arg(
         long,
@@ -321,6 +345,13 @@ impl Global {
         }
     }
 
+    pub fn recording_listen_addr(&self) -> Result<SocketAddr, String> {
+        let addr = self.recording_addr.trim_start_matches("http://");
+        addr.parse().map_err(|_| {
+            format!("HUDDLE_RECORDING_ADDR {addr:?} must be ip:port where the recording service listens (e.g. 0.0.0.0:50054)")
+        })
+    }
+
     pub fn user_listen_addr(&self) -> Result<SocketAddr, String> {
         let addr = self.user_addr.trim_start_matches("http://");
         addr.parse().map_err(|_| {
@@ -365,7 +396,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -388,7 +419,7 @@ mod tests {
         assert!(parse_duration("99999999999999999999999").is_err());
     }
 
-    fn global(args: &[&str]) -> Result<Global, clap::Error> {
+    pub(crate) fn global(args: &[&str]) -> Result<Global, clap::Error> {
         let mut argv = vec!["huddle"];
         argv.extend_from_slice(args);
         argv.push("all");
@@ -508,6 +539,7 @@ mod tests {
         assert_eq!(cli.global.cache_prefix, "huddle:v1:");
         assert_eq!(cli.global.user_listen_addr().unwrap().port(), 50051);
         assert_eq!(cli.global.meeting_listen_addr().unwrap().port(), 50052);
+        assert_eq!(cli.global.recording_listen_addr().unwrap().port(), 50054);
         assert_eq!(cli.global.cache_config().pool_size, 32);
         assert!(cli.global.cache_config().previous_prefixes.is_empty());
     }

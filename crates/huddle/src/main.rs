@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod cache_cmd;
 mod config;
+mod livekit_cmd;
 mod metrics_server;
 mod run;
 mod setup_cmds;
@@ -26,10 +27,12 @@ async fn main() -> ExitCode {
         Command::Gateway => run::gateway(&cli.global).await,
         Command::User => run::user(&cli.global).await,
         Command::Meeting => run::meeting(&cli.global).await,
+        Command::Recording => run::recording(&cli.global).await,
         Command::Migrate(args) => setup_cmds::migrate(&cli.global, &args).await,
         Command::Seed => setup_cmds::seed(&cli.global).await,
         Command::Token(args) => setup_cmds::token(&cli.global, &args),
         Command::Cache(cmd) => cache_cmd::run(&cli.global, cmd).await,
+        Command::LivekitWebhook(args) => livekit_cmd::post_webhook(&cli.global, &args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

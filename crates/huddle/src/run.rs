@@ -8,6 +8,7 @@ use huddle_common::Shutdown;
 use huddle_serve::{GrpcMetrics, ServiceConfig, Shared};
 
 use crate::config::{AllArgs, Global};
+use crate::livekit_cmd::livekit_keys;
 
 pub type CmdResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -58,6 +59,7 @@ fn gateway_config(
         http_addr: global.http_addr,
         user_addr,
         meeting_addr,
+        recording_addr: global.recording_addr.clone(),
         jwt_secret,
         request_timeout: Duration::from_millis(global.request_timeout_ms),
         workers: 2,
@@ -68,6 +70,7 @@ fn gateway_config(
 
 pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
     let jwt_secret = global.jwt_secret(true)?;
+    let livekit = livekit_keys(global, true)?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let (registry, shared) = registry_and_shared(global, &shutdown)?;
@@ -82,6 +85,14 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
             global.meeting_listen_addr()?,
             meeting_service::DATABASE_NAME,
         )?,
+        recording: recording_service::RecordingConfig {
+            service: service_config(
+                global,
+                global.recording_listen_addr()?,
+                recording_service::DATABASE_NAME,
+            )?,
+            livekit,
+        },
         user_call_timeout: user_call_timeout(global),
         // The stack points it at the services it binds.
         gateway: gateway_config(global, String::new(), String::new(), jwt_secret.clone()),
@@ -131,12 +142,8 @@ pub async fn user(global: &Global) -> CmdResult {
         user_service::DATABASE_NAME,
     )?;
     let bound = user_service::bind(&config, shared).await?;
-    huddle_db::pool_metrics::PoolCollector::register(
-        bound.db.clone(),
-        user_service::DATABASE_NAME,
-        &registry,
-    )?;
-    standalone(global, registry, shutdown, bound.server).await
+    let db = (&bound.db, user_service::DATABASE_NAME);
+    standalone(global, registry, shutdown, db, bound.server).await
 }
 
 pub async fn meeting(global: &Global) -> CmdResult {
@@ -151,23 +158,42 @@ pub async fn meeting(global: &Global) -> CmdResult {
         )?,
         user_addr: global.user_addr.clone(),
         user_call_timeout: user_call_timeout(global),
+        recording_addr: Some(global.recording_addr.clone()),
     };
     let bound = meeting_service::bind(&config, shared).await?;
-    huddle_db::pool_metrics::PoolCollector::register(
-        bound.service.db.clone(),
-        meeting_service::DATABASE_NAME,
-        &registry,
-    )?;
-    standalone(global, registry, shutdown, bound.service.server).await
+    let db = (&bound.service.db, meeting_service::DATABASE_NAME);
+    standalone(global, registry, shutdown, db, bound.service.server).await
 }
 
-/// A service running alone: its gRPC server plus a metrics endpoint.
+pub async fn recording(global: &Global) -> CmdResult {
+    let livekit = livekit_keys(global, false)?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let (registry, shared) = registry_and_shared(global, &shutdown)?;
+    let config = recording_service::RecordingConfig {
+        service: service_config(
+            global,
+            global.recording_listen_addr()?,
+            recording_service::DATABASE_NAME,
+        )?,
+        livekit,
+    };
+    let metrics = recording_service::WebhookMetrics::register(&registry)?;
+    let bound = recording_service::bind(&config, shared, metrics).await?;
+    let db = (&bound.db, recording_service::DATABASE_NAME);
+    standalone(global, registry, shutdown, db, bound.server).await
+}
+
+/// A service running alone: its gRPC server plus a metrics endpoint (with
+/// its database pool's gauges).
 async fn standalone<E: std::error::Error + 'static>(
     global: &Global,
     registry: prometheus::Registry,
     shutdown: Shutdown,
+    (db, database): (&huddle_db::Database, &str),
     server: impl std::future::Future<Output = Result<(), E>>,
 ) -> CmdResult {
+    huddle_db::pool_metrics::PoolCollector::register(db.clone(), database, &registry)?;
     let metrics =
         crate::metrics_server::serve(global.metrics_addr, registry, shutdown.clone()).await?;
     let (served, _) = tokio::join!(

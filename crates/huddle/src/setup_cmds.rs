@@ -21,6 +21,11 @@ pub async fn migrate(global: &Global, args: &MigrateArgs) -> CmdResult {
         "{}: {ran} migration(s) applied",
         meeting_service::DATABASE_NAME
     );
+    let ran = recording_service::migrate(&global.database_url).await?;
+    println!(
+        "{}: {ran} migration(s) applied",
+        recording_service::DATABASE_NAME
+    );
     Ok(())
 }
 
@@ -32,6 +37,10 @@ async fn check_migrated(global: &Global, wait_secs: u64) -> CmdResult {
     let databases = [
         (user_service::DATABASE_NAME, &user_service::MIGRATIONS),
         (meeting_service::DATABASE_NAME, &meeting_service::MIGRATIONS),
+        (
+            recording_service::DATABASE_NAME,
+            &recording_service::MIGRATIONS,
+        ),
     ];
     loop {
         let mut behind = Vec::new();

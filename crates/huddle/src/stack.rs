@@ -15,6 +15,7 @@ type Server = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
 pub struct StackConfig {
     pub user: ServiceConfig,
     pub meeting: ServiceConfig,
+    pub recording: recording_service::RecordingConfig,
     /// Deadline of the meeting service's calls to user-service.
     pub user_call_timeout: Duration,
     /// The gateway; its service addresses are set to the bound services.
@@ -28,12 +29,16 @@ pub struct StackConfig {
 pub struct Dial {
     pub user: Option<String>,
     pub meeting: Option<String>,
+    pub recording: Option<String>,
 }
 
 /// A bound stack; nothing serves until [`Stack::run`] or [`Stack::spawn`].
 pub struct Stack {
     pub user: huddle_serve::Bound,
     pub meeting: meeting_service::Bound,
+    pub recording: huddle_serve::Bound,
+    /// Webhooks by outcome (tests read them).
+    pub webhook_metrics: recording_service::WebhookMetrics,
     pub http_addr: SocketAddr,
     gateway: Server,
     shutdown: Shutdown,
@@ -49,11 +54,17 @@ pub async fn start(
     let user = user_service::bind(&config.user, shared.clone()).await?;
     let user_dial =
         (config.dial.user.take()).unwrap_or_else(|| format!("http://{}", loopback(user.addr)));
+    let webhook_metrics = recording_service::WebhookMetrics::register(&registry)?;
+    let recording =
+        recording_service::bind(&config.recording, shared.clone(), webhook_metrics.clone()).await?;
+    let recording_dial = (config.dial.recording.take())
+        .unwrap_or_else(|| format!("http://{}", loopback(recording.addr)));
     let meeting = meeting_service::bind(
         &meeting_service::MeetingConfig {
             service: config.meeting,
             user_addr: user_dial.clone(),
             user_call_timeout: config.user_call_timeout,
+            recording_addr: Some(recording_dial.clone()),
         },
         shared,
     )
@@ -61,10 +72,12 @@ pub async fn start(
     for (db, name) in [
         (&user.db, user_service::DATABASE_NAME),
         (&meeting.service.db, meeting_service::DATABASE_NAME),
+        (&recording.db, recording_service::DATABASE_NAME),
     ] {
         huddle_db::pool_metrics::PoolCollector::register(db.clone(), name, &registry)?;
     }
     config.gateway.user_addr = user_dial;
+    config.gateway.recording_addr = recording_dial;
     config.gateway.meeting_addr = (config.dial.meeting.take())
         .unwrap_or_else(|| format!("http://{}", loopback(meeting.service.addr)));
     let (http_addr, gateway) =
@@ -72,6 +85,8 @@ pub async fn start(
     Ok(Stack {
         user,
         meeting,
+        recording,
+        webhook_metrics,
         http_addr,
         gateway: Box::pin(async move { Ok(gateway.await?) }),
         shutdown,
@@ -83,13 +98,15 @@ impl Stack {
     /// others are stopped too: a half-running process is worse than none.
     pub async fn run(self) -> Result<(), Error> {
         let shutdown = self.shutdown;
-        let (user, meeting, gateway) = tokio::join!(
+        let (user, meeting, recording, gateway) = tokio::join!(
             stop_all_on_exit(self.user.server, &shutdown),
             stop_all_on_exit(self.meeting.service.server, &shutdown),
+            stop_all_on_exit(self.recording.server, &shutdown),
             stop_all_on_exit(self.gateway, &shutdown),
         );
         user?;
         meeting?;
+        recording?;
         gateway
     }
 

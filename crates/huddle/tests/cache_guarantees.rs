@@ -21,8 +21,8 @@ use huddle_proto::user::v1::{
     BatchGetUsersRequest, CreateUserRequest, GetUserRequest, UpdateUserRequest,
     user_service_client::UserServiceClient,
 };
-use huddle_testkit::TestRedis;
 use huddle_testkit::database::TestDatabase;
+use huddle_testkit::{TestRedis, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tonic::transport::Channel;
@@ -41,23 +41,6 @@ async fn outbox_pending(db: &Database) -> i64 {
         .await
         .unwrap()
         .n
-}
-
-/// Polls `check` until it holds, for at most `limit` (the relay and the
-/// breaker recover on their own clocks).
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 /// Redis stopped mid-test: every read route answers 200 from Postgres, a

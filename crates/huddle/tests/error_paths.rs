@@ -9,6 +9,7 @@ mod common;
 use std::{net::SocketAddr, time::Duration};
 
 use common::{TestApp, TestOptions, assert_error};
+use huddle_testkit::eventually;
 use reqwest::StatusCode;
 use serde_json::json;
 use tonic_health::pb::{
@@ -31,17 +32,6 @@ async fn health(addr: SocketAddr) -> Option<ServingStatus> {
         .into_inner()
         .status;
     ServingStatus::try_from(status).ok()
-}
-
-async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check().await
 }
 
 async fn app_with_proxies() -> TestApp {

@@ -75,6 +75,22 @@ async fn reflection_lists_the_meeting_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_recording_service() {
+    let app = TestApp::spawn().await;
+    for names in [
+        listed_services(app.recording_addr).await,
+        listed_services_v1alpha(app.recording_addr).await,
+    ] {
+        for expected in [
+            "huddle.recording.v1.RecordingService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(names.contains(&expected.to_owned()), "{names:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1alpha_reflection_lists_both_services() {
     let app = TestApp::spawn().await;
     let user = listed_services_v1alpha(app.user_addr).await;

@@ -19,6 +19,7 @@ pub mod db;
 mod error;
 mod grpc;
 pub mod invite;
+pub mod recordings;
 pub mod schema;
 pub mod seed;
 mod users;
@@ -38,8 +39,11 @@ pub struct MeetingConfig {
     pub service: ServiceConfig,
     /// Where user-service is dialled: "host:port" or "http://host:port".
     pub user_addr: String,
-    /// Deadline of each call to user-service.
+    /// Deadline of each call to user-service (and to the cascade's targets).
     pub user_call_timeout: Duration,
+    /// Where recording-service is dialled for the deletion cascade; `None`
+    /// only in tests that run meeting-service without it.
+    pub recording_addr: Option<String>,
 }
 
 /// A bound, not yet running, meeting service.
@@ -49,11 +53,19 @@ pub struct Bound {
 }
 
 /// The services that hold data of a meeting and must delete it when the
-/// meeting is deleted (see `cascade`). Empty until chat-service and
-/// recording-service exist: add a [`CascadeTarget`] over each one's gRPC
-/// client here (their addresses come in through [`MeetingConfig`]).
-fn cascade_targets(_config: &MeetingConfig) -> Vec<Arc<dyn CascadeTarget>> {
-    Vec::new()
+/// meeting is deleted (see `cascade`): a [`CascadeTarget`] over each one's
+/// gRPC client (their addresses come in through [`MeetingConfig`]).
+fn cascade_targets(
+    config: &MeetingConfig,
+    kit: &Kit,
+) -> Result<Vec<Arc<dyn CascadeTarget>>, ServeError> {
+    let mut targets: Vec<Arc<dyn CascadeTarget>> = Vec::new();
+    if let Some(addr) = &config.recording_addr {
+        let timeout = config.user_call_timeout;
+        let recordings = recordings::Recordings::new(addr, timeout, kit.grpc_metrics())?;
+        targets.push(Arc::new(recordings));
+    }
+    Ok(targets)
 }
 
 /// Binds the listener (port 0 allowed) and builds the server; awaiting
@@ -65,7 +77,7 @@ pub async fn bind(config: &MeetingConfig, shared: Shared) -> Result<Bound, Serve
         config.user_call_timeout,
         kit.grpc_metrics(),
     )?);
-    let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config));
+    let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config, &kit)?);
     let api = MeetingApi::new(
         cache::Sources {
             db: kit.db.clone(),

@@ -19,6 +19,14 @@ use uuid::Uuid;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 
+/// The LiveKit key pair the test stack verifies webhooks with.
+pub fn livekit_keys() -> recording_service::LivekitKeys {
+    recording_service::LivekitKeys {
+        api_key: "APItestkey".to_owned(),
+        api_secret: "livekit-test-secret-0123456789abcdef".to_owned(),
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
@@ -32,6 +40,10 @@ pub struct TestApp {
     pub meeting_outbox: huddle_serve::Outbox,
     pub meeting_cascade: meeting_service::Cascade,
     pub meeting_failpoints: std::sync::Arc<huddle_serve::Failpoints>,
+    /// The recording service's database handle, address and webhook counts.
+    pub recording_db: Database,
+    pub recording_addr: std::net::SocketAddr,
+    pub webhook_metrics: recording_service::WebhookMetrics,
     /// A handle on the same Redis prefix the services use.
     pub cache: Cache,
     /// With `TestOptions::proxies`.
@@ -41,9 +53,10 @@ pub struct TestApp {
     /// the cache settings (same Redis, same prefix).
     user_db_url: String,
     meeting_db_url: String,
+    recording_db_url: String,
     cache_config: CacheConfig,
     /// Dropped with the app that created them, not with its replicas.
-    _databases: Option<(TestDatabase, TestDatabase)>,
+    _databases: Option<(TestDatabase, TestDatabase, TestDatabase)>,
 }
 
 pub struct Response {
@@ -72,6 +85,8 @@ pub struct Proxies {
     pub user_db: TcpProxy,
     pub user_grpc: TcpProxy,
     pub meeting_grpc: TcpProxy,
+    /// recording-service, as the gateway and meeting-service dial it.
+    pub recording_grpc: TcpProxy,
 }
 
 impl Proxies {
@@ -93,6 +108,7 @@ impl Proxies {
             user_db,
             user_grpc: TcpProxy::unpointed().await.unwrap(),
             meeting_grpc: TcpProxy::unpointed().await.unwrap(),
+            recording_grpc: TcpProxy::unpointed().await.unwrap(),
         };
         (proxies, url.to_string())
     }
@@ -108,12 +124,14 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: TestOptions) -> Self {
-        let (database, meeting_database) = tokio::join!(
+        let (database, meeting_database, recording_database) = tokio::join!(
             TestDatabase::create("huddle_user", user_service::MIGRATIONS),
             TestDatabase::create("huddle_meeting", meeting_service::MIGRATIONS),
+            TestDatabase::create("huddle_recording", recording_service::MIGRATIONS),
         );
         let database = database.expect("user test database");
         let meeting_database = meeting_database.expect("meeting test database");
+        let recording_database = recording_database.expect("recording test database");
         let cache_config = CacheConfig {
             redis_url: options.redis_url.clone().unwrap_or_else(shared_redis_url),
             cluster_nodes: options.cluster_nodes.clone(),
@@ -123,10 +141,14 @@ impl TestApp {
             op_timeout: Duration::from_millis(500),
             ..CacheConfig::default()
         };
-        let (user_url, meeting_url) =
-            (database.url().to_owned(), meeting_database.url().to_owned());
-        let mut app = Self::start(&options, user_url, meeting_url, cache_config).await;
-        app._databases = Some((database, meeting_database));
+        let urls = [
+            database.url(),
+            meeting_database.url(),
+            recording_database.url(),
+        ]
+        .map(str::to_owned);
+        let mut app = Self::start(&options, urls, cache_config).await;
+        app._databases = Some((database, meeting_database, recording_database));
         app
     }
 
@@ -134,19 +156,18 @@ impl TestApp {
     /// breakers, relays, gateway) on the same databases, Redis and prefix,
     /// as two pods of each service would be.
     pub async fn replica(&self) -> Self {
-        Self::start(
-            &TestOptions::default(),
-            self.user_db_url.clone(),
-            self.meeting_db_url.clone(),
-            self.cache_config.clone(),
-        )
-        .await
+        let urls = [
+            &self.user_db_url,
+            &self.meeting_db_url,
+            &self.recording_db_url,
+        ]
+        .map(String::clone);
+        Self::start(&TestOptions::default(), urls, self.cache_config.clone()).await
     }
 
     async fn start(
         options: &TestOptions,
-        user_db_url: String,
-        meeting_db_url: String,
+        [user_db_url, meeting_db_url, recording_db_url]: [String; 3],
         cache_config: CacheConfig,
     ) -> Self {
         let registry = prometheus::Registry::new();
@@ -172,22 +193,16 @@ impl TestApp {
         let config = huddle::stack::StackConfig {
             user: service(&user_service_db_url),
             meeting: service(&meeting_db_url),
-            user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
-            gateway: gateway::GatewayConfig {
-                http_addr: "127.0.0.1:0".parse().unwrap(),
-                user_addr: String::new(),
-                meeting_addr: String::new(),
-                jwt_secret: SECRET.to_owned(),
-                request_timeout: Duration::from_secs(5),
-                workers: 1,
-                // No limiter: tests create and join freely (the limiter's
-                // own tests are in the gateway crate).
-                rate_limit: gateway::ratelimit::RateLimitConfig::default(),
-                swagger_ui: true,
+            recording: recording_service::RecordingConfig {
+                service: service(&recording_db_url),
+                livekit: livekit_keys(),
             },
+            user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
+            gateway: gateway_config(),
             dial: huddle::stack::Dial {
                 user: proxies.as_ref().and_then(|p| dial(&p.user_grpc)),
                 meeting: proxies.as_ref().and_then(|p| dial(&p.meeting_grpc)),
+                recording: proxies.as_ref().and_then(|p| dial(&p.recording_grpc)),
             },
         };
         let stack = huddle::stack::start(config, registry, shared)
@@ -198,6 +213,7 @@ impl TestApp {
         if let Some(proxies) = &proxies {
             proxies.user_grpc.point_at(user_addr);
             proxies.meeting_grpc.point_at(meeting_addr);
+            proxies.recording_grpc.point_at(stack.recording.addr);
         }
         let app = Self {
             base: format!("http://{}", stack.http_addr),
@@ -209,11 +225,15 @@ impl TestApp {
             meeting_outbox: stack.meeting.service.outbox.clone(),
             meeting_cascade: stack.meeting.cascade.clone(),
             meeting_failpoints: stack.meeting.service.failpoints.clone(),
+            recording_db: stack.recording.db.clone(),
+            recording_addr: stack.recording.addr,
+            webhook_metrics: stack.webhook_metrics.clone(),
             cache,
             proxies,
             shutdown,
             user_db_url,
             meeting_db_url,
+            recording_db_url,
             cache_config,
             _databases: None,
         };
@@ -243,16 +263,7 @@ impl TestApp {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let resp = req.send().await.expect("http call");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Response {
-            status,
-            headers,
-            body,
-        }
+        send(req).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
@@ -309,6 +320,33 @@ impl TestApp {
             .await;
         assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
         resp.body["data"].clone()
+    }
+
+    /// Posts a LiveKit webhook body as LiveKit does, with `authorization`
+    /// as the header (none when `None`).
+    pub async fn post_webhook(&self, body: &str, authorization: Option<&str>) -> Response {
+        let mut req = self
+            .http
+            .post(format!("{}/api/webhooks/livekit", self.base))
+            .header("content-type", "application/webhook+json")
+            .body(body.to_owned());
+        if let Some(authorization) = authorization {
+            req = req.header("authorization", authorization);
+        }
+        send(req).await
+    }
+
+    /// Signs `webhook` with the stack's LiveKit keys (as LiveKit does) and
+    /// posts it; asserts a 200 and returns the outcome.
+    pub async fn send_webhook(
+        &self,
+        webhook: &recording_service::livekit::EgressWebhook,
+    ) -> String {
+        let body = webhook.to_json().unwrap();
+        let authorization = livekit_keys().sign(body.as_bytes()).unwrap();
+        let resp = self.post_webhook(&body, Some(&authorization)).await;
+        assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+        resp.body["data"]["outcome"].as_str().unwrap().to_owned()
     }
 
     /// Every key under this test's prefix whose path contains `needle`
@@ -381,6 +419,77 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.trigger();
+    }
+}
+
+/// The gateway of a test stack; the stack sets the service addresses.
+fn gateway_config() -> gateway::GatewayConfig {
+    gateway::GatewayConfig {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        user_addr: String::new(),
+        meeting_addr: String::new(),
+        recording_addr: String::new(),
+        jwt_secret: SECRET.to_owned(),
+        request_timeout: Duration::from_secs(5),
+        workers: 1,
+        // No limiter: tests create and join freely (the limiter's own tests
+        // are in the gateway crate).
+        rate_limit: gateway::ratelimit::RateLimitConfig::default(),
+        swagger_ui: true,
+    }
+}
+
+/// A LiveKit egress webhook for `meeting`'s egress `egress`: started
+/// (STARTING), updated (ACTIVE) or ended (COMPLETE with its file), all
+/// telling the same start time, as LiveKit's events of one egress do.
+pub fn egress_webhook(
+    event: &str,
+    meeting: &str,
+    egress: &str,
+    started_at_ns: i64,
+) -> recording_service::livekit::EgressWebhook {
+    use recording_service::livekit::EgressStatus;
+    let ended = event == "egress_ended";
+    let status = match event {
+        "egress_started" => EgressStatus::EgressStarting,
+        "egress_updated" => EgressStatus::EgressActive,
+        _ => EgressStatus::EgressComplete,
+    };
+    let duration_ns = 61_400_000_000;
+    recording_service::livekit::EgressWebhook {
+        event: event.to_owned(),
+        room: meeting.to_owned(),
+        egress_id: egress.to_owned(),
+        status,
+        started_at_ns,
+        ended_at_ns: if ended {
+            started_at_ns + duration_ns
+        } else {
+            0
+        },
+        file: ended.then(|| {
+            (
+                format!("s3://recordings/{egress}.mp4"),
+                duration_ns,
+                7_654_321,
+            )
+        }),
+        error: String::new(),
+        created_at: started_at_ns / 1_000_000_000,
+    }
+}
+
+/// Sends `req`; the body is JSON when it parses, else the text.
+async fn send(req: reqwest::RequestBuilder) -> Response {
+    let resp = req.send().await.expect("http call");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Response {
+        status,
+        headers,
+        body,
     }
 }
 

@@ -238,3 +238,17 @@ fn wait_until(mut ready: impl FnMut() -> bool) -> bool {
         sleep(Duration::from_millis(20));
     }
 }
+
+/// Polls `check` every 50 ms until it holds or `limit` has passed (then
+/// checks once more): for outcomes that take time (a relay, a cascade, a
+/// breaker), never a fixed sleep.
+pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    check().await
+}

@@ -52,6 +52,42 @@ enum Role {
     Waiter(broadcast::Receiver<Fill>, u64),
 }
 
+/// How long a loaded value stays cached: one TTL per key name, or one
+/// chosen from the loaded value itself (a recording: 30 s while PROCESSING,
+/// 600 s once settled — SPEC §4). Either way ±10 % jitter is added, and a
+/// not-found result is cached for [`NOT_FOUND_TTL`].
+pub enum Ttl<T> {
+    Fixed(Duration),
+    /// `of` picks the TTL of a loaded value; `longest` bounds what it can
+    /// pick (tags registered before the load must outlive the value).
+    ByValue {
+        longest: Duration,
+        of: fn(&T) -> Duration,
+    },
+}
+
+impl<T> From<Duration> for Ttl<T> {
+    fn from(ttl: Duration) -> Self {
+        Self::Fixed(ttl)
+    }
+}
+
+impl<T> Ttl<T> {
+    fn longest(&self) -> Duration {
+        match self {
+            Self::Fixed(ttl) => *ttl,
+            Self::ByValue { longest, .. } => *longest,
+        }
+    }
+
+    fn of(&self, value: &T) -> Duration {
+        match self {
+            Self::Fixed(ttl) => *ttl,
+            Self::ByValue { longest, of } => of(value).min(*longest),
+        }
+    }
+}
+
 /// How many flights a caller waits on, whose results came too early for
 /// it, before it loads on its own.
 const MAX_JOINS: usize = 3;
@@ -71,14 +107,16 @@ enum Probed<T> {
 impl Cache {
     /// Read-through: the cached value of `key`, or the loader's result, which
     /// is then cached for `ttl` (±10 %), or for [`NOT_FOUND_TTL`] as a
-    /// not-found marker when the loader returns `None`. `tags` name the
-    /// entities the value embeds; they are registered before the loader runs.
+    /// not-found marker when the loader returns `None`. `ttl` is a
+    /// `Duration`, or a [`Ttl::ByValue`] chosen from the loaded value. `tags`
+    /// name the entities the value embeds; they are registered before the
+    /// loader runs.
     ///
     /// Loader errors are returned as they are and never cached.
     pub async fn get_or_load<T, E, F, Fut>(
         &self,
         key: &CacheKey,
-        ttl: Duration,
+        ttl: impl Into<Ttl<T>>,
         tags: &[Tag],
         loader: F,
     ) -> Result<Option<T>, E>
@@ -100,7 +138,7 @@ impl Cache {
     pub async fn get_or_load_tagged<T, E, F, Fut>(
         &self,
         key: &CacheKey,
-        ttl: Duration,
+        ttl: impl Into<Ttl<T>>,
         loader: F,
     ) -> Result<Option<T>, E>
     where
@@ -108,6 +146,7 @@ impl Cache {
         F: FnOnce(Tagger) -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
+        let ttl = ttl.into();
         let redis_key = self.redis_key(key.path());
         let name = key.name();
         let mut joins = 0;
@@ -173,7 +212,7 @@ impl Cache {
         &self,
         name: KeyName,
         redis_key: &str,
-        ttl: Duration,
+        ttl: Ttl<T>,
         seq: &AtomicU64,
         loader: F,
     ) -> Result<(Option<T>, Fill), E>
@@ -265,7 +304,7 @@ impl Cache {
         name: KeyName,
         (redis_key, token): (&str, &str),
         leased: bool,
-        ttl: Duration,
+        ttl: Ttl<T>,
         seq: &AtomicU64,
         loader: F,
     ) -> Result<(Option<T>, Fill), E>
@@ -277,7 +316,7 @@ impl Cache {
         let tagger = Tagger::new(
             self.clone(),
             redis_key,
-            ttl.mul_f64(1.1) + self.inner.config.lease_ttl + Duration::from_secs(1),
+            ttl.longest().mul_f64(1.1) + self.inner.config.lease_ttl + Duration::from_secs(1),
             leased,
         );
         let load_started = seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -290,7 +329,7 @@ impl Cache {
                 return Err(e);
             }
         };
-        let Some((raw, fill_ttl, json)) = encode(redis_key, &loaded, ttl) else {
+        let Some((raw, fill_ttl, json)) = encode(redis_key, &loaded, &ttl) else {
             if leased {
                 self.release_lease(redis_key, token).await;
             }
@@ -355,14 +394,14 @@ impl Cache {
 fn encode<T: Serialize>(
     redis_key: &str,
     loaded: &Option<T>,
-    ttl: Duration,
+    ttl: &Ttl<T>,
 ) -> Option<(String, Duration, Option<Arc<str>>)> {
     match loaded {
         None => Some((NOT_FOUND_MARKER.to_owned(), NOT_FOUND_TTL, None)),
         Some(value) => match serde_json::to_string(value) {
             Ok(json) => {
                 let shared = Some(json.as_str().into());
-                Some((json, jittered(ttl), shared))
+                Some((json, jittered(ttl.of(value)), shared))
             }
             Err(e) => {
                 tracing::error!(key = %redis_key, error = %e, "value cannot be serialized; not cached");

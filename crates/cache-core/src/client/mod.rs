@@ -45,6 +45,7 @@ use std::{
 };
 
 pub use admin::{EvictionCheck, RedisHealth};
+pub use flight::Ttl;
 pub use tagger::Tagger;
 
 use crate::{

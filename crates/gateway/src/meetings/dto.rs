@@ -16,11 +16,11 @@ fn broken(what: &str) -> ApiError {
     ApiError::internal()
 }
 
-fn time(ts: Option<prost_types::Timestamp>, what: &str) -> Result<String, ApiError> {
+pub(crate) fn time(ts: Option<prost_types::Timestamp>, what: &str) -> Result<String, ApiError> {
     optional_time(ts, what)?.ok_or_else(|| broken(what))
 }
 
-fn optional_time(
+pub(crate) fn optional_time(
     ts: Option<prost_types::Timestamp>,
     what: &str,
 ) -> Result<Option<String>, ApiError> {

@@ -31,9 +31,10 @@ const SECRET: &str = "gateway-test-secret";
 fn config(user_addr: String) -> GatewayConfig {
     GatewayConfig {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        // The fake user service also answers the meeting service's health
-        // check, so one fake makes the gateway ready.
+        // The fake user service also answers the meeting and recording
+        // services' health checks, so one fake makes the gateway ready.
         meeting_addr: user_addr.clone(),
+        recording_addr: user_addr.clone(),
         user_addr,
         jwt_secret: SECRET.to_owned(),
         request_timeout: Duration::from_secs(2),
@@ -223,6 +224,9 @@ async fn start_fake() -> (String, Arc<FakeUsers>) {
         .await;
     reporter
         .set_service_status(MEETING_SERVICE, ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(RECORDING_SERVICE, ServingStatus::Serving)
         .await;
     let server = tonic::transport::Server::builder()
         .add_service(health)

@@ -1,0 +1,54 @@
+//! recording-service as a deletion-cascade target: a deleted meeting's
+//! recordings (and their cache keys) go with it.
+
+use futures::future::BoxFuture;
+use huddle_common::grpc_client::{ChannelError, ChannelOptions, GrpcChannel, balanced_channel};
+use huddle_common::grpc_metrics::GrpcMetrics;
+use huddle_proto::recording::v1::{
+    DeleteMeetingDataRequest, recording_service_client::RecordingServiceClient,
+};
+use uuid::Uuid;
+
+use crate::CascadeTarget;
+
+pub struct Recordings {
+    client: RecordingServiceClient<GrpcChannel>,
+}
+
+impl Recordings {
+    /// Lazy, balanced and metered, like the user-service channel.
+    pub fn new(
+        addr: &str,
+        call_timeout: std::time::Duration,
+        metrics: GrpcMetrics,
+    ) -> Result<Self, ChannelError> {
+        let options = ChannelOptions {
+            request_timeout: Some(call_timeout),
+            metrics: Some(metrics),
+            ..ChannelOptions::default()
+        };
+        Ok(Self {
+            client: RecordingServiceClient::new(balanced_channel(addr, options)?),
+        })
+    }
+}
+
+impl CascadeTarget for Recordings {
+    fn service(&self) -> &'static str {
+        "recording"
+    }
+
+    fn delete_meeting_data(&self, meeting: Uuid) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let request = DeleteMeetingDataRequest {
+                meeting_id: meeting.to_string(),
+            };
+            self.client
+                .clone()
+                .delete_meeting_data(request)
+                .await
+                .map(|_| ())
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        })
+    }
+}

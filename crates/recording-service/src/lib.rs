@@ -1,0 +1,62 @@
+//! recording-service: recordings of meetings, driven by LiveKit's egress
+//! webhooks. Owns database `huddle_recording`. The gateway hands it each
+//! webhook as received (body and `Authorization`); it verifies the
+//! signature itself, so the LiveKit secret never leaves it.
+
+// The cache-aside futures nest deeply (handler → flight → lease → loader);
+// their layout needs more than the default recursion limit of 128.
+#![recursion_limit = "256"]
+
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use huddle_db::DbError;
+use huddle_proto::recording::v1::recording_service_server::RecordingServiceServer;
+use huddle_serve::{Bound, Kit, ServeError, ServiceConfig, Shared};
+
+mod cache;
+pub mod db;
+pub mod egress;
+mod error;
+mod grpc;
+pub mod livekit;
+pub mod metrics;
+pub mod schema;
+
+pub use grpc::RecordingApi;
+pub use livekit::LivekitKeys;
+pub use metrics::WebhookMetrics;
+
+/// The database this service owns on the shared Postgres server.
+pub const DATABASE_NAME: &str = "huddle_recording";
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/recording");
+
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    pub service: ServiceConfig,
+    /// The key and secret LiveKit signs its webhooks with.
+    pub livekit: LivekitKeys,
+}
+
+/// Binds the listener (port 0 allowed) and builds the server; awaiting
+/// `server` runs it until shutdown. `metrics` counts webhooks by outcome
+/// (registered by the caller in the process's registry).
+pub async fn bind(
+    config: &RecordingConfig,
+    shared: Shared,
+    metrics: WebhookMetrics,
+) -> Result<Bound, ServeError> {
+    let kit = Kit::bind("recording", MIGRATIONS, &config.service, shared).await?;
+    let api = RecordingApi::new(
+        kit.db.clone(),
+        kit.cache.clone(),
+        kit.outbox.clone(),
+        config.livekit.receiver(),
+        metrics,
+    );
+    kit.serve(RecordingServiceServer::new(api))
+}
+
+/// Creates the database if missing and runs pending migrations.
+pub async fn migrate(server_url: &str) -> Result<usize, DbError> {
+    huddle_db::migrate_database(server_url, DATABASE_NAME, MIGRATIONS).await
+}

@@ -1,0 +1,2 @@
+DROP TABLE deleted_meetings;
+DROP TABLE recordings;
