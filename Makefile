@@ -103,6 +103,7 @@ bench: setup
 	$(CARGO) build --release --bin huddle
 	python3 scripts/bench.py $(BENCH_FLAGS)
 	$(CARGO) bench -p huddle --bench meeting_delete
+	bash scripts/bench-webhooks.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -38,7 +38,9 @@ import urllib.request
 CONNECTIONS = (1, 16, 64)
 BENCH_DOMAIN = "bench.huddle.test"
 JWT_SECRET = "bench-only-secret-0123456789abcdef"
-HTTP_PORT, USER_PORT, MEETING_PORT, REDIS_PORT = 18080, 15051, 15052, 16391
+HTTP_PORT, REDIS_PORT = 18080, 16391
+# Every service of `huddle all` on a port of the bench's own (name -> port).
+SERVICE_PORTS = {"USER": 15051, "MEETING": 15052, "CHAT": 15053, "RECORDING": 15054}
 USERS = 30_000
 MEETINGS = 50
 
@@ -154,13 +156,12 @@ class Bench:
             "HUDDLE_DATABASE_URL": self.db,
             "HUDDLE_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}",
             "HUDDLE_HTTP_ADDR": f"127.0.0.1:{HTTP_PORT}",
-            "HUDDLE_USER_ADDR": f"127.0.0.1:{USER_PORT}",
-            "HUDDLE_MEETING_ADDR": f"127.0.0.1:{MEETING_PORT}",
             "HUDDLE_JWT_SECRET": JWT_SECRET,
             "HUDDLE_CACHE_READS": "true" if cache_reads else "false",
             "HUDDLE_RATE_LIMIT_MEETING_CREATE": "1000000/60s",
             "HUDDLE_RATE_LIMIT_MEETING_JOIN": "1000000/60s",
         })
+        env.update({f"HUDDLE_{name}_ADDR": f"127.0.0.1:{port}" for name, port in SERVICE_PORTS.items()})
         return env
 
     def start_redis(self) -> None:
