@@ -37,6 +37,7 @@ mod scripts;
 mod tagger;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use std::{
     collections::HashMap,
@@ -46,6 +47,7 @@ use std::{
 
 pub use admin::{EvictionCheck, RedisHealth};
 pub use tagger::Tagger;
+pub use window::Appended;
 
 use crate::{
     backend::{Backend, Conn},
