@@ -340,13 +340,13 @@ impl Invalidation {
             match *target {
                 Key(name) => keys.extend(concrete_keys(name, &s)),
                 Append(name) => match &s.entry {
-                    Some(entry) => appends.extend(concrete_keys(name, &s).into_iter().map(
-                        |key| WindowAppend {
+                    Some(entry) => appends.extend(concrete_keys(name, &s).into_iter().map(|key| {
+                        WindowAppend {
                             key,
                             limit: RECENT_CHATS_LIMIT,
                             entry: entry.clone(),
-                        },
-                    )),
+                        }
+                    })),
                     None => keys.extend(concrete_keys(name, &s)),
                 },
                 T(TagKind::User) => tags.extend(s.user.map(Tag::user)),

@@ -52,7 +52,11 @@ fn entry(n: u32) -> Entry {
     let second = n - n % 4 / 3;
     Entry {
         id: format!("{n:08}-id"),
-        sent_at: format!("2026-01-01T00:{:02}:{:02}.000000Z", second / 60, second % 60),
+        sent_at: format!(
+            "2026-01-01T00:{:02}:{:02}.000000Z",
+            second / 60,
+            second % 60
+        ),
         text: format!("message \"{n}\" / é"),
     }
 }
@@ -101,7 +105,10 @@ async fn concurrent_appends_and_replays_keep_the_last_n_in_order(cluster: bool) 
         let chunk = chunk.to_vec();
         tokio::spawn(async move {
             for n in chunk.iter().chain(chunk.iter()) {
-                cache.invalidate(&posted(meeting, &entry(*n))).await.unwrap();
+                cache
+                    .invalidate(&posted(meeting, &entry(*n)))
+                    .await
+                    .unwrap();
             }
         })
     });
@@ -152,7 +159,10 @@ async fn a_fill_that_read_before_an_append_never_lands(cluster: bool) {
         })
     };
     read_done.notified().await;
-    poster.invalidate(&posted(meeting, &entry(2))).await.unwrap();
+    poster
+        .invalidate(&posted(meeting, &entry(2)))
+        .await
+        .unwrap();
     appended.notify_one();
     // The filler still answers its caller with what it read...
     assert_eq!(fill.await.unwrap(), Some(vec![entry(1)]));
