@@ -3,6 +3,7 @@
 //! shape the JSON. Rules that need the meeting's data (host only, host or
 //! participant) are enforced by meeting-service, which gets the caller's id.
 
+mod access;
 pub mod dto;
 pub mod input;
 mod lists;
@@ -13,6 +14,7 @@ use huddle_domain::id as ids;
 use huddle_proto::meeting::v1 as pb;
 use uuid::Uuid;
 
+pub use self::access::{access, in_live_meeting};
 pub use self::lists::*;
 pub use self::participants::*;
 

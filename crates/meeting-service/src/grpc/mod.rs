@@ -163,6 +163,13 @@ impl MeetingService for MeetingApi {
         .map_err(|e: MeetingError| GrpcStatus::from(e))
     }
 
+    async fn check_access(&self, req: Request<pb::CheckAccessRequest>) -> Reply<pb::Access> {
+        let ctx = RequestCtx::from_request(&req);
+        async { Ok(Response::new(self.access(&ctx, req.get_ref()).await?)) }
+            .await
+            .map_err(|e: MeetingError| GrpcStatus::from(e))
+    }
+
     async fn list_participants(
         &self,
         req: Request<pb::ListParticipantsRequest>,

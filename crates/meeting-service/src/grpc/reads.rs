@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{
     MeetingApi,
-    convert::{meeting_pb, unsigned, user_pb},
+    convert::{meeting_pb, status_pb, unsigned, user_pb},
 };
 use crate::{cache, error::MeetingError, users::RequestCtx};
 
@@ -44,6 +44,33 @@ impl MeetingApi {
             // count (cached under its own key) here, beside the participant
             // count. Unknown until then, never a made-up 0.
             chat_message_count: None,
+        })
+    }
+
+    /// What the caller is to the meeting (`CheckAccess`), for the gateway's
+    /// checks on data other services own. The status comes from the cached
+    /// meeting value, which every status change invalidates; the membership
+    /// value holds only what joins and leaves change.
+    pub(super) async fn access(
+        &self,
+        ctx: &RequestCtx,
+        req: &pb::CheckAccessRequest,
+    ) -> Result<pb::Access, MeetingError> {
+        let caller = id::parse("callerId", &req.caller_id)?;
+        let id = id::parse("meetingId", &req.meeting_id)?;
+        let (meeting, membership) = tokio::join!(
+            cache::meeting(&self.src, ctx, id),
+            cache::membership(&self.src, id, caller),
+        );
+        let meeting = meeting?.ok_or(MeetingError::NotFound)?;
+        let membership = membership?
+            .filter(|membership| membership.admits(caller))
+            .ok_or(MeetingError::NotFound)?;
+        Ok(pb::Access {
+            host_id: meeting.meeting.host_id.to_string(),
+            status: status_pb(meeting.meeting.status),
+            participated: membership.participated,
+            active: membership.active,
         })
     }
 
