@@ -4,6 +4,7 @@
 
 pub mod allow;
 pub mod auth;
+pub mod chats;
 pub mod error;
 pub mod health;
 pub mod meetings;
@@ -28,6 +29,7 @@ use actix_web::{
 };
 use huddle_common::Shutdown;
 use huddle_common::grpc_client::{ChannelError, ChannelOptions, balanced_channel};
+use huddle_proto::chat::v1::chat_service_client::ChatServiceClient;
 use huddle_proto::meeting::v1::meeting_service_client::MeetingServiceClient;
 use huddle_proto::user::v1::user_service_client::UserServiceClient;
 use prometheus::Registry;
@@ -46,6 +48,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const USER_SERVICE: &str = huddle_proto::user::v1::user_service_server::SERVICE_NAME;
 /// The meeting service's name in the standard gRPC health protocol.
 pub const MEETING_SERVICE: &str = huddle_proto::meeting::v1::meeting_service_server::SERVICE_NAME;
+/// The chat service's name in the standard gRPC health protocol.
+pub const CHAT_SERVICE: &str = huddle_proto::chat::v1::chat_service_server::SERVICE_NAME;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long in-flight requests may run once shutdown starts.
 const GRACEFUL_SHUTDOWN_SECS: u64 = 30;
@@ -57,6 +61,10 @@ pub struct GatewayConfig {
     pub user_addr: String,
     /// Where the meeting service is dialled, in the same forms.
     pub meeting_addr: String,
+    /// Where the chat service is dialled, in the same forms.
+    pub chat_addr: String,
+    /// Chat streams: heartbeat and how many may be open.
+    pub streams: chats::StreamLimits,
     pub jwt_secret: String,
     /// Per gRPC call deadline.
     pub request_timeout: Duration,
@@ -76,6 +84,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("http_addr", &self.http_addr)
             .field("user_addr", &self.user_addr)
             .field("meeting_addr", &self.meeting_addr)
+            .field("chat_addr", &self.chat_addr)
+            .field("streams", &self.streams)
             .field("jwt_secret", &"<redacted>")
             .field("request_timeout", &self.request_timeout)
             .field("workers", &self.workers)
@@ -129,6 +139,7 @@ pub(crate) fn success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse
 pub struct Backends {
     users: UserServiceClient<Channel>,
     meetings: MeetingServiceClient<Channel>,
+    chats: ChatServiceClient<Channel>,
     request_timeout: Duration,
 }
 
@@ -139,6 +150,10 @@ impl Backends {
 
     pub fn meetings(&self) -> MeetingServiceClient<Channel> {
         self.meetings.clone()
+    }
+
+    pub fn chats(&self) -> ChatServiceClient<Channel> {
+        self.chats.clone()
     }
 
     /// Wraps a message with the request id and the deadline, so the service
@@ -161,6 +176,7 @@ pub struct AppState {
     registry: web::Data<Registry>,
     allowed: web::Data<allow::AllowedMethods>,
     limiter: web::Data<ratelimit::Limiter>,
+    streams: web::Data<chats::Streams>,
     metrics: HttpMetrics,
     swagger_ui: bool,
 }
@@ -169,17 +185,28 @@ impl AppState {
     /// Must run inside a tokio runtime: the lazy channel spawns its worker task.
     /// Fails if the gateway's metrics are already in `registry`.
     pub fn new(config: &GatewayConfig, registry: Registry) -> Result<Self, GatewayError> {
+        Self::with_shutdown(config, registry, Shutdown::new())
+    }
+
+    /// [`AppState::new`] whose chat streams end when `shutdown` fires.
+    pub fn with_shutdown(
+        config: &GatewayConfig,
+        registry: Registry,
+        shutdown: Shutdown,
+    ) -> Result<Self, GatewayError> {
         if config.jwt_secret.is_empty() {
             return Err(GatewayError::EmptySecret);
         }
         let channel = lazy_channel(&config.user_addr, config.request_timeout)?;
         let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout)?;
+        let chat_channel = lazy_channel(&config.chat_addr, config.request_timeout)?;
         let metrics = HttpMetrics::register(&registry)?;
         let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
         Ok(Self {
             backends: web::Data::new(Backends {
                 users: UserServiceClient::new(channel.clone()),
                 meetings: MeetingServiceClient::new(meeting_channel.clone()),
+                chats: ChatServiceClient::new(chat_channel.clone()),
                 request_timeout: config.request_timeout,
             }),
             dependencies: web::Data::new(vec![
@@ -191,11 +218,16 @@ impl AppState {
                     service: MEETING_SERVICE,
                     client: HealthClient::new(meeting_channel),
                 },
+                health::Dependency {
+                    service: CHAT_SERVICE,
+                    client: HealthClient::new(chat_channel),
+                },
             ]),
             verifier: web::Data::new(JwtVerifier::new(&config.jwt_secret)),
             registry: web::Data::new(registry),
             allowed: web::Data::new(allow::AllowedMethods::from_openapi()),
             limiter: web::Data::new(limiter),
+            streams: web::Data::new(chats::Streams::new(config.streams.clone(), shutdown)),
             metrics,
             swagger_ui: config.swagger_ui,
         })
@@ -239,6 +271,7 @@ pub fn app(
         .app_data(state.registry)
         .app_data(state.allowed)
         .app_data(state.limiter)
+        .app_data(state.streams)
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_BODY_BYTES)
@@ -253,6 +286,7 @@ pub fn app(
         .service(web::resource("/metrics").route(web::get().to(metrics::render)))
         .configure(users::routes)
         .configure(meetings::routes)
+        .configure(chats::routes)
         .configure(|cfg| openapi::routes(cfg, swagger_ui))
         .default_service(web::to(error::no_route))
         // Listed innermost first: limits are counted before any handler
@@ -280,7 +314,7 @@ pub async fn bind(
     ),
     GatewayError,
 > {
-    let state = AppState::new(&config, registry)?;
+    let state = AppState::with_shutdown(&config, registry, shutdown.clone())?;
     let bind_error = |source| GatewayError::Bind {
         addr: config.http_addr,
         source,
@@ -295,7 +329,7 @@ pub async fn bind(
         .listen(listener)
         .map_err(bind_error)?
         .run();
-    tracing::info!(%addr, user_addr = %config.user_addr, meeting_addr = %config.meeting_addr, "gateway listening");
+    tracing::info!(%addr, user_addr = %config.user_addr, meeting_addr = %config.meeting_addr, chat_addr = %config.chat_addr, "gateway listening");
 
     let serve = async move {
         let handle = server.handle();

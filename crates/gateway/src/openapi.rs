@@ -9,14 +9,14 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{error, health, meetings, metrics, users};
+use crate::{chats, error, health, meetings, metrics, users};
 
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH: &str = "/api/docs/";
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Huddle API", description = "Video-meeting backend: users, meetings, chat, recordings.\n\nEvery error is `{success: false, code, message}`. A method a path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header; an unknown path answers 404. Meeting create and join are rate limited per user (429 `TOO_MANY_REQUESTS` with `Retry-After` in seconds)."),
+    info(title = "Huddle API", description = "Video-meeting backend: users, meetings, chat, recordings.\n\nEvery error is `{success: false, code, message}`. A method a path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header; an unknown path answers 404. Meeting create and join, and chat posts (per meeting), are rate limited per user (429 `TOO_MANY_REQUESTS` with `Retry-After` in seconds)."),
     paths(
         users::create_user,
         users::get_user_by_email,
@@ -37,6 +37,10 @@ pub const DOCS_PATH: &str = "/api/docs/";
         meetings::user_meetings,
         meetings::user_participations,
         meetings::user_stats,
+        chats::recent_chats,
+        chats::post_chat,
+        chats::chat_history,
+        chats::stream_chats,
         health::healthz,
         health::readyz,
         metrics::render,
@@ -46,6 +50,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
     tags(
         (name = "users", description = "User profiles"),
         (name = "meetings", description = "Meetings, invite codes, participants and host stats"),
+        (name = "chat", description = "Meeting chat: the recent window, posting, history pages and the live stream (Server-Sent Events)"),
         (name = "ops", description = "Health and metrics"),
     )
 )]
@@ -71,7 +76,7 @@ impl Modify for BearerAuth {
 // The field patterns are the shared rules' own (`huddle-domain`), so the
 // document and the server cannot disagree.
 use huddle_domain::{
-    text::{MULTILINE_PATTERN, TEXT_PATTERN},
+    text::{MULTILINE_PATTERN, MULTILINE_TEXT_PATTERN, TEXT_PATTERN},
     user::IMAGE_URL_PATTERN as IMAGE_PATTERN,
 };
 /// The alphabet and length of invite codes (`invite.rs` in meeting-service).
@@ -101,6 +106,10 @@ pub fn document() -> Value {
 fn exact_rules(doc: &mut Value) {
     user_rules(&mut doc["components"]["schemas"]);
     meeting_rules(&mut doc["components"]["schemas"]);
+    merge(
+        &mut doc["components"]["schemas"]["PostChatBody"]["properties"]["message"],
+        &json!({"pattern": MULTILINE_TEXT_PATTERN}),
+    );
     path_rules(doc);
 }
 
@@ -205,7 +214,11 @@ fn path_rules(doc: &mut Value) {
         "headers": {"Retry-After": {"description": "Seconds until the limit resets", "schema": {"type": "integer", "minimum": 1}}},
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     });
-    for path in ["/api/meetings", "/api/meetings/join"] {
+    for path in [
+        "/api/meetings",
+        "/api/meetings/join",
+        "/api/meetings/{id}/chats",
+    ] {
         doc["paths"][path]["post"]["responses"]["429"] = too_many.clone();
     }
 }

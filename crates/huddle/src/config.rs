@@ -44,6 +44,8 @@ pub enum Command {
     User,
     /// The meeting service alone.
     Meeting,
+    /// The chat service alone.
+    Chat,
     /// Create the databases if missing and run pending migrations.
     Migrate(MigrateArgs),
     /// Insert demo data (idempotent).
@@ -199,6 +201,42 @@ pub struct Global {
     )]
     pub meeting_addr: String,
     /// Where a standalone service process serves Prometheus metrics.
+    /// The chat service: where `huddle chat` listens, and where the gateway
+    /// and the meeting service (deletion cascade) dial it.
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_CHAT_ADDR",
+        default_value = "127.0.0.1:50053"
+    )]
+    pub chat_addr: String,
+    /// How often a chat stream reads Postgres without being woken: the
+    /// longest a lost wake-up can delay a message.
+    #[arg(long, global = true, env = "HUDDLE_CHAT_STREAM_POLL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=15_000))]
+    pub chat_stream_poll_ms: u64,
+    /// Messages a chat stream subscriber may fall behind before it is cut
+    /// off (it resumes with Last-Event-ID).
+    #[arg(long, global = true, env = "HUDDLE_CHAT_STREAM_BUFFER", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub chat_stream_buffer: u64,
+    /// Open chat streams per chat-service process.
+    #[arg(long, global = true, env = "HUDDLE_CHAT_STREAM_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub chat_stream_max: u64,
+    /// Interval of the SSE heartbeat comment the gateway sends on a chat
+    /// stream (at most 15 s, as SPEC §3 promises).
+    #[arg(long, global = true, env = "HUDDLE_SSE_HEARTBEAT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=15_000))]
+    pub sse_heartbeat_ms: u64,
+    /// Open chat streams per gateway process; past it, 429.
+    #[arg(long, global = true, env = "HUDDLE_SSE_MAX_STREAMS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub sse_max_streams: u64,
+    /// Open chat streams per user and gateway process; past it, 429.
+    #[arg(long, global = true, env = "HUDDLE_SSE_MAX_STREAMS_PER_USER", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub sse_max_streams_per_user: u64,
     #[arg(
         long,
         global = true,
@@ -320,6 +358,29 @@ impl Global {
         addr.parse().map_err(|_| {
             format!("HUDDLE_USER_ADDR {addr:?} must be ip:port where the user service listens (e.g. 0.0.0.0:50051)")
         })
+    }
+
+    pub fn chat_listen_addr(&self) -> Result<SocketAddr, String> {
+        let addr = self.chat_addr.trim_start_matches("http://");
+        addr.parse().map_err(|_| {
+            format!("HUDDLE_CHAT_ADDR {addr:?} must be ip:port where the chat service listens (e.g. 0.0.0.0:50053)")
+        })
+    }
+
+    pub fn chat_stream_config(&self) -> chat_service::StreamConfig {
+        chat_service::StreamConfig {
+            poll: Duration::from_millis(self.chat_stream_poll_ms),
+            buffer: self.chat_stream_buffer as usize,
+            max_subscribers: self.chat_stream_max as usize,
+        }
+    }
+
+    pub fn stream_limits(&self) -> gateway::chats::StreamLimits {
+        gateway::chats::StreamLimits {
+            heartbeat: Duration::from_millis(self.sse_heartbeat_ms),
+            max_streams: self.sse_max_streams as usize,
+            max_streams_per_user: self.sse_max_streams_per_user as usize,
+        }
     }
 
     pub fn meeting_listen_addr(&self) -> Result<SocketAddr, String> {

@@ -58,6 +58,8 @@ fn gateway_config(
         http_addr: global.http_addr,
         user_addr,
         meeting_addr,
+        chat_addr: global.chat_addr.clone(),
+        streams: global.stream_limits(),
         jwt_secret,
         request_timeout: Duration::from_millis(global.request_timeout_ms),
         workers: 2,
@@ -82,6 +84,12 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
             global.meeting_listen_addr()?,
             meeting_service::DATABASE_NAME,
         )?,
+        chat: service_config(
+            global,
+            global.chat_listen_addr()?,
+            chat_service::DATABASE_NAME,
+        )?,
+        chat_stream: global.chat_stream_config(),
         user_call_timeout: user_call_timeout(global),
         // The stack points it at the services it binds.
         gateway: gateway_config(global, String::new(), String::new(), jwt_secret.clone()),
@@ -149,11 +157,35 @@ pub async fn meeting(global: &Global) -> CmdResult {
         )?,
         user_addr: global.user_addr.clone(),
         user_call_timeout: user_call_timeout(global),
+        chat_addr: Some(global.chat_addr.clone()),
     };
     let bound = meeting_service::bind(&config, shared).await?;
     huddle_db::pool_metrics::PoolCollector::register(
         bound.service.db.clone(),
         meeting_service::DATABASE_NAME,
+        &registry,
+    )?;
+    standalone(global, registry, shutdown, bound.service.server).await
+}
+
+pub async fn chat(global: &Global) -> CmdResult {
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let (registry, shared) = registry_and_shared(global, &shutdown)?;
+    let config = chat_service::ChatConfig {
+        service: service_config(
+            global,
+            global.chat_listen_addr()?,
+            chat_service::DATABASE_NAME,
+        )?,
+        user_addr: global.user_addr.clone(),
+        user_call_timeout: user_call_timeout(global),
+        stream: global.chat_stream_config(),
+    };
+    let bound = chat_service::bind(&config, shared).await?;
+    huddle_db::pool_metrics::PoolCollector::register(
+        bound.service.db.clone(),
+        chat_service::DATABASE_NAME,
         &registry,
     )?;
     standalone(global, registry, shutdown, bound.service.server).await

@@ -15,6 +15,9 @@ type Server = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
 pub struct StackConfig {
     pub user: ServiceConfig,
     pub meeting: ServiceConfig,
+    pub chat: ServiceConfig,
+    /// The chat service's streams (poll tick, buffers, limit).
+    pub chat_stream: chat_service::StreamConfig,
     /// Deadline of the meeting service's calls to user-service.
     pub user_call_timeout: Duration,
     /// The gateway; its service addresses are set to the bound services.
@@ -28,12 +31,14 @@ pub struct StackConfig {
 pub struct Dial {
     pub user: Option<String>,
     pub meeting: Option<String>,
+    pub chat: Option<String>,
 }
 
 /// A bound stack; nothing serves until [`Stack::run`] or [`Stack::spawn`].
 pub struct Stack {
     pub user: huddle_serve::Bound,
     pub meeting: meeting_service::Bound,
+    pub chat: chat_service::Bound,
     pub http_addr: SocketAddr,
     gateway: Server,
     shutdown: Shutdown,
@@ -48,11 +53,24 @@ pub async fn start(
     let user = user_service::bind(&config.user, shared.clone()).await?;
     let user_dial =
         (config.dial.user.take()).unwrap_or_else(|| format!("http://{}", loopback(user.addr)));
+    let chat = chat_service::bind(
+        &chat_service::ChatConfig {
+            service: config.chat,
+            user_addr: user_dial.clone(),
+            user_call_timeout: config.user_call_timeout,
+            stream: config.chat_stream,
+        },
+        shared.clone(),
+    )
+    .await?;
+    let chat_dial = (config.dial.chat.take())
+        .unwrap_or_else(|| format!("http://{}", loopback(chat.service.addr)));
     let meeting = meeting_service::bind(
         &meeting_service::MeetingConfig {
             service: config.meeting,
             user_addr: user_dial.clone(),
             user_call_timeout: config.user_call_timeout,
+            chat_addr: Some(chat_dial.clone()),
         },
         shared,
     )
@@ -60,16 +78,19 @@ pub async fn start(
     for (db, name) in [
         (&user.db, user_service::DATABASE_NAME),
         (&meeting.service.db, meeting_service::DATABASE_NAME),
+        (&chat.service.db, chat_service::DATABASE_NAME),
     ] {
         huddle_db::pool_metrics::PoolCollector::register(db.clone(), name, &registry)?;
     }
     config.gateway.user_addr = user_dial;
+    config.gateway.chat_addr = chat_dial;
     config.gateway.meeting_addr = (config.dial.meeting.take())
         .unwrap_or_else(|| format!("http://{}", loopback(meeting.service.addr)));
     let (http_addr, gateway) = gateway::bind(config.gateway, registry, shutdown.clone()).await?;
     Ok(Stack {
         user,
         meeting,
+        chat,
         http_addr,
         gateway: Box::pin(async move { Ok(gateway.await?) }),
         shutdown,
@@ -81,13 +102,15 @@ impl Stack {
     /// others are stopped too: a half-running process is worse than none.
     pub async fn run(self) -> Result<(), Error> {
         let shutdown = self.shutdown;
-        let (user, meeting, gateway) = tokio::join!(
+        let (user, meeting, chat, gateway) = tokio::join!(
             stop_all_on_exit(self.user.server, &shutdown),
             stop_all_on_exit(self.meeting.service.server, &shutdown),
+            stop_all_on_exit(self.chat.service.server, &shutdown),
             stop_all_on_exit(self.gateway, &shutdown),
         );
         user?;
         meeting?;
+        chat?;
         gateway
     }
 

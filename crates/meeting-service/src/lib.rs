@@ -40,6 +40,10 @@ pub struct MeetingConfig {
     pub user_addr: String,
     /// Deadline of each call to user-service.
     pub user_call_timeout: Duration,
+    /// Where chat-service is dialled for the deletion cascade (`None`: no
+    /// chat-service in this deployment, e.g. a test of the meeting service
+    /// alone).
+    pub chat_addr: Option<String>,
 }
 
 /// A bound, not yet running, meeting service.
@@ -49,11 +53,17 @@ pub struct Bound {
 }
 
 /// The services that hold data of a meeting and must delete it when the
-/// meeting is deleted (see `cascade`). Empty until chat-service and
-/// recording-service exist: add a [`CascadeTarget`] over each one's gRPC
-/// client here (their addresses come in through [`MeetingConfig`]).
-fn cascade_targets(_config: &MeetingConfig) -> Vec<Arc<dyn CascadeTarget>> {
-    Vec::new()
+/// meeting is deleted (see `cascade`): a [`CascadeTarget`] over each one's
+/// gRPC client (their addresses come in through [`MeetingConfig`]).
+fn cascade_targets(config: &MeetingConfig) -> Result<Vec<Arc<dyn CascadeTarget>>, ServeError> {
+    let mut targets: Vec<Arc<dyn CascadeTarget>> = Vec::new();
+    if let Some(addr) = &config.chat_addr {
+        targets.push(Arc::new(cascade::ChatTarget::new(
+            addr,
+            config.user_call_timeout,
+        )?));
+    }
+    Ok(targets)
 }
 
 /// Binds the listener (port 0 allowed) and builds the server; awaiting
@@ -61,7 +71,7 @@ fn cascade_targets(_config: &MeetingConfig) -> Vec<Arc<dyn CascadeTarget>> {
 pub async fn bind(config: &MeetingConfig, shared: Shared) -> Result<Bound, ServeError> {
     let kit = Kit::bind("meeting", MIGRATIONS, &config.service, shared).await?;
     let users = users::Users::new(user_client(&config.user_addr, config.user_call_timeout)?);
-    let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config));
+    let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config)?);
     let api = MeetingApi::new(
         cache::Sources {
             db: kit.db.clone(),

@@ -32,6 +32,11 @@ pub struct TestApp {
     pub meeting_outbox: huddle_serve::Outbox,
     pub meeting_cascade: meeting_service::Cascade,
     pub meeting_failpoints: std::sync::Arc<huddle_serve::Failpoints>,
+    /// The chat service's database handle, outbox and streams.
+    pub chat_db: Database,
+    pub chat_addr: std::net::SocketAddr,
+    pub chat_outbox: huddle_serve::Outbox,
+    pub chat_hubs: chat_service::Hubs,
     /// A handle on the same Redis prefix the services use.
     pub cache: Cache,
     /// With `TestOptions::proxies`.
@@ -41,9 +46,17 @@ pub struct TestApp {
     /// the cache settings (same Redis, same prefix).
     user_db_url: String,
     meeting_db_url: String,
+    chat_db_url: String,
     cache_config: CacheConfig,
     /// Dropped with the app that created them, not with its replicas.
-    _databases: Option<(TestDatabase, TestDatabase)>,
+    _databases: Option<(TestDatabase, TestDatabase, TestDatabase)>,
+}
+
+/// The databases a stack (and its replicas) use.
+struct DbUrls {
+    user: String,
+    meeting: String,
+    chat: String,
 }
 
 pub struct Response {
@@ -65,6 +78,10 @@ pub struct TestOptions {
     pub proxies: bool,
     /// The meeting service's deadline on user-service calls (default 5 s).
     pub user_call_timeout: Option<Duration>,
+    /// Chat streams: the service's settings and the gateway's limits
+    /// (default: production's, with a 1 s heartbeat).
+    pub chat_stream: Option<chat_service::StreamConfig>,
+    pub stream_limits: Option<gateway::chats::StreamLimits>,
 }
 
 /// Cut-able links between the parts (see `TestOptions::proxies`).
@@ -108,12 +125,14 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: TestOptions) -> Self {
-        let (database, meeting_database) = tokio::join!(
+        let (database, meeting_database, chat_database) = tokio::join!(
             TestDatabase::create("huddle_user", user_service::MIGRATIONS),
             TestDatabase::create("huddle_meeting", meeting_service::MIGRATIONS),
+            TestDatabase::create("huddle_chat", chat_service::MIGRATIONS),
         );
         let database = database.expect("user test database");
         let meeting_database = meeting_database.expect("meeting test database");
+        let chat_database = chat_database.expect("chat test database");
         let cache_config = CacheConfig {
             redis_url: options.redis_url.clone().unwrap_or_else(shared_redis_url),
             cluster_nodes: options.cluster_nodes.clone(),
@@ -123,10 +142,13 @@ impl TestApp {
             op_timeout: Duration::from_millis(500),
             ..CacheConfig::default()
         };
-        let (user_url, meeting_url) =
-            (database.url().to_owned(), meeting_database.url().to_owned());
-        let mut app = Self::start(&options, user_url, meeting_url, cache_config).await;
-        app._databases = Some((database, meeting_database));
+        let urls = DbUrls {
+            user: database.url().to_owned(),
+            meeting: meeting_database.url().to_owned(),
+            chat: chat_database.url().to_owned(),
+        };
+        let mut app = Self::start(&options, urls, cache_config).await;
+        app._databases = Some((database, meeting_database, chat_database));
         app
     }
 
@@ -134,21 +156,25 @@ impl TestApp {
     /// breakers, relays, gateway) on the same databases, Redis and prefix,
     /// as two pods of each service would be.
     pub async fn replica(&self) -> Self {
-        Self::start(
-            &TestOptions::default(),
-            self.user_db_url.clone(),
-            self.meeting_db_url.clone(),
-            self.cache_config.clone(),
-        )
-        .await
+        self.replica_with(TestOptions::default()).await
     }
 
-    async fn start(
-        options: &TestOptions,
-        user_db_url: String,
-        meeting_db_url: String,
-        cache_config: CacheConfig,
-    ) -> Self {
+    /// [`TestApp::replica`] with options of its own.
+    pub async fn replica_with(&self, options: TestOptions) -> Self {
+        let urls = DbUrls {
+            user: self.user_db_url.clone(),
+            meeting: self.meeting_db_url.clone(),
+            chat: self.chat_db_url.clone(),
+        };
+        Self::start(&options, urls, self.cache_config.clone()).await
+    }
+
+    async fn start(options: &TestOptions, urls: DbUrls, cache_config: CacheConfig) -> Self {
+        let DbUrls {
+            user: user_db_url,
+            meeting: meeting_db_url,
+            chat: chat_db_url,
+        } = urls;
         let registry = prometheus::Registry::new();
         let cache = Cache::new(&cache_config, CacheMetrics::register(&registry).unwrap()).unwrap();
         let shutdown = Shutdown::new();
@@ -172,11 +198,21 @@ impl TestApp {
         let config = huddle::stack::StackConfig {
             user: service(&user_service_db_url),
             meeting: service(&meeting_db_url),
+            chat: service(&chat_db_url),
+            chat_stream: options.chat_stream.clone().unwrap_or_default(),
             user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
             gateway: gateway::GatewayConfig {
                 http_addr: "127.0.0.1:0".parse().unwrap(),
                 user_addr: String::new(),
                 meeting_addr: String::new(),
+                chat_addr: String::new(),
+                streams: options
+                    .stream_limits
+                    .clone()
+                    .unwrap_or(gateway::chats::StreamLimits {
+                        heartbeat: Duration::from_secs(1),
+                        ..gateway::chats::StreamLimits::default()
+                    }),
                 jwt_secret: SECRET.to_owned(),
                 request_timeout: Duration::from_secs(5),
                 workers: 1,
@@ -188,6 +224,7 @@ impl TestApp {
             dial: huddle::stack::Dial {
                 user: proxies.as_ref().and_then(|p| dial(&p.user_grpc)),
                 meeting: proxies.as_ref().and_then(|p| dial(&p.meeting_grpc)),
+                chat: None,
             },
         };
         let stack = huddle::stack::start(config, registry, shared)
@@ -209,11 +246,16 @@ impl TestApp {
             meeting_outbox: stack.meeting.service.outbox.clone(),
             meeting_cascade: stack.meeting.cascade.clone(),
             meeting_failpoints: stack.meeting.service.failpoints.clone(),
+            chat_db: stack.chat.service.db.clone(),
+            chat_addr: stack.chat.service.addr,
+            chat_outbox: stack.chat.service.outbox.clone(),
+            chat_hubs: stack.chat.hubs.clone(),
             cache,
             proxies,
             shutdown,
             user_db_url,
             meeting_db_url,
+            chat_db_url,
             cache_config,
             _databases: None,
         };

@@ -34,6 +34,8 @@ fn config(user_addr: String) -> GatewayConfig {
         // The fake user service also answers the meeting service's health
         // check, so one fake makes the gateway ready.
         meeting_addr: user_addr.clone(),
+        chat_addr: user_addr.clone(),
+        streams: crate::chats::StreamLimits::default(),
         user_addr,
         jwt_secret: SECRET.to_owned(),
         request_timeout: Duration::from_secs(2),
@@ -223,6 +225,9 @@ async fn start_fake() -> (String, Arc<FakeUsers>) {
         .await;
     reporter
         .set_service_status(MEETING_SERVICE, ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(CHAT_SERVICE, ServingStatus::Serving)
         .await;
     let server = tonic::transport::Server::builder()
         .add_service(health)
