@@ -16,7 +16,7 @@ use huddle_serve::{
     users::{Users, user_client},
 };
 
-mod cache;
+pub mod cache;
 pub mod db;
 mod error;
 mod grpc;

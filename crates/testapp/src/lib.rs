@@ -263,6 +263,24 @@ impl TestApp {
         app
     }
 
+    /// Stops this app's processes, as SIGTERM would (its replicas go on).
+    pub fn stop(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Posts a chat message and asserts it was accepted.
+    pub async fn post_chat(&self, token: &str, meeting: &str, message: &str) -> Value {
+        let resp = self
+            .post(
+                &format!("/api/meetings/{meeting}/chats"),
+                token,
+                json!({ "message": message }),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED, "{:?}", resp.body);
+        resp.body["data"].clone()
+    }
+
     pub fn admin_token(&self) -> String {
         gateway::auth::mint_token(SECRET, "admin", true, Duration::from_secs(600)).unwrap()
     }
@@ -423,6 +441,20 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.trigger();
+    }
+}
+
+/// Polls `check` until it holds or `limit` has passed; whether it held.
+pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
