@@ -75,7 +75,8 @@ async fn rows(app: &TestApp, meeting: &str) -> i64 {
 /// SPEC §5 "chat message": with the window and the count cached, a post is
 /// appended to the cached window (still cached, not reloaded) and the count
 /// is fresh in the meeting's details. Seen to fail with the rule's
-/// `Append(RecentChats)` turned into nothing (the window kept 1 message).
+/// `Append(RecentChats)` applying nothing (the cached window still held
+/// only `first`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_chat_message_appends_to_the_window_and_refreshes_the_count() {
     let app = TestApp::spawn().await;
@@ -131,7 +132,7 @@ async fn row_profile_update_shows_the_new_name_in_the_window() {
 /// and no row is left; a post that reaches chat-service after the delete
 /// (racing it past the gateway's access check) is refused and leaves no
 /// row. Seen to fail with `next_sent_at`'s tombstone check removed (the
-/// late post was stored: 1 row).
+/// late post was accepted and stored).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_meeting_delete_leaves_no_chat_key_and_no_row() {
     let app = TestApp::spawn().await;
