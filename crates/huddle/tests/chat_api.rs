@@ -85,7 +85,10 @@ async fn row_chat_message_appends_to_the_window_and_refreshes_the_count() {
     let chats = format!("/api/meetings/{meeting}/chats");
     let details = format!("/api/meetings/{meeting}");
     assert_eq!(texts(&data(&app, &chats, &guest).await), ["first"]);
-    assert_eq!(data(&app, &details, &guest).await["_count"]["chatMessages"], 1);
+    assert_eq!(
+        data(&app, &details, &guest).await["_count"]["chatMessages"],
+        1
+    );
     app.assert_cached(&[window_key(&meeting), count_key(&meeting)])
         .await;
 
@@ -94,14 +97,22 @@ async fn row_chat_message_appends_to_the_window_and_refreshes_the_count() {
     assert_eq!(posted["user"]["name"], "Guest");
     // Appended in place: the window is still cached, now with both.
     app.assert_cached(&[window_key(&meeting)]).await;
-    let (raw, _) = app.cache.inspect(&window_key(&meeting)).await.unwrap().unwrap();
+    let (raw, _) = app
+        .cache
+        .inspect(&window_key(&meeting))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(raw.contains("second\\nline"), "{raw}");
     let checkouts = app.chat_db.checkouts();
     let window = data(&app, &chats, &host).await;
     assert_eq!(texts(&window), ["first", "second\nline"]);
     assert_eq!(app.chat_db.checkouts(), checkouts, "served from Redis");
     assert_eq!(window[1]["user"]["name"], "Guest");
-    assert_eq!(data(&app, &details, &host).await["_count"]["chatMessages"], 2);
+    assert_eq!(
+        data(&app, &details, &host).await["_count"]["chatMessages"],
+        2
+    );
 }
 
 /// SPEC §5 "user profile update" for chat: the window stores poster ids and
@@ -123,7 +134,10 @@ async fn row_profile_update_shows_the_new_name_in_the_window() {
         )
         .await;
     assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
-    assert_eq!(data(&app, &chats, &host).await[0]["user"]["name"], "Renamed");
+    assert_eq!(
+        data(&app, &chats, &host).await[0]["user"]["name"],
+        "Renamed"
+    );
     let page = data(&app, &format!("{chats}/history"), &host).await;
     assert_eq!(page["messages"][0]["user"]["name"], "Renamed");
 }
@@ -149,10 +163,17 @@ async fn row_meeting_delete_leaves_no_chat_key_and_no_row() {
     let deleted = app.delete(&format!("/api/meetings/{meeting}"), &host).await;
     assert_eq!(deleted.status, StatusCode::OK, "{:?}", deleted.body);
     assert!(
-        eventually(Duration::from_secs(10), async || rows(&app, &meeting).await == 0).await,
+        eventually(Duration::from_secs(10), async || rows(&app, &meeting).await
+            == 0)
+        .await,
         "the cascade deletes the messages"
     );
-    assert!(app.keys_containing(&meeting).await.iter().all(|k| !k.contains(":chats")));
+    assert!(
+        app.keys_containing(&meeting)
+            .await
+            .iter()
+            .all(|k| !k.contains(":chats"))
+    );
 
     let mut chat = ChatServiceClient::connect(format!("http://{}", app.chat_addr))
         .await
@@ -167,7 +188,9 @@ async fn row_meeting_delete_leaves_no_chat_key_and_no_row() {
         .unwrap_err();
     assert_eq!(late.code(), tonic::Code::NotFound);
     assert_eq!(rows(&app, &meeting).await, 0);
-    let gone = app.get(&format!("/api/meetings/{meeting}/chats"), &guest).await;
+    let gone = app
+        .get(&format!("/api/meetings/{meeting}/chats"), &guest)
+        .await;
     assert_error(&gone, 404, "NOT_FOUND");
 }
 
@@ -180,7 +203,8 @@ async fn history_pages_back_through_a_thousand_messages() {
     let posters = [host.clone(), guest.clone()];
     let tasks: Vec<_> = (0..10)
         .map(|t| {
-            let (base, token, meeting) = (app.base.clone(), posters[t % 2].clone(), meeting.clone());
+            let (base, token, meeting) =
+                (app.base.clone(), posters[t % 2].clone(), meeting.clone());
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 for n in 0..100 {
@@ -201,7 +225,11 @@ async fn history_pages_back_through_a_thousand_messages() {
     }
     let history = format!("/api/meetings/{meeting}/chats/history");
     let first = data(&app, &history, &guest).await;
-    assert_eq!(first["messages"].as_array().unwrap().len(), 50, "default limit");
+    assert_eq!(
+        first["messages"].as_array().unwrap().len(),
+        50,
+        "default limit"
+    );
 
     let mut seen: Vec<(String, String)> = Vec::new();
     let mut before: Option<String> = None;
@@ -257,7 +285,11 @@ async fn authorization_rule_by_rule() {
     }
     for path in &reads {
         assert_error(&app.get(path, &stranger).await, 404, "NOT_FOUND");
-        assert_error(&app.get(path, &app.admin_token()).await, 403, "PERMISSION_DENIED");
+        assert_error(
+            &app.get(path, &app.admin_token()).await,
+            403,
+            "PERMISSION_DENIED",
+        );
     }
     let post = |token: String| {
         let (app, chats) = (&app, chats.clone());
@@ -266,19 +298,33 @@ async fn authorization_rule_by_rule() {
     assert_error(&post(stranger.clone()).await, 404, "NOT_FOUND");
     assert_error(&post(app.admin_token()).await, 403, "PERMISSION_DENIED");
 
-    let left = app.post(&format!("/api/meetings/{meeting}/leave"), &guest, json!({})).await;
+    let left = app
+        .post(&format!("/api/meetings/{meeting}/leave"), &guest, json!({}))
+        .await;
     assert_eq!(left.status, StatusCode::OK, "{:?}", left.body);
     assert_error(&post(guest.clone()).await, 403, "PERMISSION_DENIED");
-    assert_eq!(texts(&data(&app, &chats, &guest).await).len(), 2, "a past participant reads");
+    assert_eq!(
+        texts(&data(&app, &chats, &guest).await).len(),
+        2,
+        "a past participant reads"
+    );
 
     let scheduled = app.create_meeting(&host, "Later").await;
     let scheduled_chats = format!("/api/meetings/{}/chats", scheduled["id"].as_str().unwrap());
-    let refused = app.post(&scheduled_chats, &host, json!({"message": "early"})).await;
+    let refused = app
+        .post(&scheduled_chats, &host, json!({"message": "early"}))
+        .await;
     assert_error(&refused, 403, "PERMISSION_DENIED");
-    let ended = app.post(&format!("/api/meetings/{meeting}/end"), &host, json!({})).await;
+    let ended = app
+        .post(&format!("/api/meetings/{meeting}/end"), &host, json!({}))
+        .await;
     assert_eq!(ended.status, StatusCode::OK, "{:?}", ended.body);
     assert_error(&post(host.clone()).await, 403, "PERMISSION_DENIED");
-    assert_eq!(texts(&data(&app, &chats, &host).await).len(), 2, "an ended meeting is read");
+    assert_eq!(
+        texts(&data(&app, &chats, &host).await).len(),
+        2,
+        "an ended meeting is read"
+    );
 }
 
 /// Bad input on every route: a 400 naming the field, never a 500, and
@@ -304,7 +350,9 @@ async fn bad_input_for_every_route() {
         let message = resp.body["message"].as_str().unwrap();
         assert!(message.starts_with(field), "{body}: {message}");
     }
-    let unknown = app.post(&chats, &host, json!({"message": "x", "extra": 1})).await;
+    let unknown = app
+        .post(&chats, &host, json!({"message": "x", "extra": 1}))
+        .await;
     assert_error(&unknown, 400, "INVALID_ARGUMENT");
     let raw = app
         .http
@@ -351,7 +399,9 @@ async fn bad_input_for_every_route() {
         .await
         .unwrap();
     assert_eq!(unknown_resume.status(), StatusCode::BAD_REQUEST);
-    let no_token = app.call(reqwest::Method::GET, &format!("{chats}/stream"), None, None).await;
+    let no_token = app
+        .call(reqwest::Method::GET, &format!("{chats}/stream"), None, None)
+        .await;
     assert_error(&no_token, 401, "UNAUTHENTICATED");
     let bad_token = app
         .call(
