@@ -66,7 +66,7 @@ NON_CLAP_ENV = {
 # each service it calls that the binary has; its default is loopback.
 CALLS = {
     "meeting": ["user"],
-    "chat": ["user", "meeting"],
+    "chat": ["user"],
     "recording": ["meeting"],
 }
 
