@@ -180,7 +180,7 @@ pub async fn latest(
     meeting: Uuid,
 ) -> Result<Option<Cursor>, DbError> {
     let newest = before(conn, meeting, None, 1).await?;
-    Ok(newest.iter().next().map(MessageRow::cursor))
+    Ok(<[MessageRow]>::first(&newest).map(MessageRow::cursor))
 }
 
 pub async fn count(conn: &mut AsyncPgConnection, meeting: Uuid) -> Result<i64, DbError> {

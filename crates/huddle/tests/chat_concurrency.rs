@@ -29,7 +29,7 @@ async fn cached_window(app: &TestApp, key: &CacheKey) -> Vec<String> {
 }
 
 async fn stored(app: &TestApp, meeting: Uuid, limit: u32) -> Vec<chat_service::db::MessageRow> {
-    chat_service::db::recent(&mut *app.chat_db.conn().await.unwrap(), meeting, limit)
+    chat_service::db::recent(&mut app.chat_db.conn().await.unwrap(), meeting, limit)
         .await
         .unwrap()
 }

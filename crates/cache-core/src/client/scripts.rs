@@ -64,6 +64,7 @@ return 0
 ///   there already (a replay), and the oldest entries past the length are
 ///   dropped; the TTL is kept (an append does not make the window live
 ///   longer than its last fill allows).
+///
 /// Returns 1 appended, 0 nothing to do (absent or duplicate), -1 deleted.
 pub(super) static APPEND_TO_WINDOW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
