@@ -130,22 +130,7 @@ pub async fn before(
     cursor: Option<Cursor>,
     limit: u32,
 ) -> Result<Vec<MessageRow>, DbError> {
-    let mut query = chat_messages::table
-        .filter(chat_messages::meeting_id.eq(meeting))
-        .select(MessageRow::as_select())
-        .order((chat_messages::sent_at.desc(), chat_messages::id.desc()))
-        .limit(i64::from(limit))
-        .into_boxed();
-    if let Some(c) = cursor {
-        query = query.filter(
-            chat_messages::sent_at
-                .lt(c.sent_at)
-                .or(chat_messages::sent_at
-                    .eq(c.sent_at)
-                    .and(chat_messages::id.lt(c.id))),
-        );
-    }
-    Ok(query.load(conn).await?)
+    page(conn, meeting, cursor, limit, Direction::Older).await
 }
 
 /// Up to `limit` messages after `cursor` (from the first, without one),
@@ -156,20 +141,46 @@ pub async fn after(
     cursor: Option<Cursor>,
     limit: u32,
 ) -> Result<Vec<MessageRow>, DbError> {
+    page(conn, meeting, cursor, limit, Direction::Newer).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Older,
+    Newer,
+}
+
+/// One keyset page by `(sent_at, id)` from `cursor`, in `direction`.
+async fn page(
+    conn: &mut AsyncPgConnection,
+    meeting: Uuid,
+    cursor: Option<Cursor>,
+    limit: u32,
+    direction: Direction,
+) -> Result<Vec<MessageRow>, DbError> {
+    use chat_messages::{id, sent_at};
     let mut query = chat_messages::table
         .filter(chat_messages::meeting_id.eq(meeting))
         .select(MessageRow::as_select())
-        .order((chat_messages::sent_at.asc(), chat_messages::id.asc()))
         .limit(i64::from(limit))
         .into_boxed();
+    query = match direction {
+        Direction::Older => query.order((sent_at.desc(), id.desc())),
+        Direction::Newer => query.order((sent_at.asc(), id.asc())),
+    };
     if let Some(c) = cursor {
-        query = query.filter(
-            chat_messages::sent_at
-                .gt(c.sent_at)
-                .or(chat_messages::sent_at
-                    .eq(c.sent_at)
-                    .and(chat_messages::id.gt(c.id))),
-        );
+        query = match direction {
+            Direction::Older => query.filter(
+                sent_at
+                    .lt(c.sent_at)
+                    .or(sent_at.eq(c.sent_at).and(id.lt(c.id))),
+            ),
+            Direction::Newer => query.filter(
+                sent_at
+                    .gt(c.sent_at)
+                    .or(sent_at.eq(c.sent_at).and(id.gt(c.id))),
+            ),
+        };
     }
     Ok(query.load(conn).await?)
 }

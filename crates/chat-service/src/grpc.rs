@@ -95,16 +95,7 @@ impl ChatApi {
         let limit = chat::history_limit((req.limit != 0).then_some(u64::from(req.limit)))?;
         let mut conn = self.db.conn().await?;
         let cursor = match before {
-            Some(id) => Some(
-                db::find(&mut conn, meeting, id)
-                    .await?
-                    .ok_or_else(|| {
-                        ChatError::InvalidArgument(
-                            "before: no such message in this meeting".to_owned(),
-                        )
-                    })?
-                    .cursor(),
-            ),
+            Some(id) => Some(cursor_of(&mut conn, meeting, "before", id).await?),
             None => None,
         };
         let mut rows = db::before(&mut conn, meeting, cursor, limit + 1).await?;
@@ -136,6 +127,20 @@ impl ChatApi {
         self.outbox.after_commit(recorded).await?;
         Ok(deleted as u64)
     }
+}
+
+/// Where message `id` (named `field` in the request) is in `meeting`'s
+/// order; a message of another meeting, or none, is bad input.
+pub(crate) async fn cursor_of(
+    conn: &mut diesel_async::AsyncPgConnection,
+    meeting: Uuid,
+    field: &str,
+    id: Uuid,
+) -> Result<db::Cursor, ChatError> {
+    let row = db::find(conn, meeting, id).await?.ok_or_else(|| {
+        ChatError::InvalidArgument(format!("{field}: no such message in this meeting"))
+    })?;
+    Ok(row.cursor())
 }
 
 /// Rows with their posters' cards (one user-service call for all).

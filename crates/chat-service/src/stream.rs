@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::{
     db::{self, Cursor, MessageRow},
     error::ChatError,
-    grpc::messages_pb,
+    grpc::{cursor_of, messages_pb},
 };
 
 /// Messages read per query.
@@ -136,16 +136,7 @@ impl Hubs {
             return Err(ChatError::MeetingGone);
         }
         let cursor = match after {
-            Some(id) => Some(
-                db::find(&mut conn, meeting, id)
-                    .await?
-                    .ok_or_else(|| {
-                        ChatError::InvalidArgument(
-                            "after: no such message in this meeting".to_owned(),
-                        )
-                    })?
-                    .cursor(),
-            ),
+            Some(id) => Some(cursor_of(&mut conn, meeting, "after", id).await?),
             None => db::latest(&mut conn, meeting).await?,
         };
         drop(conn);

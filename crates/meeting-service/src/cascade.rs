@@ -20,7 +20,7 @@ use std::{sync::Arc, time::Duration};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
-use huddle_common::grpc_client::{ChannelError, ChannelOptions, balanced_channel};
+use huddle_common::grpc_client::ChannelError;
 use huddle_db::{Database, DbError};
 use huddle_proto::chat::v1::{DeleteMeetingDataRequest, chat_service_client::ChatServiceClient};
 use huddle_serve::relay::{Pass, Policy, Relay, Wake};
@@ -188,15 +188,8 @@ pub struct ChatTarget {
 
 impl ChatTarget {
     pub fn new(addr: &str, call_timeout: Duration) -> Result<Self, ChannelError> {
-        let channel = balanced_channel(
-            addr,
-            ChannelOptions {
-                request_timeout: Some(call_timeout),
-                ..ChannelOptions::default()
-            },
-        )?;
         Ok(Self {
-            client: ChatServiceClient::new(channel),
+            client: ChatServiceClient::new(huddle_serve::users::peer_channel(addr, call_timeout)?),
         })
     }
 }

@@ -55,21 +55,28 @@ impl RequestCtx {
     }
 }
 
-/// The channel to user-service: lazy (a service starts while
-/// user-service is still coming up) and balanced over every address the name
-/// resolves to (headless Service in Kubernetes).
-pub fn user_client(
+/// A channel to another service: lazy (a service starts while its peers
+/// are still coming up), balanced over every address the name resolves to
+/// (headless Service in Kubernetes), each call bounded by `call_timeout`.
+pub fn peer_channel(
     addr: &str,
     call_timeout: std::time::Duration,
-) -> Result<UserServiceClient<Channel>, ChannelError> {
-    let channel = balanced_channel(
+) -> Result<Channel, ChannelError> {
+    balanced_channel(
         addr,
         ChannelOptions {
             request_timeout: Some(call_timeout),
             ..ChannelOptions::default()
         },
-    )?;
-    Ok(UserServiceClient::new(channel))
+    )
+}
+
+/// The client of user-service, over [`peer_channel`].
+pub fn user_client(
+    addr: &str,
+    call_timeout: std::time::Duration,
+) -> Result<UserServiceClient<Channel>, ChannelError> {
+    Ok(UserServiceClient::new(peer_channel(addr, call_timeout)?))
 }
 
 #[derive(Clone)]
