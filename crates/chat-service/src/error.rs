@@ -12,6 +12,9 @@ pub enum ChatError {
     /// The meeting was deleted: its chat is gone and takes no posts.
     #[error("meeting not found")]
     MeetingGone,
+    /// A message a request points at (`before`, `after`) is not in it.
+    #[error("{0}")]
+    NoSuchMessage(String),
     #[error("too many open streams on this chat-service instance")]
     TooManyStreams,
     #[error(transparent)]
@@ -40,7 +43,7 @@ impl ServiceError for ChatError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            Self::MeetingGone => ErrorCode::NotFound,
+            Self::MeetingGone | Self::NoSuchMessage(_) => ErrorCode::NotFound,
             Self::TooManyStreams => ErrorCode::TooManyRequests,
             Self::Db(e) => db_code(e),
             Self::Users(_) | Self::Crashed(_) => ErrorCode::Unavailable,

@@ -130,7 +130,8 @@ impl ChatApi {
 }
 
 /// Where message `id` (named `field` in the request) is in `meeting`'s
-/// order; a message of another meeting, or none, is bad input.
+/// order; a message of another meeting, or none, is NOT_FOUND (a
+/// well-formed id that names nothing here).
 pub(crate) async fn cursor_of(
     conn: &mut diesel_async::AsyncPgConnection,
     meeting: Uuid,
@@ -138,7 +139,7 @@ pub(crate) async fn cursor_of(
     id: Uuid,
 ) -> Result<db::Cursor, ChatError> {
     let row = db::find(conn, meeting, id).await?.ok_or_else(|| {
-        ChatError::InvalidArgument(format!("{field}: no such message in this meeting"))
+        ChatError::NoSuchMessage(format!("{field}: no such message in this meeting"))
     })?;
     Ok(row.cursor())
 }

@@ -228,7 +228,7 @@ pub async fn post_chat(
         (status = 400, description = "Invalid id, `before` or `limit`", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 403, description = "Not a user token", body = ErrorBody),
-        (status = 404, description = "No such meeting, or the caller is neither host nor participant", body = ErrorBody),
+        (status = 404, description = "No such meeting, or the caller is neither host nor participant, or `before` is no message of it", body = ErrorBody),
     )
 )]
 pub async fn chat_history(

@@ -209,6 +209,15 @@ fn path_rules(doc: &mut Value) {
         }
     }
 
+    // An optional header is absent or a uuid, never `null`.
+    if let Some(params) =
+        doc["paths"]["/api/meetings/{id}/chats/stream"]["get"]["parameters"].as_array_mut()
+    {
+        for param in params.iter_mut().filter(|p| p["name"] == "Last-Event-ID") {
+            param["schema"] = json!({"type": "string", "format": "uuid"});
+        }
+    }
+
     let too_many = json!({
         "description": "Over the caller's rate limit",
         "headers": {"Retry-After": {"description": "Seconds until the limit resets", "schema": {"type": "integer", "minimum": 1}}},

@@ -186,7 +186,7 @@ fn last_event_id(req: &HttpRequest) -> Result<Option<Uuid>, ApiError> {
         (status = 400, description = "Invalid id or Last-Event-ID", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 403, description = "Not a user token", body = ErrorBody),
-        (status = 404, description = "No such meeting, or the caller is neither host nor participant", body = ErrorBody),
+        (status = 404, description = "No such meeting, or the caller is neither host nor participant, or Last-Event-ID is no message of it (reconnect without it)", body = ErrorBody),
         (status = 429, description = "Too many open streams (per user or on this server)", body = ErrorBody),
     )
 )]
