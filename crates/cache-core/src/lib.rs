@@ -11,6 +11,7 @@ mod error;
 mod keys;
 mod metrics;
 mod rules;
+mod window;
 
 pub use breaker::BreakerState;
 pub use client::{Appended, Cache, EvictionCheck, RedisHealth, Tagger};

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::keys::{CacheKey, KeyName, RECENT_CHATS_LIMIT, Tag, TagKind};
+pub use crate::window::{WindowAppend, WindowEntry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WriteKind {
@@ -165,26 +166,6 @@ struct Subject {
     status_changed: bool,
     created_live: bool,
     entry: Option<WindowEntry>,
-}
-
-/// One entry of a cached window (`recentChats`): its JSON as stored in the
-/// window's array, and its place in the window's order, `(sent_at, id)`.
-/// `sent_at` must sort as text in time order (fixed-width RFC 3339 UTC); the
-/// stored JSON object carries the same two values as `sentAt` and `id`,
-/// which the append script compares.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WindowEntry {
-    pub sent_at: String,
-    pub id: String,
-    pub json: String,
-}
-
-/// An entry to append to one cached window, trimmed to `limit`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WindowAppend {
-    pub key: CacheKey,
-    pub limit: u32,
-    pub entry: WindowEntry,
 }
 
 /// The concrete keys and tags one write makes stale.

@@ -201,26 +201,7 @@ impl TestApp {
             chat: service(&chat_db_url),
             chat_stream: options.chat_stream.clone().unwrap_or_default(),
             user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
-            gateway: gateway::GatewayConfig {
-                http_addr: "127.0.0.1:0".parse().unwrap(),
-                user_addr: String::new(),
-                meeting_addr: String::new(),
-                chat_addr: String::new(),
-                streams: options
-                    .stream_limits
-                    .clone()
-                    .unwrap_or(gateway::chats::StreamLimits {
-                        heartbeat: Duration::from_secs(1),
-                        ..gateway::chats::StreamLimits::default()
-                    }),
-                jwt_secret: SECRET.to_owned(),
-                request_timeout: Duration::from_secs(5),
-                workers: 1,
-                // No limiter: tests create and join freely (the limiter's
-                // own tests are in the gateway crate).
-                rate_limit: gateway::ratelimit::RateLimitConfig::default(),
-                swagger_ui: true,
-            },
+            gateway: gateway_config(options),
             dial: huddle::stack::Dial {
                 user: proxies.as_ref().and_then(|p| dial(&p.user_grpc)),
                 meeting: proxies.as_ref().and_then(|p| dial(&p.meeting_grpc)),
@@ -441,6 +422,30 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.trigger();
+    }
+}
+
+/// The gateway of a test stack; its service addresses are set by the stack.
+fn gateway_config(options: &TestOptions) -> gateway::GatewayConfig {
+    gateway::GatewayConfig {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        user_addr: String::new(),
+        meeting_addr: String::new(),
+        chat_addr: String::new(),
+        streams: options
+            .stream_limits
+            .clone()
+            .unwrap_or(gateway::chats::StreamLimits {
+                heartbeat: Duration::from_secs(1),
+                ..gateway::chats::StreamLimits::default()
+            }),
+        jwt_secret: SECRET.to_owned(),
+        request_timeout: Duration::from_secs(5),
+        workers: 1,
+        // No limiter: tests create and join freely (the limiter's
+        // own tests are in the gateway crate).
+        rate_limit: gateway::ratelimit::RateLimitConfig::default(),
+        swagger_ui: true,
     }
 }
 

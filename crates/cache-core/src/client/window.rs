@@ -12,7 +12,7 @@ use super::{
     lease::{LEASE_PREFIX, NOT_FOUND_MARKER},
     scripts::{APPEND_TO_WINDOW, invoke},
 };
-use crate::{error::CacheError, rules::WindowAppend};
+use crate::{error::CacheError, window::WindowAppend};
 
 /// What an append did to the cached window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
