@@ -66,6 +66,7 @@ export HUDDLE_MEETING_ADDR=127.0.0.1:$(free_port)
 export HUDDLE_RECORDING_ADDR=127.0.0.1:$(free_port)
 export LIVEKIT_API_KEY=APIfuzz
 export LIVEKIT_API_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+export HUDDLE_CHAT_ADDR=127.0.0.1:$(free_port)
 export HUDDLE_CACHE_PREFIX="huddle:fuzz-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n'):"
 export HUDDLE_JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export HUDDLE_ENV=test
@@ -73,6 +74,7 @@ export HUDDLE_ENV=test
 # themselves are tested in the gateway crate, not here.
 export HUDDLE_RATE_LIMIT_MEETING_CREATE=1000000/1s
 export HUDDLE_RATE_LIMIT_MEETING_JOIN=1000000/1s
+export HUDDLE_RATE_LIMIT_CHAT_POST=1000000/1s
 export LOG_FORMAT=json RUST_LOG=${RUST_LOG:-warn}
 BASE=http://$HUDDLE_HTTP_ADDR
 

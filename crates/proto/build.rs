@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "huddle/user/v1/user.proto",
         "huddle/meeting/v1/meeting.proto",
         "huddle/recording/v1/recording.proto",
+        "huddle/chat/v1/chat.proto",
     ]
     .map(|p| root.join(p));
     let out = PathBuf::from(env::var("OUT_DIR")?);

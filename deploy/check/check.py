@@ -65,9 +65,10 @@ NON_CLAP_ENV = {
 # (the gateway calls every service). A process must be given the address of
 # each service it calls that the binary has; its default is loopback.
 CALLS = {
-    # meeting -> recording (and chat): the deletion cascade.
-    "meeting": ["user", "recording"],
-    "chat": ["user", "meeting"],
+    # meeting -> recording and chat: the deletion cascade; chat -> user:
+    # its messages' user cards.
+    "meeting": ["user", "recording", "chat"],
+    "chat": ["user"],
 }
 
 # Secrets a service needs beyond the database's, each only in its own pods.

@@ -39,7 +39,7 @@ CAPITAL=${NAME^}
 # (The caller list first: it names other services, which must survive the
 # renaming.)
 substitute() {
-	sed -e "s/values: \[gateway, meeting\]/values: [${CALLERS//,/, }]/" \
+	sed -e "s/values: \[[a-z, ]*\]/values: [${CALLERS//,/, }]/" \
 		-e "/values: \[/!s/\buser\b/$NAME/g" -e "/values: \[/!s/USER/$UPPER/g" \
 		-e "s/UserService/${CAPITAL}Service/g" \
 		-e "s/50051/$PORT/g" -e '/^# Template for every domain service/d' "$1"

@@ -11,13 +11,14 @@ mod error;
 mod keys;
 mod metrics;
 mod rules;
+mod window;
 
 pub use breaker::BreakerState;
-pub use client::{Cache, EvictionCheck, RedisHealth, Tagger, Ttl};
+pub use client::{Appended, Cache, EvictionCheck, RedisHealth, Tagger, Ttl};
 pub use config::CacheConfig;
 pub use error::CacheError;
 pub use keys::{
     CacheKey, KeyName, NOT_FOUND_TTL, RECENT_CHATS_LIMIT, Tag, TagKind, normalize_email,
 };
 pub use metrics::CacheMetrics;
-pub use rules::{Cond, Invalidation, RULES, Rule, Target, WriteKind};
+pub use rules::{Cond, Invalidation, RULES, Rule, Target, WindowAppend, WindowEntry, WriteKind};

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::keys::{CacheKey, KeyName, RECENT_CHATS_LIMIT, Tag, TagKind};
+pub use crate::window::{WindowAppend, WindowEntry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WriteKind {
@@ -39,6 +40,9 @@ pub enum Cond {
 pub enum Target {
     /// Every key of this name that belongs to the write's entities.
     Key(KeyName),
+    /// The write's entry is appended to this window key where it is cached
+    /// (`Cache::append_to_window`); a write that carries no entry deletes it.
+    Append(KeyName),
     /// Every key registered under this tag of the write's entity.
     Tag(TagKind),
 }
@@ -51,7 +55,7 @@ pub struct Rule {
 
 use Cond::*;
 use KeyName as K;
-use Target::{Key, Tag as T};
+use Target::{Append, Key, Tag as T};
 
 pub const RULES: &[Rule] = &[
     // Not in SPEC §5: a lookup of this email before the user existed left a
@@ -132,10 +136,12 @@ pub const RULES: &[Rule] = &[
             (Always, Key(K::LiveMeetings)),
         ],
     },
+    // The window is appended to, not deleted: a busy meeting would
+    // otherwise reload its last 50 on every post.
     Rule {
         write: WriteKind::ChatMessage,
         targets: &[
-            (Always, Key(K::RecentChats)),
+            (Always, Append(K::RecentChats)),
             (Always, Key(K::MeetingChatCount)),
         ],
     },
@@ -159,6 +165,7 @@ struct Subject {
     participants: Vec<Uuid>,
     status_changed: bool,
     created_live: bool,
+    entry: Option<WindowEntry>,
 }
 
 /// The concrete keys and tags one write makes stale.
@@ -167,6 +174,10 @@ pub struct Invalidation {
     pub write: WriteKind,
     pub keys: BTreeSet<CacheKey>,
     pub tags: BTreeSet<Tag>,
+    /// Applied after the deletes. Absent in rows of binaries that predate
+    /// it (they never append).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub appends: BTreeSet<WindowAppend>,
 }
 
 impl Invalidation {
@@ -253,11 +264,15 @@ impl Invalidation {
         )
     }
 
-    pub fn chat_message(meeting: Uuid) -> Self {
+    /// A message posted (`entry`: appended to a cached window) or a chat
+    /// change without one entry to append (`None`: the meeting's messages
+    /// were deleted; the window is deleted).
+    pub fn chat_message(meeting: Uuid, entry: Option<WindowEntry>) -> Self {
         Self::expand(
             WriteKind::ChatMessage,
             Subject {
                 meeting: Some(meeting),
+                entry,
                 ..Subject::default()
             },
         )
@@ -278,16 +293,18 @@ impl Invalidation {
     pub fn merge(mut self, other: Invalidation) -> Self {
         self.keys.extend(other.keys);
         self.tags.extend(other.tags);
+        self.appends.extend(other.appends);
         self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.tags.is_empty()
+        self.keys.is_empty() && self.tags.is_empty() && self.appends.is_empty()
     }
 
     fn expand(write: WriteKind, s: Subject) -> Self {
         let mut keys = BTreeSet::new();
         let mut tags = BTreeSet::new();
+        let mut appends = BTreeSet::new();
         let targets = RULES
             .iter()
             .filter(|rule| rule.write == write)
@@ -303,11 +320,26 @@ impl Invalidation {
             }
             match *target {
                 Key(name) => keys.extend(concrete_keys(name, &s)),
+                Append(name) => match &s.entry {
+                    Some(entry) => appends.extend(concrete_keys(name, &s).into_iter().map(|key| {
+                        WindowAppend {
+                            key,
+                            limit: RECENT_CHATS_LIMIT,
+                            entry: entry.clone(),
+                        }
+                    })),
+                    None => keys.extend(concrete_keys(name, &s)),
+                },
                 T(TagKind::User) => tags.extend(s.user.map(Tag::user)),
                 T(TagKind::Meeting) => tags.extend(s.meeting.map(Tag::meeting)),
             }
         }
-        Self { write, keys, tags }
+        Self {
+            write,
+            keys,
+            tags,
+            appends,
+        }
     }
 }
 
@@ -515,14 +547,41 @@ mod tests {
     #[test]
     fn row_chat_message() {
         let (_, meeting, ..) = ids();
-        let inv = Invalidation::chat_message(meeting);
+        let entry = WindowEntry {
+            sent_at: "2026-01-01T00:00:00.000000Z".to_owned(),
+            id: "m1".to_owned(),
+            json: "{}".to_owned(),
+        };
+        let posted = Invalidation::chat_message(meeting, Some(entry.clone()));
+        // The count is deleted; the window is appended to, not deleted.
+        assert_eq!(posted.keys, set([CacheKey::meeting_chat_count(meeting)]));
         assert_eq!(
-            inv.keys,
+            posted.appends,
+            [WindowAppend {
+                key: CacheKey::recent_chats(meeting, RECENT_CHATS_LIMIT),
+                limit: RECENT_CHATS_LIMIT,
+                entry,
+            }]
+            .into()
+        );
+        // Without an entry (the meeting's messages deleted) both go.
+        let deleted = Invalidation::chat_message(meeting, None);
+        assert_eq!(
+            deleted.keys,
             set([
                 CacheKey::recent_chats(meeting, RECENT_CHATS_LIMIT),
                 CacheKey::meeting_chat_count(meeting),
             ])
         );
+        assert!(deleted.appends.is_empty());
+    }
+
+    /// Outbox rows written before `appends` existed still decode.
+    #[test]
+    fn rows_without_appends_decode() {
+        let old = r#"{"write":"ChatMessage","keys":[],"tags":[]}"#;
+        let inv: Invalidation = serde_json::from_str(old).unwrap();
+        assert!(inv.appends.is_empty());
     }
 
     #[test]

@@ -212,7 +212,7 @@ fn every_spec_invalidation_is_in_the_rules() {
         let has_key = |name: &str| {
             rule.targets
                 .iter()
-                .any(|(_, t)| matches!(t, Target::Key(k) if k.as_str() == name))
+                .any(|(_, t)| matches!(t, Target::Key(k) | Target::Append(k) if k.as_str() == name))
         };
         let (names, tag) = required(&row[1], &spec);
         for name in names {

@@ -31,6 +31,12 @@ pub enum RuleError {
     Timestamp { field: &'static str },
     #[error("{field}: must not be in the past")]
     InPast { field: &'static str },
+    #[error("{field}: must be an integer from {min} to {max}")]
+    Range {
+        field: &'static str,
+        min: u64,
+        max: u64,
+    },
 }
 
 impl RuleError {
@@ -46,7 +52,8 @@ impl RuleError {
             | Self::InviteCode { field }
             | Self::Rfc3339 { field }
             | Self::Timestamp { field }
-            | Self::InPast { field } => field,
+            | Self::InPast { field }
+            | Self::Range { field, .. } => field,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! No diesel, no tonic, nothing async: the gateway must stay free of
 //! database crates (`make check-gateway-deps`).
 
+pub mod chat;
 mod error;
 pub mod id;
 pub mod invite_code;

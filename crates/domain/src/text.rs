@@ -64,6 +64,11 @@ pub fn trim(raw: &str) -> &str {
 /// and at least one character that is neither white space nor control.
 pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
 
+/// A multi-line text field that must not be blank: no control character
+/// but tab and line breaks, and at least one character that is neither
+/// white space nor control.
+pub const MULTILINE_TEXT_PATTERN: &str = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$";
+
 /// A multi-line text field: no control character but tab and line breaks.
 pub const MULTILINE_PATTERN: &str = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$";
 

@@ -4,6 +4,7 @@
 
 pub mod allow;
 pub mod auth;
+pub mod chats;
 pub mod error;
 pub mod health;
 pub mod meetings;
@@ -31,6 +32,7 @@ use actix_web::{
 use huddle_common::Shutdown;
 use huddle_common::grpc_client::{ChannelError, ChannelOptions, GrpcChannel, balanced_channel};
 use huddle_common::grpc_metrics::GrpcMetrics;
+use huddle_proto::chat::v1::chat_service_client::ChatServiceClient;
 use huddle_proto::meeting::v1::meeting_service_client::MeetingServiceClient;
 use huddle_proto::recording::v1::recording_service_client::RecordingServiceClient;
 use huddle_proto::user::v1::user_service_client::UserServiceClient;
@@ -52,6 +54,8 @@ pub const MEETING_SERVICE: &str = huddle_proto::meeting::v1::meeting_service_ser
 /// The recording service's name in the standard gRPC health protocol.
 pub const RECORDING_SERVICE: &str =
     huddle_proto::recording::v1::recording_service_server::SERVICE_NAME;
+/// The chat service's name in the standard gRPC health protocol.
+pub const CHAT_SERVICE: &str = huddle_proto::chat::v1::chat_service_server::SERVICE_NAME;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long in-flight requests may run once shutdown starts.
 const GRACEFUL_SHUTDOWN_SECS: u64 = 30;
@@ -65,6 +69,10 @@ pub struct GatewayConfig {
     pub meeting_addr: String,
     /// Where the recording service is dialled, in the same forms.
     pub recording_addr: String,
+    /// Where the chat service is dialled, in the same forms.
+    pub chat_addr: String,
+    /// Chat streams: heartbeat and how many may be open.
+    pub streams: chats::StreamLimits,
     pub jwt_secret: String,
     /// Per gRPC call deadline.
     pub request_timeout: Duration,
@@ -85,6 +93,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("user_addr", &self.user_addr)
             .field("meeting_addr", &self.meeting_addr)
             .field("recording_addr", &self.recording_addr)
+            .field("chat_addr", &self.chat_addr)
+            .field("streams", &self.streams)
             .field("jwt_secret", &"<redacted>")
             .field("request_timeout", &self.request_timeout)
             .field("workers", &self.workers)
@@ -139,6 +149,7 @@ pub struct Backends {
     users: UserServiceClient<GrpcChannel>,
     meetings: MeetingServiceClient<GrpcChannel>,
     recordings: RecordingServiceClient<GrpcChannel>,
+    chats: ChatServiceClient<GrpcChannel>,
     request_timeout: Duration,
 }
 
@@ -153,6 +164,10 @@ impl Backends {
 
     pub fn recordings(&self) -> RecordingServiceClient<GrpcChannel> {
         self.recordings.clone()
+    }
+
+    pub fn chats(&self) -> ChatServiceClient<GrpcChannel> {
+        self.chats.clone()
     }
 
     /// Wraps a message with the request id and the deadline, so the service
@@ -175,6 +190,7 @@ pub struct AppState {
     registry: web::Data<Registry>,
     allowed: web::Data<allow::AllowedMethods>,
     limiter: web::Data<ratelimit::Limiter>,
+    streams: web::Data<chats::Streams>,
     metrics: HttpMetrics,
     swagger_ui: bool,
 }
@@ -183,16 +199,26 @@ impl AppState {
     /// Must run inside a tokio runtime: the lazy channel spawns its worker task.
     /// Fails if the gateway's metrics are already in `registry`.
     pub fn new(config: &GatewayConfig, registry: Registry) -> Result<Self, GatewayError> {
-        let grpc = GrpcMetrics::register(&registry)?;
-        Self::with_grpc_metrics(config, registry, grpc)
+        Self::with_shutdown(config, registry, Shutdown::new())
     }
 
-    /// As [`AppState::new`], counting backend calls in `grpc` (registered
-    /// once per process, shared with the services in `huddle all`).
+    /// [`AppState::new`] whose chat streams end when `shutdown` fires.
+    pub fn with_shutdown(
+        config: &GatewayConfig,
+        registry: Registry,
+        shutdown: Shutdown,
+    ) -> Result<Self, GatewayError> {
+        let grpc = GrpcMetrics::register(&registry)?;
+        Self::with_grpc_metrics(config, registry, grpc, shutdown)
+    }
+
+    /// As [`AppState::with_shutdown`], counting backend calls in `grpc`
+    /// (registered once per process, shared with the services in `huddle all`).
     pub fn with_grpc_metrics(
         config: &GatewayConfig,
         registry: Registry,
         grpc: GrpcMetrics,
+        shutdown: Shutdown,
     ) -> Result<Self, GatewayError> {
         if config.jwt_secret.is_empty() {
             return Err(GatewayError::EmptySecret);
@@ -201,6 +227,7 @@ impl AppState {
         let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout, &grpc)?;
         let recording_channel =
             lazy_channel(&config.recording_addr, config.request_timeout, &grpc)?;
+        let chat_channel = lazy_channel(&config.chat_addr, config.request_timeout, &grpc)?;
         let metrics = HttpMetrics::register(&registry)?;
         let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
         Ok(Self {
@@ -208,6 +235,7 @@ impl AppState {
                 users: UserServiceClient::new(channel.clone()),
                 meetings: MeetingServiceClient::new(meeting_channel.clone()),
                 recordings: RecordingServiceClient::new(recording_channel.clone()),
+                chats: ChatServiceClient::new(chat_channel.clone()),
                 request_timeout: config.request_timeout,
             }),
             dependencies: web::Data::new(vec![
@@ -223,11 +251,16 @@ impl AppState {
                     service: RECORDING_SERVICE,
                     client: HealthClient::new(recording_channel),
                 },
+                health::Dependency {
+                    service: CHAT_SERVICE,
+                    client: HealthClient::new(chat_channel),
+                },
             ]),
             verifier: web::Data::new(JwtVerifier::new(&config.jwt_secret)),
             registry: web::Data::new(registry),
             allowed: web::Data::new(allow::AllowedMethods::from_openapi()),
             limiter: web::Data::new(limiter),
+            streams: web::Data::new(chats::Streams::new(config.streams.clone(), shutdown)),
             metrics,
             swagger_ui: config.swagger_ui,
         })
@@ -276,6 +309,7 @@ pub fn app(
         .app_data(state.registry)
         .app_data(state.allowed)
         .app_data(state.limiter)
+        .app_data(state.streams)
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_BODY_BYTES)
@@ -291,6 +325,7 @@ pub fn app(
         .configure(users::routes)
         .configure(meetings::routes)
         .configure(recordings::routes)
+        .configure(chats::routes)
         .configure(|cfg| openapi::routes(cfg, swagger_ui))
         .default_service(web::to(error::no_route))
         // Listed innermost first: limits are counted before any handler
@@ -319,7 +354,7 @@ pub async fn bind(
     ),
     GatewayError,
 > {
-    let state = AppState::with_grpc_metrics(&config, registry, grpc)?;
+    let state = AppState::with_grpc_metrics(&config, registry, grpc, shutdown.clone())?;
     let bind_error = |source| GatewayError::Bind {
         addr: config.http_addr,
         source,
@@ -335,7 +370,7 @@ pub async fn bind(
         .map_err(bind_error)?
         .run();
     tracing::info!(%addr, user_addr = %config.user_addr, meeting_addr = %config.meeting_addr,
-        recording_addr = %config.recording_addr, "gateway listening");
+        recording_addr = %config.recording_addr, chat_addr = %config.chat_addr, "gateway listening");
 
     let serve = async move {
         let handle = server.handle();

@@ -121,11 +121,15 @@ pub async fn get_meeting(
         caller_id: caller(&principal)?.to_string(),
         id: id.to_string(),
     };
-    let details = backends
-        .meetings()
-        .get_meeting(backends.request(message, &rid))
-        .await?
-        .into_inner();
+    // The count is asked beside the access-checked read and shown only if
+    // that read succeeds.
+    let mut meetings = backends.meetings();
+    let (details, chat_messages) = tokio::join!(
+        meetings.get_meeting(backends.request(message, &rid)),
+        crate::chats::message_count(&backends, &rid, id),
+    );
+    let mut details = details?.into_inner();
+    details.chat_message_count = chat_messages;
     Ok(success(StatusCode::OK, MeetingDetails::try_from(details)?))
 }
 

@@ -9,14 +9,14 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{error, health, meetings, metrics, recordings, users};
+use crate::{chats, error, health, meetings, metrics, recordings, users};
 
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub const DOCS_PATH: &str = "/api/docs/";
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Huddle API", description = "Video-meeting backend: users, meetings, chat, recordings.\n\nEvery error is `{success: false, code, message}`. A method a path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header; an unknown path answers 404. Meeting create and join are rate limited per user (429 `TOO_MANY_REQUESTS` with `Retry-After` in seconds)."),
+    info(title = "Huddle API", description = "Video-meeting backend: users, meetings, chat, recordings.\n\nEvery error is `{success: false, code, message}`. A method a path does not declare answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header; an unknown path answers 404. Meeting create and join, and chat posts (per meeting), are rate limited per user (429 `TOO_MANY_REQUESTS` with `Retry-After` in seconds)."),
     paths(
         users::create_user,
         users::get_user_by_email,
@@ -40,6 +40,10 @@ pub const DOCS_PATH: &str = "/api/docs/";
         recordings::livekit_webhook,
         recordings::get_recording,
         recordings::list_recordings,
+        chats::recent_chats,
+        chats::post_chat,
+        chats::chat_history,
+        chats::stream_chats,
         health::healthz,
         health::readyz,
         metrics::render,
@@ -50,6 +54,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
         (name = "users", description = "User profiles"),
         (name = "meetings", description = "Meetings, invite codes, participants and host stats"),
         (name = "recordings", description = "Meeting recordings and the LiveKit egress webhook"),
+        (name = "chat", description = "Meeting chat: the recent window, posting, history pages and the live stream (Server-Sent Events)"),
         (name = "ops", description = "Health and metrics"),
     )
 )]
@@ -75,7 +80,7 @@ impl Modify for BearerAuth {
 // The field patterns are the shared rules' own (`huddle-domain`), so the
 // document and the server cannot disagree.
 use huddle_domain::{
-    text::{MULTILINE_PATTERN, TEXT_PATTERN},
+    text::{MULTILINE_PATTERN, MULTILINE_TEXT_PATTERN, TEXT_PATTERN},
     user::IMAGE_URL_PATTERN as IMAGE_PATTERN,
 };
 /// The alphabet and length of invite codes (`invite.rs` in meeting-service).
@@ -105,6 +110,10 @@ pub fn document() -> Value {
 fn exact_rules(doc: &mut Value) {
     user_rules(&mut doc["components"]["schemas"]);
     meeting_rules(&mut doc["components"]["schemas"]);
+    merge(
+        &mut doc["components"]["schemas"]["PostChatBody"]["properties"]["message"],
+        &json!({"pattern": MULTILINE_TEXT_PATTERN}),
+    );
     path_rules(doc);
 }
 
@@ -204,12 +213,25 @@ fn path_rules(doc: &mut Value) {
         }
     }
 
+    // An optional header is absent or a uuid, never `null`.
+    if let Some(params) =
+        doc["paths"]["/api/meetings/{id}/chats/stream"]["get"]["parameters"].as_array_mut()
+    {
+        for param in params.iter_mut().filter(|p| p["name"] == "Last-Event-ID") {
+            param["schema"] = json!({"type": "string", "format": "uuid"});
+        }
+    }
+
     let too_many = json!({
         "description": "Over the caller's rate limit",
         "headers": {"Retry-After": {"description": "Seconds until the limit resets", "schema": {"type": "integer", "minimum": 1}}},
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     });
-    for path in ["/api/meetings", "/api/meetings/join"] {
+    for path in [
+        "/api/meetings",
+        "/api/meetings/join",
+        "/api/meetings/{id}/chats",
+    ] {
         doc["paths"][path]["post"]["responses"]["429"] = too_many.clone();
     }
 }

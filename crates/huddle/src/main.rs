@@ -28,6 +28,7 @@ async fn main() -> ExitCode {
         Command::User => run::user(&cli.global).await,
         Command::Meeting => run::meeting(&cli.global).await,
         Command::Recording => run::recording(&cli.global).await,
+        Command::Chat => run::chat(&cli.global).await,
         Command::Migrate(args) => setup_cmds::migrate(&cli.global, &args).await,
         Command::Seed => setup_cmds::seed(&cli.global).await,
         Command::Token(args) => setup_cmds::token(&cli.global, &args),

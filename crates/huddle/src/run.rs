@@ -60,6 +60,8 @@ fn gateway_config(
         user_addr,
         meeting_addr,
         recording_addr: global.recording_addr.clone(),
+        chat_addr: global.chat_addr.clone(),
+        streams: global.stream_limits(),
         jwt_secret,
         request_timeout: Duration::from_millis(global.request_timeout_ms),
         workers: 2,
@@ -93,6 +95,12 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
             )?,
             livekit,
         },
+        chat: service_config(
+            global,
+            global.chat_listen_addr()?,
+            chat_service::DATABASE_NAME,
+        )?,
+        chat_stream: global.chat_stream_config(),
         user_call_timeout: user_call_timeout(global),
         // The stack points it at the services it binds.
         gateway: gateway_config(global, String::new(), String::new(), jwt_secret.clone()),
@@ -159,6 +167,7 @@ pub async fn meeting(global: &Global) -> CmdResult {
         user_addr: global.user_addr.clone(),
         user_call_timeout: user_call_timeout(global),
         recording_addr: Some(global.recording_addr.clone()),
+        chat_addr: Some(global.chat_addr.clone()),
     };
     let bound = meeting_service::bind(&config, shared).await?;
     let db = (&bound.service.db, meeting_service::DATABASE_NAME);
@@ -182,6 +191,25 @@ pub async fn recording(global: &Global) -> CmdResult {
     let bound = recording_service::bind(&config, shared, metrics).await?;
     let db = (&bound.db, recording_service::DATABASE_NAME);
     standalone(global, registry, shutdown, db, bound.server).await
+}
+
+pub async fn chat(global: &Global) -> CmdResult {
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let (registry, shared) = registry_and_shared(global, &shutdown)?;
+    let config = chat_service::ChatConfig {
+        service: service_config(
+            global,
+            global.chat_listen_addr()?,
+            chat_service::DATABASE_NAME,
+        )?,
+        user_addr: global.user_addr.clone(),
+        user_call_timeout: user_call_timeout(global),
+        stream: global.chat_stream_config(),
+    };
+    let bound = chat_service::bind(&config, shared).await?;
+    let db = (&bound.service.db, chat_service::DATABASE_NAME);
+    standalone(global, registry, shutdown, db, bound.service.server).await
 }
 
 /// A service running alone: its gRPC server plus a metrics endpoint (with

@@ -26,6 +26,11 @@ pub async fn migrate(global: &Global, args: &MigrateArgs) -> CmdResult {
         "{}: {ran} migration(s) applied",
         recording_service::DATABASE_NAME
     );
+    let ran = chat_service::migrate(&global.database_url).await?;
+    println!(
+        "{}: {ran} migration(s) applied",
+        chat_service::DATABASE_NAME
+    );
     Ok(())
 }
 
@@ -41,6 +46,7 @@ async fn check_migrated(global: &Global, wait_secs: u64) -> CmdResult {
             recording_service::DATABASE_NAME,
             &recording_service::MIGRATIONS,
         ),
+        (chat_service::DATABASE_NAME, &chat_service::MIGRATIONS),
     ];
     loop {
         let mut behind = Vec::new();
@@ -110,6 +116,28 @@ async fn seed_meetings(global: &Global) -> CmdResult {
         "meetings: {inserted} inserted, {} already present",
         total - inserted
     );
+    db.close();
+    seed_chats(global, &users).await
+}
+
+/// A few messages in the demo meetings that have started, posted by their
+/// hosts and participants in turn.
+async fn seed_chats(global: &Global, users: &[uuid::Uuid]) -> CmdResult {
+    let url = huddle_db::database_url(&global.database_url, chat_service::DATABASE_NAME)?;
+    let db = huddle_db::Database::connect(&url, 1)?;
+    let meetings: Vec<_> = meeting_service::seed::demo_meetings()
+        .into_iter()
+        .filter(|m| m.status != meeting_service::db::Status::Scheduled)
+        .map(|m| {
+            let posters = std::iter::once(m.host)
+                .chain(m.participants.iter().copied())
+                .filter_map(|i| users.get(i).copied())
+                .collect();
+            (m.id, posters)
+        })
+        .collect();
+    let inserted = chat_service::seed::seed(&db, &meetings).await?;
+    println!("chat messages: {inserted} inserted");
     db.close();
     Ok(())
 }

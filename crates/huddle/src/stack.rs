@@ -16,6 +16,9 @@ pub struct StackConfig {
     pub user: ServiceConfig,
     pub meeting: ServiceConfig,
     pub recording: recording_service::RecordingConfig,
+    pub chat: ServiceConfig,
+    /// The chat service's streams (poll tick, buffers, limit).
+    pub chat_stream: chat_service::StreamConfig,
     /// Deadline of the meeting service's calls to user-service.
     pub user_call_timeout: Duration,
     /// The gateway; its service addresses are set to the bound services.
@@ -30,6 +33,7 @@ pub struct Dial {
     pub user: Option<String>,
     pub meeting: Option<String>,
     pub recording: Option<String>,
+    pub chat: Option<String>,
 }
 
 /// A bound stack; nothing serves until [`Stack::run`] or [`Stack::spawn`].
@@ -39,6 +43,7 @@ pub struct Stack {
     pub recording: huddle_serve::Bound,
     /// Webhooks by outcome (tests read them).
     pub webhook_metrics: recording_service::WebhookMetrics,
+    pub chat: chat_service::Bound,
     pub http_addr: SocketAddr,
     gateway: Server,
     shutdown: Shutdown,
@@ -59,12 +64,25 @@ pub async fn start(
         recording_service::bind(&config.recording, shared.clone(), webhook_metrics.clone()).await?;
     let recording_dial = (config.dial.recording.take())
         .unwrap_or_else(|| format!("http://{}", loopback(recording.addr)));
+    let chat = chat_service::bind(
+        &chat_service::ChatConfig {
+            service: config.chat,
+            user_addr: user_dial.clone(),
+            user_call_timeout: config.user_call_timeout,
+            stream: config.chat_stream,
+        },
+        shared.clone(),
+    )
+    .await?;
+    let chat_dial = (config.dial.chat.take())
+        .unwrap_or_else(|| format!("http://{}", loopback(chat.service.addr)));
     let meeting = meeting_service::bind(
         &meeting_service::MeetingConfig {
             service: config.meeting,
             user_addr: user_dial.clone(),
             user_call_timeout: config.user_call_timeout,
             recording_addr: Some(recording_dial.clone()),
+            chat_addr: Some(chat_dial.clone()),
         },
         shared,
     )
@@ -73,11 +91,13 @@ pub async fn start(
         (&user.db, user_service::DATABASE_NAME),
         (&meeting.service.db, meeting_service::DATABASE_NAME),
         (&recording.db, recording_service::DATABASE_NAME),
+        (&chat.service.db, chat_service::DATABASE_NAME),
     ] {
         huddle_db::pool_metrics::PoolCollector::register(db.clone(), name, &registry)?;
     }
     config.gateway.user_addr = user_dial;
     config.gateway.recording_addr = recording_dial;
+    config.gateway.chat_addr = chat_dial;
     config.gateway.meeting_addr = (config.dial.meeting.take())
         .unwrap_or_else(|| format!("http://{}", loopback(meeting.service.addr)));
     let (http_addr, gateway) =
@@ -87,6 +107,7 @@ pub async fn start(
         meeting,
         recording,
         webhook_metrics,
+        chat,
         http_addr,
         gateway: Box::pin(async move { Ok(gateway.await?) }),
         shutdown,
@@ -98,15 +119,17 @@ impl Stack {
     /// others are stopped too: a half-running process is worse than none.
     pub async fn run(self) -> Result<(), Error> {
         let shutdown = self.shutdown;
-        let (user, meeting, recording, gateway) = tokio::join!(
+        let (user, meeting, recording, chat, gateway) = tokio::join!(
             stop_all_on_exit(self.user.server, &shutdown),
             stop_all_on_exit(self.meeting.service.server, &shutdown),
             stop_all_on_exit(self.recording.server, &shutdown),
+            stop_all_on_exit(self.chat.service.server, &shutdown),
             stop_all_on_exit(self.gateway, &shutdown),
         );
         user?;
         meeting?;
         recording?;
+        chat?;
         gateway
     }
 

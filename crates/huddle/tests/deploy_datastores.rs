@@ -540,8 +540,9 @@ async fn concurrent_migrations_serialize_and_check_waits() -> R {
         applied_counts(&String::from_utf8_lossy(&a.stdout)),
         applied_counts(&String::from_utf8_lossy(&b.stdout)),
     );
-    // One line per service database `huddle migrate` migrates.
-    let databases = 3;
+    // One line per service database `huddle migrate` migrates: user,
+    // meeting, recording, chat.
+    let databases = 4;
     assert_eq!(
         (ca.len(), cb.len()),
         (databases, databases),

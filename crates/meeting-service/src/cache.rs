@@ -133,7 +133,7 @@ async fn tagged_cards(
     ids.dedup();
     let tags: Vec<Tag> = ids.iter().copied().map(Tag::user).collect();
     tagger.tag(&tags).await;
-    src.users.cards(ctx, ids).await
+    Ok(src.users.cards(ctx, ids).await?)
 }
 
 pub async fn meeting(

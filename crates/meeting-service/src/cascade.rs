@@ -10,16 +10,19 @@
 //! between the acknowledgement and the row's removal), and a target that
 //! already acknowledged is asked again when another target failed.
 //!
-//! Extension point: when chat-service and recording-service exist, implement
-//! [`CascadeTarget`] over their gRPC clients (`DeleteMeetingData(meeting_id)`)
-//! and return them from `crate::cascade_targets`. Nothing else changes.
+//! Extension point: each service that holds meeting data gets a
+//! [`CascadeTarget`] over its gRPC client (`DeleteMeetingData(meeting_id)`),
+//! returned from `crate::cascade_targets` ([`ChatTarget`] for chat-service).
+//! Nothing else changes.
 
 use std::{sync::Arc, time::Duration};
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
+use huddle_common::grpc_client::ChannelError;
 use huddle_db::{Database, DbError};
+use huddle_proto::chat::v1::{DeleteMeetingDataRequest, chat_service_client::ChatServiceClient};
 use huddle_serve::relay::{Pass, Policy, Relay, Wake};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -174,5 +177,43 @@ impl Relay for Cascade {
         // one keeps failing (fresh rows are tried first).
         self.wake.notified().await;
         Wake::Now
+    }
+}
+
+/// chat-service: deletes the meeting's messages and keys, and refuses
+/// posts to it from then on (so a post racing the delete leaves no row).
+pub struct ChatTarget {
+    client: ChatServiceClient<huddle_common::grpc_client::GrpcChannel>,
+}
+
+impl ChatTarget {
+    pub fn new(
+        addr: &str,
+        call_timeout: Duration,
+        metrics: huddle_common::grpc_metrics::GrpcMetrics,
+    ) -> Result<Self, ChannelError> {
+        let channel = huddle_serve::users::peer_channel(addr, call_timeout, metrics)?;
+        Ok(Self {
+            client: ChatServiceClient::new(channel),
+        })
+    }
+}
+
+impl CascadeTarget for ChatTarget {
+    fn service(&self) -> &'static str {
+        "chat"
+    }
+
+    fn delete_meeting_data(&self, meeting: Uuid) -> BoxFuture<'_, Result<(), String>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            client
+                .delete_meeting_data(DeleteMeetingDataRequest {
+                    meeting_id: meeting.to_string(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|status| status.message().to_owned())
+        })
     }
 }

@@ -22,7 +22,7 @@ pub enum MeetingError {
     Db(#[from] DbError),
     /// user-service failed or is unreachable.
     #[error("user service: {0}")]
-    Users(tonic::Status),
+    Users(#[from] tonic::Status),
     /// Test-only fault injection (`Failpoints::crash_after_commit`).
     #[error(transparent)]
     Crashed(#[from] CrashedAfterCommit),

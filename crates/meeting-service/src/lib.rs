@@ -44,6 +44,10 @@ pub struct MeetingConfig {
     /// Where recording-service is dialled for the deletion cascade; `None`
     /// only in tests that run meeting-service without it.
     pub recording_addr: Option<String>,
+    /// Where chat-service is dialled for the deletion cascade (`None`: no
+    /// chat-service in this deployment, e.g. a test of the meeting service
+    /// alone).
+    pub chat_addr: Option<String>,
 }
 
 /// A bound, not yet running, meeting service.
@@ -64,6 +68,13 @@ fn cascade_targets(
         let timeout = config.user_call_timeout;
         let recordings = recordings::Recordings::new(addr, timeout, kit.grpc_metrics())?;
         targets.push(Arc::new(recordings));
+    }
+    if let Some(addr) = &config.chat_addr {
+        targets.push(Arc::new(cascade::ChatTarget::new(
+            addr,
+            config.user_call_timeout,
+            kit.grpc_metrics(),
+        )?));
     }
     Ok(targets)
 }

@@ -2,7 +2,7 @@
 //! recordings (and their cache keys) go with it.
 
 use futures::future::BoxFuture;
-use huddle_common::grpc_client::{ChannelError, ChannelOptions, GrpcChannel, balanced_channel};
+use huddle_common::grpc_client::{ChannelError, GrpcChannel};
 use huddle_common::grpc_metrics::GrpcMetrics;
 use huddle_proto::recording::v1::{
     DeleteMeetingDataRequest, recording_service_client::RecordingServiceClient,
@@ -22,13 +22,9 @@ impl Recordings {
         call_timeout: std::time::Duration,
         metrics: GrpcMetrics,
     ) -> Result<Self, ChannelError> {
-        let options = ChannelOptions {
-            request_timeout: Some(call_timeout),
-            metrics: Some(metrics),
-            ..ChannelOptions::default()
-        };
+        let channel = huddle_serve::users::peer_channel(addr, call_timeout, metrics)?;
         Ok(Self {
-            client: RecordingServiceClient::new(balanced_channel(addr, options)?),
+            client: RecordingServiceClient::new(channel),
         })
     }
 }

@@ -129,6 +129,7 @@ async fn start() -> Harness {
             user_addr: format!("http://{user_addr}"),
             user_call_timeout: Duration::from_secs(5),
             recording_addr: None,
+            chat_addr: None,
         },
         huddle_serve::Shared {
             cache,

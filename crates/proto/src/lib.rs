@@ -22,5 +22,12 @@ pub mod recording {
     }
 }
 
+pub mod chat {
+    #[allow(clippy::too_many_lines)]
+    pub mod v1 {
+        tonic::include_proto!("huddle.chat.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Huddle proto, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("huddle_descriptor");

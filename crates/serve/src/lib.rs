@@ -19,6 +19,7 @@ pub mod health;
 pub mod layer;
 pub mod outbox;
 pub mod relay;
+pub mod users;
 
 pub use error::{ServiceError, db_code, to_status};
 pub use huddle_common::grpc_metrics::GrpcMetrics;

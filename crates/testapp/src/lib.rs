@@ -12,6 +12,9 @@ use std::time::Duration;
 use cache_core::{Cache, CacheConfig, CacheMetrics};
 use huddle_common::Shutdown;
 use huddle_db::Database;
+/// Polls a condition until it holds or the limit passes (one helper for all
+/// end-to-end tests).
+pub use huddle_testkit::eventually;
 use huddle_testkit::{database::TestDatabase, proxy::TcpProxy};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -44,6 +47,11 @@ pub struct TestApp {
     pub recording_db: Database,
     pub recording_addr: std::net::SocketAddr,
     pub webhook_metrics: recording_service::WebhookMetrics,
+    /// The chat service's database handle, outbox and streams.
+    pub chat_db: Database,
+    pub chat_addr: std::net::SocketAddr,
+    pub chat_outbox: huddle_serve::Outbox,
+    pub chat_hubs: chat_service::Hubs,
     /// A handle on the same Redis prefix the services use.
     pub cache: Cache,
     /// With `TestOptions::proxies`.
@@ -51,12 +59,19 @@ pub struct TestApp {
     shutdown: Shutdown,
     /// What a replica needs to share this app's data: database URLs and
     /// the cache settings (same Redis, same prefix).
-    user_db_url: String,
-    meeting_db_url: String,
-    recording_db_url: String,
+    urls: DbUrls,
     cache_config: CacheConfig,
     /// Dropped with the app that created them, not with its replicas.
-    _databases: Option<(TestDatabase, TestDatabase, TestDatabase)>,
+    _databases: Option<[TestDatabase; 4]>,
+}
+
+/// The databases a stack (and its replicas) use.
+#[derive(Clone)]
+struct DbUrls {
+    user: String,
+    meeting: String,
+    recording: String,
+    chat: String,
 }
 
 pub struct Response {
@@ -78,6 +93,10 @@ pub struct TestOptions {
     pub proxies: bool,
     /// The meeting service's deadline on user-service calls (default 5 s).
     pub user_call_timeout: Option<Duration>,
+    /// Chat streams: the service's settings and the gateway's limits
+    /// (default: production's, with a 1 s heartbeat).
+    pub chat_stream: Option<chat_service::StreamConfig>,
+    pub stream_limits: Option<gateway::chats::StreamLimits>,
 }
 
 /// Cut-able links between the parts (see `TestOptions::proxies`).
@@ -124,14 +143,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: TestOptions) -> Self {
-        let (database, meeting_database, recording_database) = tokio::join!(
+        let (database, meeting_database, recording_database, chat_database) = tokio::join!(
             TestDatabase::create("huddle_user", user_service::MIGRATIONS),
             TestDatabase::create("huddle_meeting", meeting_service::MIGRATIONS),
             TestDatabase::create("huddle_recording", recording_service::MIGRATIONS),
+            TestDatabase::create("huddle_chat", chat_service::MIGRATIONS),
         );
         let database = database.expect("user test database");
         let meeting_database = meeting_database.expect("meeting test database");
         let recording_database = recording_database.expect("recording test database");
+        let chat_database = chat_database.expect("chat test database");
         let cache_config = CacheConfig {
             redis_url: options.redis_url.clone().unwrap_or_else(shared_redis_url),
             cluster_nodes: options.cluster_nodes.clone(),
@@ -141,14 +162,19 @@ impl TestApp {
             op_timeout: Duration::from_millis(500),
             ..CacheConfig::default()
         };
-        let urls = [
-            database.url(),
-            meeting_database.url(),
-            recording_database.url(),
-        ]
-        .map(str::to_owned);
+        let urls = DbUrls {
+            user: database.url().to_owned(),
+            meeting: meeting_database.url().to_owned(),
+            recording: recording_database.url().to_owned(),
+            chat: chat_database.url().to_owned(),
+        };
         let mut app = Self::start(&options, urls, cache_config).await;
-        app._databases = Some((database, meeting_database, recording_database));
+        app._databases = Some([
+            database,
+            meeting_database,
+            recording_database,
+            chat_database,
+        ]);
         app
     }
 
@@ -156,20 +182,15 @@ impl TestApp {
     /// breakers, relays, gateway) on the same databases, Redis and prefix,
     /// as two pods of each service would be.
     pub async fn replica(&self) -> Self {
-        let urls = [
-            &self.user_db_url,
-            &self.meeting_db_url,
-            &self.recording_db_url,
-        ]
-        .map(String::clone);
-        Self::start(&TestOptions::default(), urls, self.cache_config.clone()).await
+        self.replica_with(TestOptions::default()).await
     }
 
-    async fn start(
-        options: &TestOptions,
-        [user_db_url, meeting_db_url, recording_db_url]: [String; 3],
-        cache_config: CacheConfig,
-    ) -> Self {
+    /// [`TestApp::replica`] with options of its own.
+    pub async fn replica_with(&self, options: TestOptions) -> Self {
+        Self::start(&options, self.urls.clone(), self.cache_config.clone()).await
+    }
+
+    async fn start(options: &TestOptions, urls: DbUrls, cache_config: CacheConfig) -> Self {
         let registry = prometheus::Registry::new();
         let cache = Cache::new(&cache_config, CacheMetrics::register(&registry).unwrap()).unwrap();
         let shutdown = Shutdown::new();
@@ -179,10 +200,10 @@ impl TestApp {
             shutdown: shutdown.clone(),
         };
         let (proxies, user_service_db_url) = if options.proxies {
-            let (proxies, url) = Proxies::start(&user_db_url).await;
+            let (proxies, url) = Proxies::start(&urls.user).await;
             (Some(proxies), url)
         } else {
-            (None, user_db_url.clone())
+            (None, urls.user.clone())
         };
         let dial = |proxy: &TcpProxy| Some(format!("http://{}", proxy.addr()));
         let service = |url: &str| huddle_serve::ServiceConfig {
@@ -192,17 +213,20 @@ impl TestApp {
         };
         let config = huddle::stack::StackConfig {
             user: service(&user_service_db_url),
-            meeting: service(&meeting_db_url),
+            meeting: service(&urls.meeting),
             recording: recording_service::RecordingConfig {
-                service: service(&recording_db_url),
+                service: service(&urls.recording),
                 livekit: livekit_keys(),
             },
+            chat: service(&urls.chat),
+            chat_stream: options.chat_stream.clone().unwrap_or_default(),
             user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
-            gateway: gateway_config(),
+            gateway: gateway_config(options),
             dial: huddle::stack::Dial {
                 user: proxies.as_ref().and_then(|p| dial(&p.user_grpc)),
                 meeting: proxies.as_ref().and_then(|p| dial(&p.meeting_grpc)),
                 recording: proxies.as_ref().and_then(|p| dial(&p.recording_grpc)),
+                chat: None,
             },
         };
         let stack = huddle::stack::start(config, registry, shared)
@@ -228,17 +252,37 @@ impl TestApp {
             recording_db: stack.recording.db.clone(),
             recording_addr: stack.recording.addr,
             webhook_metrics: stack.webhook_metrics.clone(),
+            chat_db: stack.chat.service.db.clone(),
+            chat_addr: stack.chat.service.addr,
+            chat_outbox: stack.chat.service.outbox.clone(),
+            chat_hubs: stack.chat.hubs.clone(),
             cache,
             proxies,
             shutdown,
-            user_db_url,
-            meeting_db_url,
-            recording_db_url,
+            urls,
             cache_config,
             _databases: None,
         };
         stack.spawn();
         app
+    }
+
+    /// Stops this app's processes, as SIGTERM would (its replicas go on).
+    pub fn stop(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Posts a chat message and asserts it was accepted.
+    pub async fn post_chat(&self, token: &str, meeting: &str, message: &str) -> Value {
+        let resp = self
+            .post(
+                &format!("/api/meetings/{meeting}/chats"),
+                token,
+                json!({ "message": message }),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED, "{:?}", resp.body);
+        resp.body["data"].clone()
     }
 
     pub fn admin_token(&self) -> String {
@@ -422,13 +466,21 @@ impl Drop for TestApp {
     }
 }
 
-/// The gateway of a test stack; the stack sets the service addresses.
-fn gateway_config() -> gateway::GatewayConfig {
+/// The gateway of a test stack; its service addresses are set by the stack.
+fn gateway_config(options: &TestOptions) -> gateway::GatewayConfig {
     gateway::GatewayConfig {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         user_addr: String::new(),
         meeting_addr: String::new(),
         recording_addr: String::new(),
+        chat_addr: String::new(),
+        streams: options
+            .stream_limits
+            .clone()
+            .unwrap_or(gateway::chats::StreamLimits {
+                heartbeat: Duration::from_secs(1),
+                ..gateway::chats::StreamLimits::default()
+            }),
         jwt_secret: SECRET.to_owned(),
         request_timeout: Duration::from_secs(5),
         workers: 1,

@@ -63,6 +63,9 @@ impl Cache {
             deleted += gone;
             tagged += members;
         }
+        for append in &invalidation.appends {
+            self.append_under(prefix, append).await?;
+        }
         Ok((deleted, tagged))
     }
 
@@ -124,6 +127,12 @@ impl Cache {
             .invalidations
             .with_label_values(&["tagged"])
             .inc_by(tagged as u64);
+        for append in &invalidation.appends {
+            metrics
+                .invalidations
+                .with_label_values(&[append.key.name().as_str()])
+                .inc();
+        }
     }
 }
 

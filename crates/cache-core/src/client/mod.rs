@@ -37,6 +37,7 @@ mod scripts;
 mod tagger;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use std::{
     collections::HashMap,
@@ -47,6 +48,7 @@ use std::{
 pub use admin::{EvictionCheck, RedisHealth};
 pub use flight::Ttl;
 pub use tagger::Tagger;
+pub use window::Appended;
 
 use crate::{
     backend::{Backend, Conn},

@@ -52,6 +52,51 @@ return 0
     )
 });
 
+/// Appends one entry to a cached window (KEYS: the window; ARGV: the
+/// entry's JSON, its `sentAt`, its `id`, the window's length, the lease
+/// prefix, the not-found marker). The window is a JSON array ordered by
+/// (`sentAt`, `id`), both strings that sort as text.
+/// - absent: nothing (the next read loads the window with the entry);
+/// - a lease: deleted, so a fill that read the database before the entry's
+///   commit cannot land; a marker or an undecodable value: deleted too;
+/// - else the entry goes to its place in the order (found from the end,
+///   where new entries land), unless an entry with that `sentAt` and `id` is
+///   there already (a replay), and the oldest entries past the length are
+///   dropped; the TTL is kept (an append does not make the window live
+///   longer than its last fill allows).
+///
+/// Returns 1 appended, 0 nothing to do (absent or duplicate), -1 deleted.
+pub(super) static APPEND_TO_WINDOW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if v == ARGV[6] or string.sub(v, 1, #ARGV[5]) == ARGV[5] then
+  redis.call('DEL', KEYS[1])
+  return -1
+end
+local ok, list = pcall(cjson.decode, v)
+if not ok or type(list) ~= 'table' then
+  redis.call('DEL', KEYS[1])
+  return -1
+end
+local at, id = ARGV[2], ARGV[3]
+local pos = #list + 1
+for i = #list, 1, -1 do
+  local e = list[i]
+  if e.sentAt == at and e.id == id then return 0 end
+  if e.sentAt < at or (e.sentAt == at and e.id < id) then break end
+  pos = i
+end
+table.insert(list, pos, cjson.decode(ARGV[1]))
+local limit = tonumber(ARGV[4])
+while #list > limit do table.remove(list, 1) end
+redis.call('SET', KEYS[1], cjson.encode(list), 'KEEPTTL')
+return 1
+",
+    )
+});
+
 /// Whether an error is Redis saying it does not know a script's SHA.
 pub(super) fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)

@@ -118,7 +118,8 @@ impl TryFrom<pb::Meeting> for Meeting {
 pub struct MeetingCounts {
     /// Active participants (joined and not left).
     pub participants: u64,
-    /// `null` until the chat service exists; never a made-up 0.
+    /// Messages posted (from chat-service); `null` only while chat-service
+    /// cannot answer, never a made-up 0.
     #[schema(required = true)]
     pub chat_messages: Option<u64>,
 }

@@ -35,6 +35,8 @@ fn config(user_addr: String) -> GatewayConfig {
         // services' health checks, so one fake makes the gateway ready.
         meeting_addr: user_addr.clone(),
         recording_addr: user_addr.clone(),
+        chat_addr: user_addr.clone(),
+        streams: crate::chats::StreamLimits::default(),
         user_addr,
         jwt_secret: SECRET.to_owned(),
         request_timeout: Duration::from_secs(2),
@@ -227,6 +229,9 @@ async fn start_fake() -> (String, Arc<FakeUsers>) {
         .await;
     reporter
         .set_service_status(RECORDING_SERVICE, ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(CHAT_SERVICE, ServingStatus::Serving)
         .await;
     let server = tonic::transport::Server::builder()
         .add_service(health)

@@ -40,9 +40,9 @@ impl MeetingApi {
             meeting: Some(meeting_pb(&meeting.meeting, caller)),
             host: meeting.host.as_ref().map(user_pb),
             participant_count: unsigned(count?),
-            // Joins this answer when chat-service exists: ask it for the
-            // count (cached under its own key) here, beside the participant
-            // count. Unknown until then, never a made-up 0.
+            // The gateway asks chat-service for it (CountMessages, cached as
+            // meetingChatCount) beside this call, so meeting reads need no
+            // chat dependency here: never set by this service.
             chat_message_count: None,
         })
     }

@@ -1,0 +1,22 @@
+// @generated automatically by Diesel CLI, less `cache_outbox`, which is
+// declared once in `huddle_serve::outbox` (the drift test adds it back).
+
+diesel::table! {
+    chat_meetings (meeting_id) {
+        meeting_id -> Uuid,
+        last_sent_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    chat_messages (id) {
+        id -> Uuid,
+        meeting_id -> Uuid,
+        user_id -> Uuid,
+        message -> Text,
+        sent_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(chat_meetings, chat_messages,);

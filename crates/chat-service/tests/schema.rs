@@ -1,0 +1,33 @@
+//! `schema.rs` and the migrations cannot drift apart unnoticed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use huddle_testkit::database::{TestDatabase, schema_drift};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_rs_matches_the_migrated_database() {
+    let db = TestDatabase::create("huddle_chat", chat_service::MIGRATIONS)
+        .await
+        .unwrap();
+    let drift = schema_drift(db.url(), &schema_rs()).await.unwrap();
+    assert!(drift.is_empty(), "schema drift:\n{}", drift.join("\n"));
+
+    // The check itself notices a wrong nullability and a missing column.
+    let wrong = schema_rs()
+        .replace(
+            "deleted_at -> Nullable<Timestamptz>",
+            "deleted_at -> Timestamptz",
+        )
+        .replace("        sent_at -> Timestamptz,\n", "");
+    let drift = schema_drift(db.url(), &wrong).await.unwrap();
+    assert_eq!(drift.len(), 2, "{drift:?}");
+}
+
+/// The service's `schema.rs` plus the outbox table declared in the kit.
+fn schema_rs() -> String {
+    format!(
+        "{}{}",
+        include_str!("../src/schema.rs"),
+        huddle_serve::outbox::SCHEMA_RS
+    )
+}
