@@ -4,8 +4,9 @@
 #   make test    start Postgres/Redis, run the whole test suite
 #   make lint    rustfmt check, clippy -D warnings, dependency rules, size rules
 #   make bench   hot paths side by side (wrk, cached/uncached, vs redis-benchmark),
-#                then meeting delete at 1k vs 1M keys and a profile update
-#                embedded in 10k cached values (not a test)
+#                then meeting delete at 1k vs 1M keys, a profile update
+#                embedded in 10k cached values, the webhook burst, chat posts
+#                and post -> delivery latency (not a test)
 #   make fmt     format the workspace
 
 CARGO ?= cargo
@@ -104,6 +105,7 @@ bench: setup
 	python3 scripts/bench.py $(BENCH_FLAGS)
 	$(CARGO) bench -p huddle --bench meeting_delete
 	bash scripts/bench-webhooks.sh
+	bash scripts/bench-chat.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

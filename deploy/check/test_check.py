@@ -455,8 +455,8 @@ class DriftCheck(unittest.TestCase):
         def mutate(docs):
             find(docs, "ConfigMap", "huddle-datastores")["data"]["HUDDLE_DB_POOL_SIZE"] = "20"
 
-        # prod: 3 services × (20 + 5) × 20 + 1 Job > 400
-        self.assertFlags(mutate, "up to 1501 connections", prod=True)
+        # prod: 4 services × (20 + 5) × 20 + 1 Job > 500
+        self.assertFlags(mutate, "up to 2001 connections", prod=True)
 
     # -- monitoring (item 4) ---------------------------------------------------
 
