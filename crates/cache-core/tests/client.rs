@@ -193,8 +193,9 @@ async fn not_found_is_cached_as_a_short_lived_marker(config: CacheConfig) {
 /// column): every read runs its loader, concurrent ones too, and nothing
 /// is written to Redis.
 ///
-/// Seen to fail with the flag left out of `reads_held`: one load, stored.
-/// (Held reads share no load in-process either: see the flight table.)
+/// Seen to fail with the flag left out of `reads_held`: one load, stored;
+/// and with reads off but through the flight table: 1 load of 10 on the
+/// cluster (callers that join before the leader's load starts share it).
 async fn with_reads_off_every_read_loads_and_nothing_is_stored(config: CacheConfig) {
     let cache = instance(&CacheConfig {
         reads: false,

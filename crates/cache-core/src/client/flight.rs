@@ -149,6 +149,15 @@ impl Cache {
         let ttl = ttl.into();
         let redis_key = self.redis_key(key.path());
         let name = key.name();
+        if !self.inner.config.reads {
+            // Cache off: no in-process sharing either (callers that join a
+            // flight before its load starts would share it), so every read
+            // loads.
+            let (value, _) = self
+                .lookup(name, &redis_key, ttl, &AtomicU64::default(), loader)
+                .await?;
+            return Ok(value);
+        }
         let mut joins = 0;
         let seq = loop {
             let (mut rx, joined) = match self.join(&redis_key) {
