@@ -8,10 +8,10 @@
 //! those addresses on the client side, re-resolving the name periodically as
 //! pods come and go.
 //!
-//! - `http://10.1.2.3:50051` (an IP literal): a balancer over
-//!   [`ChannelOptions::connections_per_address`] lazy connections to it.
-//! - `http://user:50051` (a DNS name): a `tower` power-of-two-choices balancer
-//!   over that many lazy connections per resolved address. A background task
+//! - `http://user:50051` (a DNS name) or `http://10.1.2.3:50051` (an IP
+//!   literal, which resolves to itself): a `tower` power-of-two-choices
+//!   balancer over [`ChannelOptions::connections_per_address`] lazy
+//!   connections per resolved address. A background task
 //!   re-resolves the name every [`ChannelOptions::refresh_interval`] and
 //!   inserts new addresses before removing gone ones, so the set is never
 //!   empty mid-update. A failed or empty resolution keeps the last good set
@@ -225,25 +225,8 @@ fn balanced_channel_with<R: Resolve>(
     // Validate the endpoint settings once, up front, so the refresh task
     // cannot fail on them later.
     endpoint(&target, Key::Name, &opts)?;
+    // An IP literal goes the same way: it "resolves" to itself at once.
     let (channel, changes) = Channel::balance_channel::<(Key, u8)>(64);
-    if let Ok(ip) = target.host.parse::<IpAddr>() {
-        let key = Key::Addr(SocketAddr::new(ip, target.port));
-        for conn in 0..opts.connections_per_address.max(1) {
-            let endpoint = endpoint(&target, key, &opts)?;
-            // A fresh channel has room for all of them: never blocks.
-            if changes
-                .try_send(Change::Insert((key, conn), endpoint))
-                .is_err()
-            {
-                return Err(ChannelError::NoRuntime);
-            }
-        }
-        // The balancer ends when `changes` is dropped: keep it as long as
-        // the channel lives.
-        tokio::spawn(async move { changes.closed().await });
-        let (_, applied) = watch::channel(BTreeSet::from([key]));
-        return Ok((channel, applied));
-    }
     let (applied_tx, applied) = watch::channel(BTreeSet::new());
     tokio::spawn(follow_dns(target, opts, resolver, changes, applied_tx));
     Ok((channel, applied))

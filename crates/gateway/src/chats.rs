@@ -19,16 +19,17 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::meetings::{access, dto::UserRef, in_live_meeting, input};
 use crate::request_id::RequestId;
+use crate::route::resource;
 use crate::{Backends, Success, success};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/meetings/{id}/chats")
+        resource("/api/meetings/{id}/chats")
             .route(web::get().to(recent_chats))
             .route(web::post().to(post_chat)),
     )
-    .service(web::resource("/api/meetings/{id}/chats/history").route(web::get().to(chat_history)))
-    .service(web::resource("/api/meetings/{id}/chats/stream").route(web::get().to(stream_chats)));
+    .service(resource("/api/meetings/{id}/chats/history").route(web::get().to(chat_history)))
+    .service(resource("/api/meetings/{id}/chats/stream").route(web::get().to(stream_chats)));
 }
 
 /// A chat message as every chat route shows it.

@@ -217,7 +217,7 @@ pub async fn ensure_envelope<B: MessageBody + 'static>(
     let error = envelope_for_status(status);
     let mut response = error.error_response();
     if status == StatusCode::METHOD_NOT_ALLOWED {
-        let pattern = res.request().match_pattern();
+        let pattern = crate::route::pattern_of(res.request());
         let allowed = res.request().app_data::<web::Data<AllowedMethods>>();
         if let (Some(pattern), Some(allowed)) = (pattern, allowed) {
             let message = format!(

@@ -9,6 +9,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::route::resource;
 use crate::{chats, error, health, meetings, metrics, recordings, users};
 
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
@@ -251,7 +252,7 @@ fn merge(target: &mut Value, extra: &Value) {
 pub fn routes(cfg: &mut web::ServiceConfig, swagger_ui: bool) {
     if !swagger_ui {
         let doc = document();
-        cfg.service(web::resource(OPENAPI_PATH).route(web::get().to(move || {
+        cfg.service(resource(OPENAPI_PATH).route(web::get().to(move || {
             let doc = doc.clone();
             async move { HttpResponse::Ok().json(doc) }
         })));
@@ -261,7 +262,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, swagger_ui: bool) {
         SwaggerUi::new(format!("{DOCS_PATH}{{_:.*}}"))
             .external_urls_from_iter_unchecked([(OPENAPI_PATH, document())]),
     )
-    .service(web::resource("/api/docs").route(web::get().to(docs_redirect)));
+    .service(resource("/api/docs").route(web::get().to(docs_redirect)));
 }
 
 /// `/api/docs` → `/api/docs/`: the UI loads its assets relative to the slash.

@@ -16,18 +16,19 @@ use crate::error::{ApiError, ErrorBody};
 use crate::meetings::dto::{optional_time, time};
 use crate::meetings::{access, caller};
 use crate::request_id::RequestId;
+use crate::route::resource;
 use crate::{Backends, MAX_BODY_BYTES, Success, success};
 
 pub const WEBHOOK_PATH: &str = "/api/webhooks/livekit";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(WEBHOOK_PATH)
+        resource(WEBHOOK_PATH)
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .route(web::post().to(livekit_webhook)),
     )
-    .service(web::resource("/api/meetings/{id}/recording").route(web::get().to(get_recording)))
-    .service(web::resource("/api/meetings/{id}/recordings").route(web::get().to(list_recordings)));
+    .service(resource("/api/meetings/{id}/recording").route(web::get().to(get_recording)))
+    .service(resource("/api/meetings/{id}/recordings").route(web::get().to(list_recordings)));
 }
 
 /// A recording of a meeting (one LiveKit egress).
