@@ -105,7 +105,7 @@ bench: setup
 	python3 scripts/bench.py $(BENCH_FLAGS)
 	$(CARGO) bench -p huddle --bench meeting_delete
 	bash scripts/bench-webhooks.sh
-	bash scripts/bench-chat.sh
+	HUDDLE_BIN=$(HUDDLE_RELEASE_BIN) bash scripts/bench-chat.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

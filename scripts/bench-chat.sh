@@ -38,6 +38,10 @@ B_HTTP=127.0.0.1:$(free_port)
 export HUDDLE_USER_ADDR=127.0.0.1:$(free_port)
 export HUDDLE_MEETING_ADDR=127.0.0.1:$(free_port)
 export HUDDLE_CHAT_ADDR=127.0.0.1:$(free_port)
+export HUDDLE_RECORDING_ADDR=127.0.0.1:$(free_port)
+# `huddle all` outside dev needs LiveKit keys (recording-service); none are used here.
+export LIVEKIT_API_KEY=APIbench
+export LIVEKIT_API_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export HUDDLE_CACHE_PREFIX="huddle:bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n'):"
 export HUDDLE_JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export HUDDLE_ENV=test
