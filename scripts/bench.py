@@ -286,7 +286,7 @@ class Bench:
               f"cpu {row['cpu_s_per_1k']:.3f} s/1k{flag}", flush=True)
 
     def redis_benchmark(self) -> None:
-        for c in CONNECTIONS:
+        for c in self.args.connections:
             out = subprocess.run(
                 ["redis-benchmark", "-p", str(REDIS_PORT), "-t", "get", "-c", str(c),
                  "-n", str(self.args.redis_requests), "-d", "200", "--csv"],
@@ -301,6 +301,9 @@ class Bench:
             self.results["redis"].append(entry)
             print(f"  redis    GET      c={c:<3} {entry['rps']:9.0f} req/s  "
                   f"p50 {entry['p50_ms']:7.2f} ms  p99 {entry['p99_ms']:7.2f} ms", flush=True)
+
+    def wanted(self, scenarios: tuple[str, ...]) -> list[str]:
+        return [s for s in scenarios if not self.args.only or s in self.args.only]
 
     # -- report ----------------------------------------------------------
     def find(self, mode: str, scenario: str, c: int) -> dict | None:
@@ -357,13 +360,15 @@ class Bench:
             files = self.scenarios()
             print(f"huddle all (release) on 127.0.0.1:{HTTP_PORT}, {self.args.seconds} s per run, "
                   f"wrk 2 threads; {USERS} users, {MEETINGS} live meetings")
-            for scenario in ("user", "meeting", "live", "join", "cold"):
-                for c in CONNECTIONS:
+            for scenario in self.wanted(("user", "meeting", "live", "join", "cold")):
+                for c in self.args.connections:
                     self.run("cached", scenario, files[scenario], c)
             self.results["rss_mb"] = rss_mb(self.huddle.pid)
+            if self.args.quick:
+                return
             self.start_huddle(cache_reads=False)
-            for scenario in ("user", "meeting", "live"):
-                for c in CONNECTIONS:
+            for scenario in self.wanted(("user", "meeting", "live")):
+                for c in self.args.connections:
                     self.run("uncached", scenario, files[scenario], c)
             self.redis_benchmark()
             self.report()
@@ -399,7 +404,15 @@ def main() -> None:
     parser.add_argument("--redis-requests", type=int, default=200_000)
     parser.add_argument("--out", help="JSON results file")
     parser.add_argument("--compare", help="an earlier results file to compare with")
+    parser.add_argument("--quick", action="store_true",
+                        help="cached runs only: no uncached runs, redis-benchmark, report or JSON")
+    parser.add_argument("--only", type=lambda v: v.split(","), default=[],
+                        help="comma-separated scenarios (user,meeting,live,join,cold); implies --quick")
+    parser.add_argument("--connections", type=lambda v: [int(c) for c in v.split(",")],
+                        default=list(CONNECTIONS), help="comma-separated connection counts")
     args = parser.parse_args()
+    # Ratios need every scenario at every connection count.
+    args.quick = args.quick or bool(args.only) or args.connections != list(CONNECTIONS)
     for tool in ("wrk", "redis-server", "redis-cli", "redis-benchmark", "psql"):
         if shutil.which(tool) is None:
             sys.exit(f"bench: {tool} is not installed (make bench installs it through setup)")

@@ -16,6 +16,7 @@ pub mod request_id;
 pub mod route;
 pub mod users;
 pub mod validate;
+pub mod window;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -83,6 +84,10 @@ pub struct GatewayConfig {
     /// Serve Swagger UI at `/api/docs/` (off in production; the document
     /// itself, `/api/openapi.json`, is always served: it is the contract).
     pub swagger_ui: bool,
+    /// How long a hot read's answer is reused, and how long every write's
+    /// answer waits ([`window`]); zero turns both off. The same on every
+    /// replica.
+    pub read_window: Duration,
 }
 
 /// Hand-written so the secret never reaches a log line.
@@ -99,6 +104,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("request_timeout", &self.request_timeout)
             .field("workers", &self.workers)
             .field("rate_limit", &self.rate_limit)
+            .field("read_window", &self.read_window)
             .finish()
     }
 }
@@ -191,6 +197,7 @@ pub struct AppState {
     allowed: web::Data<allow::AllowedMethods>,
     limiter: web::Data<ratelimit::Limiter>,
     streams: web::Data<chats::Streams>,
+    window: web::Data<window::ReadWindow>,
     metrics: HttpMetrics,
     swagger_ui: bool,
 }
@@ -230,6 +237,7 @@ impl AppState {
         let chat_channel = lazy_channel(&config.chat_addr, config.request_timeout, &grpc)?;
         let metrics = HttpMetrics::register(&registry)?;
         let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
+        let window = window::ReadWindow::new(config.read_window, &registry)?;
         Ok(Self {
             backends: web::Data::new(Backends {
                 users: UserServiceClient::new(channel.clone()),
@@ -261,6 +269,7 @@ impl AppState {
             allowed: web::Data::new(allow::AllowedMethods::from_openapi()),
             limiter: web::Data::new(limiter),
             streams: web::Data::new(chats::Streams::new(config.streams.clone(), shutdown)),
+            window: web::Data::new(window),
             metrics,
             swagger_ui: config.swagger_ui,
         })
@@ -310,6 +319,7 @@ pub fn app(
         .app_data(state.allowed)
         .app_data(state.limiter)
         .app_data(state.streams)
+        .app_data(state.window)
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_BODY_BYTES)
@@ -329,9 +339,11 @@ pub fn app(
         .configure(|cfg| openapi::routes(cfg, swagger_ui))
         .default_service(web::to(error::no_route))
         // Listed innermost first: limits are counted before any handler
-        // runs, the envelope is applied before metrics record the status,
-        // and the request id wraps everything.
+        // runs, a write's answer waits out the read window, the envelope is
+        // applied before metrics record the status (and the wait), and the
+        // request id wraps everything.
         .wrap(from_fn(ratelimit::middleware))
+        .wrap(from_fn(window::fence))
         .wrap(from_fn(error::ensure_envelope))
         .wrap(from_fn(move |req, next| {
             metrics::middleware(metrics.clone(), req, next)

@@ -24,6 +24,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id::RequestId;
 use crate::route::resource;
+use crate::window::{ReadWindow, WindowKey};
 use crate::{Backends, Success, success};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -114,23 +115,29 @@ pub async fn get_meeting(
     principal: Principal,
     rid: RequestId,
     backends: web::Data<Backends>,
+    window: web::Data<ReadWindow>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = ids::parse("id", &id)?;
-    let message = pb::GetMeetingRequest {
-        caller_id: caller(&principal)?.to_string(),
-        id: id.to_string(),
-    };
-    // The count is asked beside the access-checked read and shown only if
-    // that read succeeds.
-    let mut meetings = backends.meetings();
-    let (details, chat_messages) = tokio::join!(
-        meetings.get_meeting(backends.request(message, &rid)),
-        crate::chats::message_count(&backends, &rid, id),
-    );
-    let mut details = details?.into_inner();
-    details.chat_message_count = chat_messages;
-    Ok(success(StatusCode::OK, MeetingDetails::try_from(details)?))
+    let caller = caller(&principal)?;
+    window
+        .serve(WindowKey::Meeting { caller, id }, || async {
+            let message = pb::GetMeetingRequest {
+                caller_id: caller.to_string(),
+                id: id.to_string(),
+            };
+            // The count is asked beside the access-checked read and shown
+            // only if that read succeeds.
+            let mut meetings = backends.meetings();
+            let (details, chat_messages) = tokio::join!(
+                meetings.get_meeting(backends.request(message, &rid)),
+                crate::chats::message_count(&backends, &rid, id),
+            );
+            let mut details = details?.into_inner();
+            details.chat_message_count = chat_messages;
+            MeetingDetails::try_from(details)
+        })
+        .await
 }
 
 /// Change a meeting (host only).

@@ -12,6 +12,7 @@ use crate::auth::{Admin, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id::RequestId;
 use crate::route::resource;
+use crate::window::{ReadWindow, WindowKey};
 use crate::{Backends, Success, success};
 use huddle_domain::{id as ids, time, user as rules};
 
@@ -209,20 +210,26 @@ pub async fn get_user(
     principal: Principal,
     rid: RequestId,
     backends: web::Data<Backends>,
+    window: web::Data<ReadWindow>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = ids::parse("id", &id)?;
-    let message = GetUserRequest { id: id.to_string() };
-    let user = backends
-        .users()
-        .get_user(backends.request(message, &rid))
-        .await?
-        .into_inner();
     let show_email = principal.admin || principal.is_user(id);
-    Ok(success(
-        StatusCode::OK,
-        UserResponse::from_proto(user, show_email)?,
-    ))
+    let key = WindowKey::User {
+        id,
+        email: show_email,
+    };
+    window
+        .serve(key, || async {
+            let message = GetUserRequest { id: id.to_string() };
+            let user = backends
+                .users()
+                .get_user(backends.request(message, &rid))
+                .await?
+                .into_inner();
+            UserResponse::from_proto(user, show_email)
+        })
+        .await
 }
 
 /// Update your own name or image.

@@ -286,6 +286,14 @@ pub struct Global {
     #[arg(long, global = true, env = "HUDDLE_SWAGGER_UI", default_value_t = true,
           action = clap::ArgAction::Set)]
     pub swagger_ui: bool,
+    /// The gateway's read window in ms (0 to 1000): a hot read's answer is
+    /// reused this long, and every write's answer waits this long, so no
+    /// read is older than an acknowledged write (ARCHITECTURE.md, "The read
+    /// window"). 0 turns it off; it must be the same on every gateway.
+    /// `HUDDLE_CACHE_READS=false` turns it off too.
+    #[arg(long, global = true, env = "HUDDLE_READ_WINDOW_MS", default_value_t = gateway::window::DEFAULT_READ_WINDOW_MS,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub read_window_ms: u64,
     /// Per gRPC call deadline at the gateway, in ms (1 to 300000).
     #[arg(long, global = true, env = "HUDDLE_REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=MAX_REQUEST_TIMEOUT_MS))]
@@ -327,6 +335,15 @@ impl Global {
             op_timeout: Duration::from_millis(self.redis_timeout_ms),
             reads: self.cache_reads,
             ..cache_core::CacheConfig::default()
+        }
+    }
+
+    /// Zero when reads bypass the cache: then nothing is reused anywhere.
+    pub fn read_window(&self) -> Duration {
+        if self.cache_reads {
+            Duration::from_millis(self.read_window_ms)
+        } else {
+            Duration::ZERO
         }
     }
 

@@ -21,7 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    huddle_common::telemetry::init(cli.global.log_format);
+    let logs = huddle_common::telemetry::init(cli.global.log_format);
     let result = match cli.command {
         Command::All(args) => run::all(&cli.global, args).await,
         Command::Gateway => run::gateway(&cli.global).await,
@@ -35,6 +35,8 @@ async fn main() -> ExitCode {
         Command::Cache(cmd) => cache_cmd::run(&cli.global, cmd).await,
         Command::LivekitWebhook(args) => livekit_cmd::post_webhook(&cli.global, &args).await,
     };
+    // Buffered log lines first, so the error is the last thing printed.
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

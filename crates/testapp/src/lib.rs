@@ -97,6 +97,8 @@ pub struct TestOptions {
     /// (default: production's, with a 1 s heartbeat).
     pub chat_stream: Option<chat_service::StreamConfig>,
     pub stream_limits: Option<gateway::chats::StreamLimits>,
+    /// The gateway's read window (default: production's).
+    pub read_window: Option<Duration>,
 }
 
 /// Cut-able links between the parts (see `TestOptions::proxies`).
@@ -488,6 +490,10 @@ fn gateway_config(options: &TestOptions) -> gateway::GatewayConfig {
         // are in the gateway crate).
         rate_limit: gateway::ratelimit::RateLimitConfig::default(),
         swagger_ui: true,
+        // Production's default, so every guarantee test runs through it.
+        read_window: options.read_window.unwrap_or(Duration::from_millis(
+            gateway::window::DEFAULT_READ_WINDOW_MS,
+        )),
     }
 }
 

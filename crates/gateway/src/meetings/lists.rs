@@ -9,6 +9,7 @@ use super::dto::{self, LiveMeeting, Meeting, MeetingStats, Participation, Schedu
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id::RequestId;
+use crate::window::{ReadWindow, WindowKey};
 use crate::{Backends, Success, success};
 
 /// The 20 LIVE meetings that started last, newest first.
@@ -26,16 +27,18 @@ pub async fn live_meetings(
     _principal: Principal,
     rid: RequestId,
     backends: web::Data<Backends>,
+    window: web::Data<ReadWindow>,
 ) -> Result<HttpResponse, ApiError> {
-    let list = backends
-        .meetings()
-        .list_live_meetings(backends.request(pb::ListLiveMeetingsRequest {}, &rid))
-        .await?
-        .into_inner();
-    Ok(success(
-        StatusCode::OK,
-        dto::all::<_, LiveMeeting>(list.meetings)?,
-    ))
+    window
+        .serve(WindowKey::Live, || async {
+            let list = backends
+                .meetings()
+                .list_live_meetings(backends.request(pb::ListLiveMeetingsRequest {}, &rid))
+                .await?
+                .into_inner();
+            dto::all::<_, LiveMeeting>(list.meetings)
+        })
+        .await
 }
 
 /// The 20 SCHEDULED meetings that come soonest (overdue ones first).
