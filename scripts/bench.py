@@ -121,6 +121,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def window_lookups() -> dict[str, float]:
+    """The gateway's read-window lookups so far, by result (hit, joined, miss)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("huddle_gateway_window_lookups_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            totals[result] = totals.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -268,22 +280,29 @@ class Bench:
             self.flush_redis()
         else:
             self.wrk(requests_file, connections, 1)  # warm: fills, connections, JIT-free
-        before = cpu_seconds(self.huddle.pid)
+        before, lookups_before = cpu_seconds(self.huddle.pid), window_lookups()
         r = self.wrk(requests_file, connections, self.args.seconds)
         cpu = cpu_seconds(self.huddle.pid) - before
+        lookups = {k: v - lookups_before.get(k, 0.0) for k, v in window_lookups().items()}
+        answered = sum(lookups.values())
         rps = r["requests"] / (r["duration_us"] / 1e6)
         row = {
             "mode": mode, "scenario": scenario, "connections": connections,
             "rps": round(rps, 1), "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
             "cpu_s_per_1k": round(cpu / max(r["requests"], 1) * 1000, 4),
             "requests": r["requests"], "non_2xx": r["non_2xx"], "socket_errors": r["socket_errors"],
+            # Share of the run's reads the gateway's read window answered.
+            "window_hit_share": round((answered - lookups.get("miss", 0.0)) / answered, 4)
+            if answered else None,
         }
         self.results["runs"].append(row)
+        window = "" if row["window_hit_share"] is None else \
+            f"  window {row['window_hit_share']:.1%}"
         flag = "" if not (r["non_2xx"] or r["socket_errors"]) else \
             f"  !! {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors"
         print(f"  {mode:8} {scenario:8} c={connections:<3} {rps:9.0f} req/s  "
               f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
-              f"cpu {row['cpu_s_per_1k']:.3f} s/1k{flag}", flush=True)
+              f"cpu {row['cpu_s_per_1k']:.3f} s/1k{window}{flag}", flush=True)
 
     def redis_benchmark(self) -> None:
         for c in self.args.connections:
