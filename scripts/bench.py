@@ -294,10 +294,13 @@ class Bench:
             # Share of the run's reads the gateway's read window answered.
             "window_hit_share": round((answered - lookups.get("miss", 0.0)) / answered, 4)
             if answered else None,
+            # Of those, the share that waited for a call already running.
+            "window_joined_share": round(lookups.get("joined", 0.0) / answered, 4)
+            if answered else None,
         }
         self.results["runs"].append(row)
         window = "" if row["window_hit_share"] is None else \
-            f"  window {row['window_hit_share']:.1%}"
+            f"  window {row['window_hit_share']:.1%} (joined {row['window_joined_share']:.1%})"
         flag = "" if not (r["non_2xx"] or r["socket_errors"]) else \
             f"  !! {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors"
         print(f"  {mode:8} {scenario:8} c={connections:<3} {rps:9.0f} req/s  "
