@@ -148,6 +148,32 @@ async fn errors_are_never_kept() {
     assert_eq!(read(&w, USER, &calls).await["data"]["call"], 2);
 }
 
+/// However many keys are read within a window, at most `MAX_ENTRIES`
+/// answers are kept; past it new answers are served, not kept, and kept
+/// ones are dropped once expired.
+#[actix_web::test]
+async fn the_kept_answers_are_bounded() {
+    let w = window(3_000);
+    let calls = AtomicUsize::new(0);
+    let key = |n: u128| WindowKey::User {
+        id: Uuid::from_u128(n),
+        email: false,
+    };
+    for n in 0..(MAX_ENTRIES as u128 + 500) {
+        read(&w, key(n), &calls).await;
+    }
+    assert_eq!(w.lock().map.len(), MAX_ENTRIES);
+    // Past the bound: served by the backend each time, never kept.
+    let extra = key(u128::MAX);
+    read(&w, extra, &calls).await;
+    read(&w, extra, &calls).await;
+    assert_eq!(calls.load(Ordering::SeqCst), MAX_ENTRIES + 502);
+    // Expired answers make room again.
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    read(&w, extra, &calls).await;
+    assert_eq!(w.lock().map.len(), 1);
+}
+
 /// Requests arriving while the leader's call runs share its answer.
 #[actix_web::test]
 async fn requests_arriving_during_a_call_share_it() {
