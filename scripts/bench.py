@@ -7,8 +7,13 @@ value), `GET /api/meetings/live`, `POST /api/meetings/join` (a write and its
 invalidations), and a cold path (every request another user, cache flushed
 before each run); then the three reads again with `HUDDLE_CACHE_READS=false`
 (every read from Postgres); then `redis-benchmark GET` on the same Redis.
-It prints req/s, p50, p99 and the process's CPU seconds per 1,000 requests,
-the ratios cached/uncached and Huddle/Redis, and the RSS of `huddle all`
+The three reads run `--repeat` (3) interleaved rounds and report the
+median round (by CPU per request): on a shared 2-core machine one round's
+CPU per request swings by a third, which the cost ratios otherwise inherit.
+It prints req/s, p50, p99, the process's CPU seconds per 1,000 requests and
+the share of reads the gateway's read window answered (and of those, waited
+for a call already running), the ratios cached/uncached, Huddle/Redis and
+meeting or live over user cost, and the RSS of `huddle all`
 afterwards; it writes all of it as JSON (`--out`, default
 /var/tmp/huddle-bench/<commit>.json) and, with `--compare OLD.json`, prints
 the change against an earlier run.
@@ -159,7 +164,7 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="huddle-bench-")
         self.redis = None
         self.huddle = None
-        self.results: dict = {"runs": [], "redis": []}
+        self.results: dict = {"runs": [], "repetitions": [], "redis": []}
 
     # -- processes -------------------------------------------------------
     def env(self, cache_reads: bool) -> dict:
@@ -275,7 +280,28 @@ class Bench:
             sys.exit(f"bench: wrk printed no summary:\n{out}")
         return json.loads(line[len("BENCH "):])
 
-    def run(self, mode: str, scenario: str, requests_file: str, connections: int) -> None:
+    def repeated(self, mode: str, scenarios: tuple[str, ...], files: dict[str, str]) -> None:
+        """Each (scenario, connections) run `--repeat` times, interleaved so a
+        noisy stretch of the machine hits every scenario alike; the median
+        run of each (by CPU per request) is the one reported and compared."""
+        runs: dict[tuple[str, int], list[dict]] = {}
+        for rep in range(self.args.repeat):
+            if self.args.repeat > 1:
+                print(f"  -- {mode}, round {rep + 1} of {self.args.repeat}", flush=True)
+            for scenario in self.wanted(scenarios):
+                for c in self.args.connections:
+                    runs.setdefault((scenario, c), []).append(
+                        self.run(mode, scenario, files[scenario], c))
+        if self.args.repeat > 1:
+            print(f"  -- {mode}, medians", flush=True)
+        for (scenario, c), rows in runs.items():
+            median = sorted(rows, key=lambda r: r["cpu_s_per_1k"])[len(rows) // 2]
+            self.results["runs"].append(median)
+            self.results["repetitions"].extend(rows)
+            if self.args.repeat > 1:
+                self.show(median)
+
+    def run(self, mode: str, scenario: str, requests_file: str, connections: int) -> dict:
         if scenario == "cold":
             self.flush_redis()
         else:
@@ -298,13 +324,17 @@ class Bench:
             "window_joined_share": round(lookups.get("joined", 0.0) / answered, 4)
             if answered else None,
         }
-        self.results["runs"].append(row)
+        self.show(row)
+        return row
+
+    @staticmethod
+    def show(row: dict) -> None:
         window = "" if row["window_hit_share"] is None else \
             f"  window {row['window_hit_share']:.1%} (joined {row['window_joined_share']:.1%})"
-        flag = "" if not (r["non_2xx"] or r["socket_errors"]) else \
-            f"  !! {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors"
-        print(f"  {mode:8} {scenario:8} c={connections:<3} {rps:9.0f} req/s  "
-              f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
+        flag = "" if not (row["non_2xx"] or row["socket_errors"]) else \
+            f"  !! {row['non_2xx']} non-2xx, {row['socket_errors']} socket errors"
+        print(f"  {row['mode']:8} {row['scenario']:8} c={row['connections']:<3} "
+              f"{row['rps']:9.0f} req/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
               f"cpu {row['cpu_s_per_1k']:.3f} s/1k{window}{flag}", flush=True)
 
     def redis_benchmark(self) -> None:
@@ -382,16 +412,17 @@ class Bench:
             files = self.scenarios()
             print(f"huddle all (release) on 127.0.0.1:{HTTP_PORT}, {self.args.seconds} s per run, "
                   f"wrk 2 threads; {USERS} users, {MEETINGS} live meetings")
-            for scenario in self.wanted(("user", "meeting", "live", "join", "cold")):
+            # The reads the ratios compare are repeated; the writes and the
+            # cold path (it flushes Redis) run once.
+            self.repeated("cached", ("user", "meeting", "live"), files)
+            for scenario in self.wanted(("join", "cold")):
                 for c in self.args.connections:
-                    self.run("cached", scenario, files[scenario], c)
+                    self.results["runs"].append(self.run("cached", scenario, files[scenario], c))
             self.results["rss_mb"] = rss_mb(self.huddle.pid)
             if self.args.quick:
                 return
             self.start_huddle(cache_reads=False)
-            for scenario in self.wanted(("user", "meeting", "live")):
-                for c in self.args.connections:
-                    self.run("uncached", scenario, files[scenario], c)
+            self.repeated("uncached", ("user", "meeting", "live"), files)
             self.redis_benchmark()
             self.report()
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -426,6 +457,8 @@ def main() -> None:
     parser.add_argument("--redis-requests", type=int, default=200_000)
     parser.add_argument("--out", help="JSON results file")
     parser.add_argument("--compare", help="an earlier results file to compare with")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of the user, meeting and live runs (the median is reported)")
     parser.add_argument("--quick", action="store_true",
                         help="cached runs only: no uncached runs, redis-benchmark, report or JSON")
     parser.add_argument("--only", type=lambda v: v.split(","), default=[],
