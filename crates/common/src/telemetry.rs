@@ -134,7 +134,6 @@ fn write_batches(shared: &Shared, mut sink: Box<dyn Write + Send>) {
         }
         let mut batch = std::mem::take(&mut state.lines);
         let dropped = std::mem::take(&mut state.dropped);
-        let closed = state.closed;
         drop(state);
         if dropped > 0 {
             batch.extend_from_slice(
@@ -143,7 +142,9 @@ fn write_batches(shared: &Shared, mut sink: Box<dyn Write + Send>) {
         }
         // Nowhere to report a failing stderr; the lines are gone either way.
         let _ = sink.write_all(&batch).and_then(|()| sink.flush());
-        if closed && closing {
+        // A close seen before the batch was taken: nothing can follow it
+        // (writes after a close are dropped).
+        if closing {
             return;
         }
     }

@@ -130,10 +130,6 @@ impl ReadWindow {
         })
     }
 
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// The answer for `key`: one whose calls started less than the window
     /// before this request arrived, or `fetch`'s (200, the success envelope
     /// around its data). Errors are never kept: they pass through as they are.
@@ -194,9 +190,6 @@ impl ReadWindow {
         }
         slots.generation += 1;
         let generation = slots.generation;
-        // Taken before the leader's calls start, so the slot never claims
-        // to be fresher than they are.
-        let started = Instant::now();
         let tx = broadcast::channel(1).0;
         if slots.map.len() < MAX_ENTRIES || slots.map.contains_key(&key) {
             // Replacing an older pending slot leaves its waiters with their
@@ -204,7 +197,9 @@ impl ReadWindow {
             slots.map.insert(
                 key,
                 Slot {
-                    started,
+                    // Before the leader's calls start, so the slot never
+                    // claims to be fresher than they are.
+                    started: now,
                     generation,
                     state: State::Pending(tx.clone()),
                 },
