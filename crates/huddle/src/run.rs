@@ -106,6 +106,7 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
         // The stack points it at the services it binds.
         gateway: gateway_config(global, String::new(), String::new(), jwt_secret.clone()),
         dial: stack::Dial::default(),
+        user_cache: None,
     };
     let stack = stack::start(config, registry, shared)
         .await

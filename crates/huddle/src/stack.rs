@@ -26,6 +26,9 @@ pub struct StackConfig {
     /// Dial these instead of the bound services (tests put a proxy they
     /// can cut in between); `None`: the bound address over loopback.
     pub dial: Dial,
+    /// user-service's own cache handle instead of the shared one (tests
+    /// give it a Redis link they can cut alone); `None`: `shared.cache`.
+    pub user_cache: Option<cache_core::Cache>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -56,7 +59,14 @@ pub async fn start(
 ) -> Result<Stack, Error> {
     let shutdown = shared.shutdown.clone();
     let grpc = shared.grpc_metrics.clone();
-    let user = user_service::bind(&config.user, shared.clone()).await?;
+    let user_shared = match config.user_cache.take() {
+        Some(cache) => Shared {
+            cache,
+            ..shared.clone()
+        },
+        None => shared.clone(),
+    };
+    let user = user_service::bind(&config.user, user_shared).await?;
     let user_dial =
         (config.dial.user.take()).unwrap_or_else(|| format!("http://{}", loopback(user.addr)));
     let webhook_metrics = recording_service::WebhookMetrics::register(&registry)?;

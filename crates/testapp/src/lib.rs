@@ -56,6 +56,9 @@ pub struct TestApp {
     pub cache: Cache,
     /// With `TestOptions::proxies`.
     pub proxies: Option<Proxies>,
+    /// With `TestOptions::user_redis_proxy`: user-service's own link to
+    /// Redis, which the test may cut while every other service keeps its own.
+    pub user_redis: Option<TcpProxy>,
     shutdown: Shutdown,
     /// What a replica needs to share this app's data: database URLs and
     /// the cache settings (same Redis, same prefix).
@@ -91,6 +94,10 @@ pub struct TestOptions {
     /// user-service (as the meeting service and gateway dial it) and
     /// meeting-service (as the gateway dials it): `TestApp::proxies`.
     pub proxies: bool,
+    /// Give user-service its own cache client (pool, breaker, holds), on a
+    /// proxy in front of the Redis: `TestApp::user_redis`. Single Redis only
+    /// (a cluster's nodes announce their own addresses).
+    pub user_redis_proxy: bool,
     /// The meeting service's deadline on user-service calls (default 5 s).
     pub user_call_timeout: Option<Duration>,
     /// Chat streams: the service's settings and the gateway's limits
@@ -133,6 +140,34 @@ impl Proxies {
         };
         (proxies, url.to_string())
     }
+}
+
+/// A cache client of its own (same prefix, its own metrics registry) that
+/// reaches `config`'s Redis through a proxy.
+async fn user_cache_behind_proxy(config: &CacheConfig) -> (TcpProxy, Cache) {
+    assert!(
+        config.cluster_nodes.is_empty(),
+        "a per-service Redis proxy needs a single Redis"
+    );
+    let mut url = url::Url::parse(&config.redis_url).unwrap();
+    let redis = (
+        url.host_str().unwrap().to_owned(),
+        url.port().unwrap_or(6379),
+    );
+    let redis = tokio::net::lookup_host(redis)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = TcpProxy::start(redis).await.unwrap();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(proxy.addr().port())).unwrap();
+    let config = CacheConfig {
+        redis_url: url.to_string(),
+        ..config.clone()
+    };
+    let metrics = CacheMetrics::register(&prometheus::Registry::new()).unwrap();
+    (proxy, Cache::new(&config, metrics).unwrap())
 }
 
 pub fn shared_redis_url() -> String {
@@ -207,6 +242,12 @@ impl TestApp {
         } else {
             (None, urls.user.clone())
         };
+        let (user_redis, user_cache) = if options.user_redis_proxy {
+            let (proxy, cache) = user_cache_behind_proxy(&cache_config).await;
+            (Some(proxy), Some(cache))
+        } else {
+            (None, None)
+        };
         let dial = |proxy: &TcpProxy| Some(format!("http://{}", proxy.addr()));
         let service = |url: &str| huddle_serve::ServiceConfig {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
@@ -230,6 +271,7 @@ impl TestApp {
                 recording: proxies.as_ref().and_then(|p| dial(&p.recording_grpc)),
                 chat: None,
             },
+            user_cache,
         };
         let stack = huddle::stack::start(config, registry, shared)
             .await
@@ -260,6 +302,7 @@ impl TestApp {
             chat_hubs: stack.chat.hubs.clone(),
             cache,
             proxies,
+            user_redis,
             shutdown,
             urls,
             cache_config,
