@@ -83,8 +83,9 @@ async fn postgres_down_for_one_service_is_503_then_recovers() {
 }
 
 /// user-service is unreachable while meeting-service needs a host's card:
-/// the cold read answers 503, and nothing is cached without its host (so
-/// the next read after recovery shows the host, not a hole).
+/// the read answers 503 (never a meeting without its host), and what is
+/// cached holds the host's id only, so the next read after recovery shows
+/// the host, not a hole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_service_down_behind_meeting_service() {
     let app = app_with_proxies().await;
@@ -107,11 +108,9 @@ async fn user_service_down_behind_meeting_service() {
     proxies.user_grpc.set_up(false);
     let resp = app.get(&details, &host).await;
     assert_error(&resp, 503, "UNAVAILABLE");
-    assert_eq!(
-        app.cache.inspect(&format!("meeting:{id}")).await.unwrap(),
-        None,
-        "a meeting was cached without its host card"
-    );
+    if let Some((cached, _)) = app.cache.inspect(&format!("meeting:{id}")).await.unwrap() {
+        assert!(!cached.contains("Host Name"), "a card was cached: {cached}");
+    }
 
     proxies.user_grpc.set_up(true);
     let recovered = eventually(Duration::from_secs(10), async || {
@@ -124,7 +123,7 @@ async fn user_service_down_behind_meeting_service() {
 
 /// user-service hangs (accepts, never answers) while meeting-service needs a
 /// host's card: the meeting service's own deadline (500 ms here) ends the
-/// wait, well before the gateway's 5 s one, with a 503 and nothing cached.
+/// wait, well before the gateway's 5 s one, with a 503.
 ///
 /// Seen to fail with the user call's deadline raised to 30 s: the gateway's
 /// own timeout answered after 5 s.
@@ -154,10 +153,6 @@ async fn user_service_hung_behind_meeting_service() {
     assert!(
         waited < Duration::from_secs(4),
         "waited {waited:?}: the gateway's deadline, not the service's, ended it"
-    );
-    assert_eq!(
-        app.cache.inspect(&format!("meeting:{id}")).await.unwrap(),
-        None
     );
     proxies.user_grpc.set_silent(false);
 }

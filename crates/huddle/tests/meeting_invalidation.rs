@@ -555,6 +555,16 @@ async fn row_meeting_delete_leaves_no_key_of_the_meeting() {
     );
 }
 
+/// SPEC §5's first row as meeting answers see it. No meeting value embeds a
+/// user (their cached JSON holds ids, checked in Redis), so the rename
+/// deletes none of them — every answer composes the new card from
+/// user-service (`cross_service_holds.rs` covers user-service failing to
+/// apply the rename).
+///
+/// Seen to fail with main's meeting-service (cards in the values) and the
+/// rule without its `tag:user` row: `meeting:{id} embeds a user:
+/// …"host":{…"name":"Old Host Name"…}`; with that check skipped, the
+/// details answered "Old Host Name" after the rename.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_update_reaches_every_meeting_answer_that_shows_the_user() {
     let app = TestApp::spawn().await;
@@ -580,15 +590,19 @@ async fn a_profile_update_reaches_every_meeting_answer_that_shows_the_user() {
         app.join(&guest, &planned_code).await;
     };
     warm().await;
-    app.assert_cached(&[
+    let meeting_keys = [
         format!("meeting:{live_id}"),
         format!("meeting:{live_id}:participants"),
         "meetings:live".to_owned(),
         "meetings:scheduled".to_owned(),
         format!("user:{guest_id}:participations"),
         format!("meeting:invite:{planned_code}"),
-    ])
-    .await;
+    ];
+    app.assert_cached(&meeting_keys).await;
+    for key in &meeting_keys {
+        let (cached, _) = app.cache.inspect(key).await.unwrap().unwrap();
+        assert!(!cached.contains("Old "), "{key} embeds a user: {cached}");
+    }
 
     let image = "https://img.example.com/host.png";
     let resp = app
@@ -607,6 +621,8 @@ async fn a_profile_update_reaches_every_meeting_answer_that_shows_the_user() {
         )
         .await;
     assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+    // A rename makes no meeting value stale: they survive it.
+    app.assert_cached(&meeting_keys).await;
 
     let d = read(&app, &details, &guest).await;
     assert_eq!(d["host"]["name"], "New Host Name");

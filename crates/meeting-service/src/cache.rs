@@ -1,16 +1,20 @@
 //! The meeting service's cached reads: which key, TTL and tags each uses, and
 //! the shape stored under it. Keys and invalidation rules live in cache-core.
 //!
-//! Every value that embeds a user (a host, a participant) is tagged with that
-//! user *before* the user's data is fetched, so a profile update that commits
-//! after the fetch finds and deletes the value (SPEC §5, first row).
+//! **No value here embeds a user.** Hosts and participants are stored as
+//! user ids ([`UserRef`]); their cards (name, image) are composed at answer
+//! time from user-service's own cached reads, one `BatchGetUsers` per answer
+//! (`grpc/`). So a profile update invalidates user-service's keys only, and
+//! is held by user-service alone while it cannot apply that: a meeting
+//! answer can never show a card older than an acknowledged profile update,
+//! whichever service lost Redis (issue 19, finding 1).
 //!
-//! Meeting details are composed from separately cached parts — the row with
-//! its host (`meeting`), and the active-participant count
-//! (`meetingParticipantCount`) — so a join or leave invalidates only the
-//! count and never costs a reload of the row and the host.
+//! Meeting details are composed from separately cached parts — the row
+//! (`meeting`) and the active-participant count (`meetingParticipantCount`)
+//! — so a join or leave invalidates only the count and never costs a reload
+//! of the row.
 
-use cache_core::{Cache, CacheKey, Tag, Tagger};
+use cache_core::{Cache, CacheKey, Tag};
 use chrono::{DateTime, Utc};
 use huddle_db::Database;
 use serde::{Deserialize, Serialize};
@@ -19,8 +23,12 @@ use uuid::Uuid;
 use crate::{
     db::{self, HostStats, MeetingRow, ParticipantRow, Status},
     error::MeetingError,
-    users::{RequestCtx, UserCard, Users},
+    users::Users,
 };
+
+pub use self::user_ref::UserRef;
+
+mod user_ref;
 
 /// `GET /api/meetings/live`: the 20 newest.
 pub const LIVE_PAGE: i64 = 20;
@@ -37,11 +45,15 @@ pub struct Sources {
     pub users: Users,
 }
 
-/// `meeting:{id}`: the row and its host. Counts are cached separately.
+/// `meeting:{id}`: the row; its host's card is composed per answer. Counts
+/// are cached separately.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MeetingWithHost {
+pub struct CachedMeeting {
     pub meeting: MeetingRow,
-    pub host: Option<UserCard>,
+    /// `meeting.host_id` again, under the name that held the card before:
+    /// see [`UserRef`] for why old and new shapes must not decode as each
+    /// other.
+    pub host: UserRef,
 }
 
 /// `meeting:invite:{code}`: what a code shows before joining.
@@ -51,7 +63,7 @@ pub struct InvitePreview {
     pub title: String,
     pub status: Status,
     pub scheduled_at: DateTime<Utc>,
-    pub host: Option<UserCard>,
+    pub host: UserRef,
 }
 
 /// One entry of `meetings:live`.
@@ -61,7 +73,7 @@ pub struct LiveItem {
     pub title: String,
     pub scheduled_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
-    pub host: Option<UserCard>,
+    pub host: UserRef,
     /// Active participants.
     pub participants: i64,
 }
@@ -73,12 +85,12 @@ pub struct ScheduledItem {
     pub title: String,
     pub description: Option<String>,
     pub scheduled_at: DateTime<Utc>,
-    pub host: Option<UserCard>,
+    pub host: UserRef,
 }
 
-/// `meeting:{id}:participants`: every participant row with its user, and
-/// the meeting's host, so that this one value answers "does the meeting
-/// exist" and "may the caller see it" for the participant routes.
+/// `meeting:{id}:participants`: every participant row, and the meeting's
+/// host, so that this one value answers "does the meeting exist" and "may
+/// the caller see it" for the participant routes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Participants {
     pub host_id: Uuid,
@@ -99,7 +111,17 @@ pub struct ParticipantsPage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ParticipantItem {
     pub participant: ParticipantRow,
-    pub user: Option<UserCard>,
+    /// `participant.user_id` again (see [`CachedMeeting::host`]).
+    pub user: UserRef,
+}
+
+impl From<ParticipantRow> for ParticipantItem {
+    fn from(participant: ParticipantRow) -> Self {
+        Self {
+            user: UserRef(participant.user_id),
+            participant,
+        }
+    }
 }
 
 /// One entry of `user:{id}:participations`.
@@ -117,39 +139,18 @@ pub struct ParticipationMeeting {
     pub scheduled_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
-    pub host: Option<UserCard>,
+    pub host: UserRef,
 }
 
-/// Tags `users` on the key being loaded, then fetches their cards in one
-/// batch. The order is the point: see the module comment.
-async fn tagged_cards(
-    tagger: &Tagger,
-    src: &Sources,
-    ctx: &RequestCtx,
-    users: impl IntoIterator<Item = Uuid>,
-) -> Result<std::collections::HashMap<Uuid, UserCard>, MeetingError> {
-    let mut ids: Vec<Uuid> = users.into_iter().collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let tags: Vec<Tag> = ids.iter().copied().map(Tag::user).collect();
-    tagger.tag(&tags).await;
-    Ok(src.users.cards(ctx, ids).await?)
-}
-
-pub async fn meeting(
-    src: &Sources,
-    ctx: &RequestCtx,
-    id: Uuid,
-) -> Result<Option<MeetingWithHost>, MeetingError> {
+pub async fn meeting(src: &Sources, id: Uuid) -> Result<Option<CachedMeeting>, MeetingError> {
     let key = CacheKey::meeting(id);
     src.cache
-        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
-            let Some(meeting) = db::find_meeting(&mut *src.db.conn().await?, id).await? else {
-                return Ok(None);
-            };
-            let mut cards = tagged_cards(&tagger, src, ctx, [meeting.host_id]).await?;
-            let host = cards.remove(&meeting.host_id);
-            Ok(Some(MeetingWithHost { meeting, host }))
+        .get_or_load(&key, key.ttl(), &[], async || {
+            let meeting = db::find_meeting(&mut *src.db.conn().await?, id).await?;
+            Ok::<_, MeetingError>(meeting.map(|meeting| CachedMeeting {
+                host: UserRef(meeting.host_id),
+                meeting,
+            }))
         })
         .await
 }
@@ -157,18 +158,14 @@ pub async fn meeting(
 /// `code` must be well-formed (checked before any Redis or Postgres call).
 pub async fn meeting_by_invite_code(
     src: &Sources,
-    ctx: &RequestCtx,
     code: &str,
 ) -> Result<Option<InvitePreview>, MeetingError> {
     let key = CacheKey::meeting_by_invite_code(code);
     src.cache
-        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
-            let Some(m) = db::find_by_invite_code(&mut *src.db.conn().await?, code).await? else {
-                return Ok(None);
-            };
-            let mut cards = tagged_cards(&tagger, src, ctx, [m.host_id]).await?;
-            Ok(Some(InvitePreview {
-                host: cards.remove(&m.host_id),
+        .get_or_load(&key, key.ttl(), &[], async || {
+            let meeting = db::find_by_invite_code(&mut *src.db.conn().await?, code).await?;
+            Ok::<_, MeetingError>(meeting.map(|m| InvitePreview {
+                host: UserRef(m.host_id),
                 id: m.id,
                 title: m.title,
                 status: m.status,
@@ -246,13 +243,12 @@ pub const MAX_PARTICIPANTS_PAGE: usize = 100;
 /// `None`: no such meeting, or `after` is not one of its participants.
 pub async fn participants_page(
     src: &Sources,
-    ctx: &RequestCtx,
     id: Uuid,
     after: Option<Uuid>,
     limit: usize,
 ) -> Result<Option<ParticipantsPage>, MeetingError> {
     if after.is_none() && limit <= PARTICIPANTS_PAGE {
-        let Some(first) = participants(src, ctx, id).await? else {
+        let Some(first) = participants(src, id).await? else {
             return Ok(None);
         };
         let more = first.more || first.items.len() > limit;
@@ -267,14 +263,7 @@ pub async fn participants_page(
     };
     let more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let cards = src.users.cards(ctx, rows.iter().map(|p| p.user_id)).await?;
-    let items = rows
-        .into_iter()
-        .map(|participant| ParticipantItem {
-            user: cards.get(&participant.user_id).cloned(),
-            participant,
-        })
-        .collect();
+    let items = rows.into_iter().map(ParticipantItem::from).collect();
     Ok(Some(page(items, more)))
 }
 
@@ -285,61 +274,46 @@ fn page(items: Vec<ParticipantItem>, more: bool) -> ParticipantsPage {
     ParticipantsPage { items, next_after }
 }
 
-/// The meeting's first `PARTICIPANTS_PAGE` participant rows with their
-/// users, oldest join first; `None` when the meeting does not exist.
-pub async fn participants(
-    src: &Sources,
-    ctx: &RequestCtx,
-    id: Uuid,
-) -> Result<Option<Participants>, MeetingError> {
+/// The meeting's first `PARTICIPANTS_PAGE` participant rows, oldest join
+/// first; `None` when the meeting does not exist.
+pub async fn participants(src: &Sources, id: Uuid) -> Result<Option<Participants>, MeetingError> {
     let key = CacheKey::meeting_participants(id);
     src.cache
-        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
-            let (host_id, rows) = {
-                let mut conn = src.db.conn().await?;
-                let Some(meeting) = db::find_meeting(&mut conn, id).await? else {
-                    return Ok(None);
-                };
-                let page = i64::try_from(PARTICIPANTS_PAGE + 1).unwrap_or(i64::MAX);
-                let rows = db::participants_page(&mut conn, id, None, page).await?;
-                (meeting.host_id, rows.unwrap_or_default())
+        .get_or_load(&key, key.ttl(), &[], async || {
+            let mut conn = src.db.conn().await?;
+            let Some(meeting) = db::find_meeting(&mut conn, id).await? else {
+                return Ok::<_, MeetingError>(None);
             };
-            let more = rows.len() > PARTICIPANTS_PAGE;
-            let rows: Vec<_> = rows.into_iter().take(PARTICIPANTS_PAGE).collect();
-            let cards = tagged_cards(&tagger, src, ctx, rows.iter().map(|p| p.user_id)).await?;
-            let items = rows
-                .into_iter()
-                .map(|participant| ParticipantItem {
-                    user: cards.get(&participant.user_id).cloned(),
-                    participant,
-                })
-                .collect();
+            let page = i64::try_from(PARTICIPANTS_PAGE + 1).unwrap_or(i64::MAX);
+            let rows = db::participants_page(&mut conn, id, None, page)
+                .await?
+                .unwrap_or_default();
             Ok(Some(Participants {
-                host_id,
-                items,
-                more,
+                host_id: meeting.host_id,
+                more: rows.len() > PARTICIPANTS_PAGE,
+                items: rows
+                    .into_iter()
+                    .take(PARTICIPANTS_PAGE)
+                    .map(ParticipantItem::from)
+                    .collect(),
             }))
         })
         .await
 }
 
-pub async fn live_meetings(src: &Sources, ctx: &RequestCtx) -> Result<Vec<LiveItem>, MeetingError> {
+pub async fn live_meetings(src: &Sources) -> Result<Vec<LiveItem>, MeetingError> {
     let key = CacheKey::live_meetings();
     let items = src
         .cache
-        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
-            let (rows, counts) = {
-                let mut conn = src.db.conn().await?;
-                let rows = db::live_meetings(&mut conn, LIVE_PAGE).await?;
-                let ids: Vec<Uuid> = rows.iter().map(|m| m.id).collect();
-                let counts = db::count_active_many(&mut conn, &ids).await?;
-                (rows, counts)
-            };
-            let cards = tagged_cards(&tagger, src, ctx, rows.iter().map(|m| m.host_id)).await?;
+        .get_or_load(&key, key.ttl(), &[], async || {
+            let mut conn = src.db.conn().await?;
+            let rows = db::live_meetings(&mut conn, LIVE_PAGE).await?;
+            let ids: Vec<Uuid> = rows.iter().map(|m| m.id).collect();
+            let counts = db::count_active_many(&mut conn, &ids).await?;
             Ok::<_, MeetingError>(Some(
                 rows.into_iter()
                     .map(|m| LiveItem {
-                        host: cards.get(&m.host_id).cloned(),
+                        host: UserRef(m.host_id),
                         participants: counts.get(&m.id).copied().unwrap_or(0),
                         id: m.id,
                         title: m.title,
@@ -353,20 +327,16 @@ pub async fn live_meetings(src: &Sources, ctx: &RequestCtx) -> Result<Vec<LiveIt
     Ok(items.unwrap_or_default())
 }
 
-pub async fn scheduled_meetings(
-    src: &Sources,
-    ctx: &RequestCtx,
-) -> Result<Vec<ScheduledItem>, MeetingError> {
+pub async fn scheduled_meetings(src: &Sources) -> Result<Vec<ScheduledItem>, MeetingError> {
     let key = CacheKey::scheduled_meetings();
     let items = src
         .cache
-        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
+        .get_or_load(&key, key.ttl(), &[], async || {
             let rows = db::scheduled_meetings(&mut *src.db.conn().await?, SCHEDULED_PAGE).await?;
-            let cards = tagged_cards(&tagger, src, ctx, rows.iter().map(|m| m.host_id)).await?;
             Ok::<_, MeetingError>(Some(
                 rows.into_iter()
                     .map(|m| ScheduledItem {
-                        host: cards.get(&m.host_id).cloned(),
+                        host: UserRef(m.host_id),
                         id: m.id,
                         title: m.title,
                         description: m.description,
@@ -379,7 +349,7 @@ pub async fn scheduled_meetings(
     Ok(items.unwrap_or_default())
 }
 
-/// Meetings `user` hosts, newest first. Embeds no other user: untagged.
+/// Meetings `user` hosts, newest first.
 pub async fn user_meetings(src: &Sources, user: Uuid) -> Result<Vec<MeetingRow>, MeetingError> {
     let key = CacheKey::user_meetings(user);
     let rows = src
@@ -393,25 +363,22 @@ pub async fn user_meetings(src: &Sources, user: Uuid) -> Result<Vec<MeetingRow>,
     Ok(rows.unwrap_or_default())
 }
 
-/// The meetings `user` joined, newest join first, each with its host.
+/// The meetings `user` joined, newest join first, each with its host's id.
 pub async fn user_participations(
     src: &Sources,
-    ctx: &RequestCtx,
     user: Uuid,
 ) -> Result<Vec<ParticipationItem>, MeetingError> {
     let key = CacheKey::user_participations(user);
     let items = src
         .cache
-        .get_or_load_tagged(&key, key.ttl(), async |tagger| {
+        .get_or_load(&key, key.ttl(), &[], async || {
             let rows = db::participations(&mut *src.db.conn().await?, user, USER_PAGE).await?;
-            let cards =
-                tagged_cards(&tagger, src, ctx, rows.iter().map(|(_, m)| m.host_id)).await?;
             Ok::<_, MeetingError>(Some(
                 rows.into_iter()
                     .map(|(participant, m)| ParticipationItem {
                         participant,
                         meeting: ParticipationMeeting {
-                            host: cards.get(&m.host_id).cloned(),
+                            host: UserRef(m.host_id),
                             id: m.id,
                             title: m.title,
                             status: m.status,

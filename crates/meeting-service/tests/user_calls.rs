@@ -1,6 +1,8 @@
 //! How the meeting service talks to user-service, against a fake one that
-//! counts calls: one `BatchGetUsers` per answer (never one per row), none on
-//! a cache hit, and the caller's request id carried onto every call.
+//! counts calls: one `BatchGetUsers` per answer that shows users (never one
+//! per row), cold or warm — cached values hold ids, the cards are composed
+//! per answer — none for an answer that shows no user, and the caller's
+//! request id carried onto every call.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -187,15 +189,23 @@ async fn one_batch_call_per_answer_with_the_request_id() {
 
     let guests: Vec<String> = (0..6).map(|_| Uuid::new_v4().to_string()).collect();
     for guest in &guests {
-        h.client
+        let joined = h
+            .client
             .join_meeting(pb::JoinMeetingRequest {
                 caller_id: guest.clone(),
                 invite_code: meeting.invite_code.clone().unwrap(),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner();
+        assert!(joined.meeting.unwrap().host.is_some());
+        // The host's card and the caller's registration: one batch.
+        let calls = h.users.take();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        let mut expected = vec![host.clone(), guest.clone()];
+        expected.sort();
+        assert_eq!(calls[0].0, expected);
     }
-    h.users.take();
 
     let list = h
         .client
@@ -218,12 +228,24 @@ async fn one_batch_call_per_answer_with_the_request_id() {
     assert_eq!(ids.len(), 7);
     assert_eq!(request_id, "req-list");
 
-    // Served from the cache: no call at all.
+    // Served from the cache: the cards are still composed, in one call.
     h.client
         .list_participants(pb::ListParticipantsRequest {
             caller_id: host.clone(),
             id: meeting.id.clone(),
             ..Default::default()
+        })
+        .await
+        .unwrap();
+    let calls = h.users.take();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].0.len(), 7);
+
+    // An access check shows no user: no call.
+    h.client
+        .check_access(pb::CheckAccessRequest {
+            caller_id: guests[0].clone(),
+            meeting_id: meeting.id.clone(),
         })
         .await
         .unwrap();
@@ -269,7 +291,19 @@ async fn one_batch_call_per_answer_with_the_request_id() {
         .into_inner();
     assert_eq!(details.participant_count, 7);
     assert_eq!(details.chat_message_count, None);
-    assert_eq!(h.users.take(), [(vec![host], "req-details".to_owned())]);
+    assert_eq!(
+        h.users.take(),
+        [(vec![host.clone()], "req-details".to_owned())]
+    );
+    // Warm, for a participant (the membership check beside the card): one.
+    h.client
+        .get_meeting(pb::GetMeetingRequest {
+            caller_id: guests[0].clone(),
+            id: meeting.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(h.users.take().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,9 +94,8 @@ pub struct TestOptions {
     /// user-service (as the meeting service and gateway dial it) and
     /// meeting-service (as the gateway dials it): `TestApp::proxies`.
     pub proxies: bool,
-    /// Give user-service its own cache client (pool, breaker, holds), on a
-    /// proxy in front of the Redis: `TestApp::user_redis`. Single Redis only
-    /// (a cluster's nodes announce their own addresses).
+    /// user-service gets its own cache client (pool, breaker, holds) behind
+    /// a proxy to the (single, not cluster) Redis: `TestApp::user_redis`.
     pub user_redis_proxy: bool,
     /// The meeting service's deadline on user-service calls (default 5 s).
     pub user_call_timeout: Option<Duration>,
@@ -119,55 +118,52 @@ pub struct Proxies {
 
 impl Proxies {
     async fn start(user_db_url: &str) -> (Self, String) {
-        let mut url = url::Url::parse(user_db_url).unwrap();
-        let postgres = (
-            url.host_str().unwrap().to_owned(),
-            url.port().unwrap_or(5432),
-        );
-        let postgres = tokio::net::lookup_host(postgres)
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
-        let user_db = TcpProxy::start(postgres).await.unwrap();
-        url.set_host(Some("127.0.0.1")).unwrap();
-        url.set_port(Some(user_db.addr().port())).unwrap();
+        let (user_db, url) = proxied(user_db_url, 5432).await;
         let proxies = Self {
             user_db,
             user_grpc: TcpProxy::unpointed().await.unwrap(),
             meeting_grpc: TcpProxy::unpointed().await.unwrap(),
             recording_grpc: TcpProxy::unpointed().await.unwrap(),
         };
-        (proxies, url.to_string())
+        (proxies, url)
     }
 }
 
-/// A cache client of its own (same prefix, its own metrics registry) that
-/// reaches `config`'s Redis through a proxy.
-async fn user_cache_behind_proxy(config: &CacheConfig) -> (TcpProxy, Cache) {
-    assert!(
-        config.cluster_nodes.is_empty(),
-        "a per-service Redis proxy needs a single Redis"
-    );
-    let mut url = url::Url::parse(&config.redis_url).unwrap();
-    let redis = (
+/// A proxy in front of the server `url` names, and `url` pointed at it.
+async fn proxied(url: &str, default_port: u16) -> (TcpProxy, String) {
+    let mut url = url::Url::parse(url).unwrap();
+    let server = (
         url.host_str().unwrap().to_owned(),
-        url.port().unwrap_or(6379),
+        url.port().unwrap_or(default_port),
     );
-    let redis = tokio::net::lookup_host(redis)
+    let server = tokio::net::lookup_host(server)
         .await
         .unwrap()
         .next()
         .unwrap();
-    let proxy = TcpProxy::start(redis).await.unwrap();
+    let proxy = TcpProxy::start(server).await.unwrap();
     url.set_host(Some("127.0.0.1")).unwrap();
     url.set_port(Some(proxy.addr().port())).unwrap();
+    (proxy, url.to_string())
+}
+
+/// With `TestOptions::user_redis_proxy`: a cache client of its own (same
+/// prefix, its own metrics registry) reaching `config`'s Redis via a proxy.
+async fn user_redis_link(
+    options: &TestOptions,
+    config: &CacheConfig,
+) -> (Option<TcpProxy>, Option<Cache>) {
+    if !options.user_redis_proxy {
+        return (None, None);
+    }
+    assert!(config.cluster_nodes.is_empty(), "a single Redis only");
+    let (proxy, redis_url) = proxied(&config.redis_url, 6379).await;
     let config = CacheConfig {
-        redis_url: url.to_string(),
+        redis_url,
         ..config.clone()
     };
     let metrics = CacheMetrics::register(&prometheus::Registry::new()).unwrap();
-    (proxy, Cache::new(&config, metrics).unwrap())
+    (Some(proxy), Some(Cache::new(&config, metrics).unwrap()))
 }
 
 pub fn shared_redis_url() -> String {
@@ -242,12 +238,7 @@ impl TestApp {
         } else {
             (None, urls.user.clone())
         };
-        let (user_redis, user_cache) = if options.user_redis_proxy {
-            let (proxy, cache) = user_cache_behind_proxy(&cache_config).await;
-            (Some(proxy), Some(cache))
-        } else {
-            (None, None)
-        };
+        let (user_redis, user_cache) = user_redis_link(options, &cache_config).await;
         let dial = |proxy: &TcpProxy| Some(format!("http://{}", proxy.addr()));
         let service = |url: &str| huddle_serve::ServiceConfig {
             listen_addr: "127.0.0.1:0".parse().unwrap(),

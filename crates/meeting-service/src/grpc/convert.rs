@@ -1,15 +1,25 @@
 //! Rows and cached values → proto messages. Who may see what is decided
 //! here in one place: the invite code goes to the meeting's host only.
+//! Cached values hold user ids; the cards come from the answer's one
+//! `BatchGetUsers` call (`Cards`).
 
 use huddle_domain::time::to_proto as ts;
 use huddle_proto::meeting::v1 as pb;
 use uuid::Uuid;
 
 use crate::{
-    cache::{LiveItem, ParticipantItem, ParticipationItem, ScheduledItem},
+    cache::{LiveItem, ParticipantItem, ParticipationItem, ScheduledItem, UserRef},
     db::{MeetingRow, ParticipantRow, Status},
     users::UserCard,
 };
+
+/// The cards of the users one answer shows, fetched in one call. A user
+/// user-service does not know is shown as no user, as before.
+pub(super) type Cards = std::collections::HashMap<Uuid, UserCard>;
+
+fn card(cards: &Cards, user: UserRef) -> Option<pb::UserRef> {
+    cards.get(&user.0).map(user_pb)
+}
 
 pub(super) fn status_pb(status: Status) -> i32 {
     match status {
@@ -59,10 +69,13 @@ pub(super) fn participant_pb(p: &ParticipantRow) -> pb::Participant {
     }
 }
 
-pub(super) fn participant_with_user_pb(p: &ParticipantItem) -> pb::ParticipantWithUser {
+pub(super) fn participant_with_user_pb(
+    p: &ParticipantItem,
+    cards: &Cards,
+) -> pb::ParticipantWithUser {
     pb::ParticipantWithUser {
         participant: Some(participant_pb(&p.participant)),
-        user: p.user.as_ref().map(user_pb),
+        user: card(cards, p.user),
     }
 }
 
@@ -74,28 +87,28 @@ pub(super) fn user_pb(u: &UserCard) -> pb::UserRef {
     }
 }
 
-pub(super) fn live_pb(m: LiveItem) -> pb::LiveMeeting {
+pub(super) fn live_pb(m: LiveItem, cards: &Cards) -> pb::LiveMeeting {
     pb::LiveMeeting {
         id: m.id.to_string(),
         title: m.title,
         scheduled_at: Some(ts(m.scheduled_at)),
         started_at: m.started_at.map(ts),
-        host: m.host.as_ref().map(user_pb),
+        host: card(cards, m.host),
         participant_count: unsigned(m.participants),
     }
 }
 
-pub(super) fn scheduled_pb(m: ScheduledItem) -> pb::ScheduledMeeting {
+pub(super) fn scheduled_pb(m: ScheduledItem, cards: &Cards) -> pb::ScheduledMeeting {
     pb::ScheduledMeeting {
         id: m.id.to_string(),
         title: m.title,
         description: m.description,
         scheduled_at: Some(ts(m.scheduled_at)),
-        host: m.host.as_ref().map(user_pb),
+        host: card(cards, m.host),
     }
 }
 
-pub(super) fn participation_pb(p: ParticipationItem) -> pb::Participation {
+pub(super) fn participation_pb(p: ParticipationItem, cards: &Cards) -> pb::Participation {
     let m = p.meeting;
     pb::Participation {
         participant: Some(participant_pb(&p.participant)),
@@ -106,7 +119,7 @@ pub(super) fn participation_pb(p: ParticipationItem) -> pb::Participation {
             scheduled_at: Some(ts(m.scheduled_at)),
             started_at: m.started_at.map(ts),
             ended_at: m.ended_at.map(ts),
-            host: m.host.as_ref().map(user_pb),
+            host: card(cards, m.host),
         }),
     }
 }

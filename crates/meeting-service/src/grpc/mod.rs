@@ -21,10 +21,10 @@ use tonic::{Request, Response, Status as GrpcStatus};
 use uuid::Uuid;
 
 use self::convert::{
-    live_pb, meeting_pb, participant_with_user_pb, participation_pb, scheduled_pb, unsigned,
+    Cards, live_pb, meeting_pb, participant_with_user_pb, participation_pb, scheduled_pb, unsigned,
 };
 use crate::{
-    cache::{self, Sources},
+    cache::{self, Sources, UserRef},
     cascade::Cascade,
     db::{self, Status},
     error::MeetingError,
@@ -56,11 +56,26 @@ impl MeetingApi {
         if self.src.users.exists(ctx, caller).await? {
             Ok(())
         } else {
-            Err(MeetingError::PermissionDenied(
-                "the caller is not a registered user",
-            ))
+            Err(not_registered())
         }
     }
+
+    /// The cards of every user an answer shows: the answer's one
+    /// `BatchGetUsers` call, which user-service serves from its own cached
+    /// `user` keys (and from Postgres while its reads are held). Composed
+    /// per answer, never cached here, so no meeting value can outlive a
+    /// profile update (`cache.rs`).
+    async fn cards(&self, ctx: &RequestCtx, users: Vec<UserRef>) -> Result<Cards, MeetingError> {
+        Ok(self
+            .src
+            .users
+            .cards(ctx, users.into_iter().map(|u| u.0))
+            .await?)
+    }
+}
+
+fn not_registered() -> MeetingError {
+    MeetingError::PermissionDenied("the caller is not a registered user")
 }
 
 /// Why a non-host may not do a host-only thing to an existing meeting: a
@@ -139,9 +154,12 @@ impl MeetingService for MeetingApi {
     ) -> Reply<pb::ListLiveMeetingsResponse> {
         let ctx = RequestCtx::from_request(&req);
         async {
-            let items = cache::live_meetings(&self.src, &ctx).await?;
+            let items = cache::live_meetings(&self.src).await?;
+            let cards = self
+                .cards(&ctx, items.iter().map(|m| m.host).collect())
+                .await?;
             Ok(Response::new(pb::ListLiveMeetingsResponse {
-                meetings: items.into_iter().map(live_pb).collect(),
+                meetings: items.into_iter().map(|m| live_pb(m, &cards)).collect(),
             }))
         }
         .await
@@ -154,9 +172,12 @@ impl MeetingService for MeetingApi {
     ) -> Reply<pb::ListScheduledMeetingsResponse> {
         let ctx = RequestCtx::from_request(&req);
         async {
-            let items = cache::scheduled_meetings(&self.src, &ctx).await?;
+            let items = cache::scheduled_meetings(&self.src).await?;
+            let cards = self
+                .cards(&ctx, items.iter().map(|m| m.host).collect())
+                .await?;
             Ok(Response::new(pb::ListScheduledMeetingsResponse {
-                meetings: items.into_iter().map(scheduled_pb).collect(),
+                meetings: items.into_iter().map(|m| scheduled_pb(m, &cards)).collect(),
             }))
         }
         .await
@@ -164,8 +185,7 @@ impl MeetingService for MeetingApi {
     }
 
     async fn check_access(&self, req: Request<pb::CheckAccessRequest>) -> Reply<pb::Access> {
-        let ctx = RequestCtx::from_request(&req);
-        async { Ok(Response::new(self.access(&ctx, req.get_ref()).await?)) }
+        async { Ok(Response::new(self.access(req.get_ref()).await?)) }
             .await
             .map_err(|e: MeetingError| GrpcStatus::from(e))
     }
@@ -192,18 +212,27 @@ impl MeetingService for MeetingApi {
                     )));
                 }
             };
-            self.authorize_read(id, caller).await?;
+            // Side by side: the page is read whatever the check says, but
+            // answered only if it admits the caller.
+            let (authorized, page) = tokio::join!(
+                self.authorize_read(id, caller),
+                cache::participants_page(&self.src, id, after, limit),
+            );
+            authorized?;
             // An `after` that is no participant of this meeting (a cursor
             // from elsewhere) is an empty page, not an error: the id is
             // well-formed, so the request is valid.
-            let page = cache::participants_page(&self.src, &ctx, id, after, limit)
-                .await?
-                .unwrap_or(cache::ParticipantsPage {
-                    items: Vec::new(),
-                    next_after: None,
-                });
+            let page = page?.unwrap_or(cache::ParticipantsPage {
+                items: Vec::new(),
+                next_after: None,
+            });
+            let cards = self
+                .cards(&ctx, page.items.iter().map(|p| p.user).collect())
+                .await?;
             Ok(Response::new(pb::ListParticipantsResponse {
-                participants: page.items.iter().map(participant_with_user_pb).collect(),
+                participants: (page.items.iter())
+                    .map(|p| participant_with_user_pb(p, &cards))
+                    .collect(),
                 next_after: page.next_after.map(|p| p.to_string()).unwrap_or_default(),
             }))
         }
@@ -251,9 +280,14 @@ impl MeetingService for MeetingApi {
         let ctx = RequestCtx::from_request(&req);
         async {
             let user = id::parse("userId", &req.get_ref().user_id)?;
-            let items = cache::user_participations(&self.src, &ctx, user).await?;
+            let items = cache::user_participations(&self.src, user).await?;
+            let cards = self
+                .cards(&ctx, items.iter().map(|p| p.meeting.host).collect())
+                .await?;
             Ok(Response::new(pb::ListUserParticipationsResponse {
-                participations: items.into_iter().map(participation_pb).collect(),
+                participations: (items.into_iter())
+                    .map(|p| participation_pb(p, &cards))
+                    .collect(),
             }))
         }
         .await

@@ -13,10 +13,10 @@ use uuid::Uuid;
 use super::{
     CODE_ATTEMPTS, MeetingApi,
     convert::{meeting_pb, participant_pb, preview_pb},
-    not_host,
+    not_host, not_registered,
 };
 use crate::{
-    cache,
+    cache::{self, UserRef},
     cascade::Cascade,
     db::{self, NewMeeting, Status},
     error::MeetingError,
@@ -164,13 +164,18 @@ impl MeetingApi {
         // A malformed code is refused before any Redis or Postgres call.
         let code = invite_code::parse(&req.invite_code)?;
         let caller = id::parse("callerId", &req.caller_id)?;
-        let preview = cache::meeting_by_invite_code(&self.src, ctx, code)
+        let preview = cache::meeting_by_invite_code(&self.src, code)
             .await?
             .ok_or(MeetingError::InvalidInviteCode)?;
         if preview.status == Status::Ended {
             return Err(ended_conflict());
         }
-        self.require_user(ctx, caller).await?;
+        // One call: the host's card for the answer, and whether the caller
+        // is a registered user.
+        let cards = self.cards(ctx, vec![preview.host, UserRef(caller)]).await?;
+        if !cards.contains_key(&caller) {
+            return Err(not_registered());
+        }
 
         let mut conn = self.src.db.conn().await?;
         let (meeting, participant, recorded) = conn
@@ -197,7 +202,7 @@ impl MeetingApi {
         let joined_now = recorded.is_some();
         self.outbox.after_commit(recorded).await?;
         Ok(pb::JoinMeetingResponse {
-            meeting: Some(preview_pb(&meeting, preview.host.as_ref())),
+            meeting: Some(preview_pb(&meeting, cards.get(&meeting.host_id))),
             participant: Some(participant_pb(&participant)),
             joined_now,
         })
