@@ -30,6 +30,10 @@ pub(crate) enum Backend {
     /// The primary Sentinel names, asked again for every new connection.
     Sentinel {
         pool: deadpool_redis::sentinel::Pool,
+        sentinels: Vec<String>,
+        master: String,
+        /// The primary's address Sentinel named last.
+        named: std::sync::Mutex<Option<String>>,
     },
 }
 
@@ -37,6 +41,17 @@ pub(crate) enum Conn {
     Single(deadpool_redis::Connection),
     Cluster(deadpool_redis::cluster::Connection),
     Sentinel(deadpool_redis::sentinel::Connection),
+}
+
+impl Conn {
+    /// Closes this connection instead of returning it to the pool.
+    pub(crate) fn discard(self) {
+        match self {
+            Self::Single(c) => drop(deadpool_redis::Connection::take(c)),
+            Self::Cluster(c) => drop(deadpool_redis::cluster::Connection::take(c)),
+            Self::Sentinel(c) => drop(deadpool_redis::sentinel::Connection::take(c)),
+        }
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -76,7 +91,7 @@ impl Backend {
         match self {
             Self::Single { pool, .. } => pool.status(),
             Self::Cluster { pool, .. } => pool.status(),
-            Self::Sentinel { pool } => pool.status(),
+            Self::Sentinel { pool, .. } => pool.status(),
         }
     }
 
@@ -111,7 +126,12 @@ impl Backend {
                 }))
                 .build()
                 .map_err(built)?;
-            Ok(Self::Sentinel { pool })
+            Ok(Self::Sentinel {
+                pool,
+                sentinels: config.sentinels.clone(),
+                master: config.sentinel_master.clone(),
+                named: std::sync::Mutex::default(),
+            })
         } else if config.cluster_nodes.is_empty() {
             let mut single = deadpool_redis::Config::from_url(&config.redis_url);
             single.pool = Some(limits);
@@ -144,6 +164,65 @@ impl Backend {
         }
     }
 
+    /// Whether Sentinel now names another primary than it did last time
+    /// (then every pooled connection is closed: they lead to the old one,
+    /// which keeps answering until Sentinel demotes it). False when no
+    /// Sentinel answers: the pool's own connections decide then.
+    pub(crate) async fn sentinel_switched(&self) -> bool {
+        let Self::Sentinel {
+            pool,
+            sentinels,
+            master,
+            named,
+        } = self
+        else {
+            return false;
+        };
+        let mut now = None;
+        for sentinel in sentinels {
+            let Ok(client) = redis::Client::open(format!("redis://{sentinel}")) else {
+                continue;
+            };
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                continue;
+            };
+            // `SENTINEL MASTER`, as the pool's own lookup reads it: it names
+            // the new primary once the failover is complete (an address
+            // named earlier would be refused by that lookup anyway).
+            let fields: Result<std::collections::HashMap<String, String>, _> =
+                redis::cmd("SENTINEL")
+                    .arg("MASTER")
+                    .arg(master)
+                    .query_async(&mut conn)
+                    .await;
+            if let Ok(fields) = fields
+                && let (Some(ip), Some(port)) = (fields.get("ip"), fields.get("port"))
+            {
+                now = Some(format!("{ip}:{port}"));
+                break;
+            }
+        }
+        let Some(now) = now else {
+            return false;
+        };
+        let before = named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(now.clone());
+        let switched = before.is_some_and(|b| b != now);
+        if switched {
+            tracing::warn!(primary = %now, "sentinel switched the redis primary; reconnecting");
+            pool.retain(|_, _| false);
+        }
+        switched
+    }
+
+    /// Sentinel's answer has not been read yet (it is, on the next call).
+    pub(crate) fn sentinel_unknown(&self) -> bool {
+        matches!(self, Self::Sentinel { named, .. }
+            if named.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none())
+    }
+
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster { .. })
     }
@@ -152,7 +231,7 @@ impl Backend {
         match self {
             Self::Single { pool, .. } => pool.get().await.map(Conn::Single).map_err(pool_error),
             Self::Cluster { pool, .. } => pool.get().await.map(Conn::Cluster).map_err(pool_error),
-            Self::Sentinel { pool } => pool.get().await.map(Conn::Sentinel).map_err(pool_error),
+            Self::Sentinel { pool, .. } => pool.get().await.map(Conn::Sentinel).map_err(pool_error),
         }
     }
 
@@ -165,7 +244,7 @@ impl Backend {
             Self::Single { url, .. } => vec![url.clone()],
             Self::Cluster { nodes, .. } => nodes.clone(),
             // The primary Sentinel names now, on a connection of its own.
-            Self::Sentinel { pool } => {
+            Self::Sentinel { pool, .. } => {
                 let conn = pool.get().await.map_err(pool_error)?;
                 return Ok(vec![deadpool_redis::sentinel::Connection::take(conn)]);
             }
@@ -193,7 +272,7 @@ impl Backend {
         match self {
             Self::Single { pool, .. } => pool.close(),
             Self::Cluster { pool, .. } => pool.close(),
-            Self::Sentinel { pool } => pool.close(),
+            Self::Sentinel { pool, .. } => pool.close(),
         }
     }
 }

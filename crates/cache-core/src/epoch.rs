@@ -143,7 +143,7 @@ impl Epoch {
             None => None,
         };
         let prefix = self.move_to(&seen, generation);
-        let segment = &prefix[self.base.len()..];
+        let segment = prefix[self.base.len()..].trim_end_matches(':');
         redis::cmd("SET")
             .arg(&self.marker)
             .arg(format!("{} {segment}", seen.replid))
@@ -264,5 +264,7 @@ mod tests {
         assert_eq!(epoch.version(), 1);
         assert_eq!(epoch.current("huddle:v0:"), "huddle:v0:gr2:");
         assert_eq!(epoch.previous("huddle:v0:").as_deref(), Some("huddle:v0:"));
+        assert_eq!(epoch.move_to(&seen("r2"), Some("gr2".into())), "huddle:v1:gr2:");
+        assert_eq!(epoch.version(), 1);
     }
 }

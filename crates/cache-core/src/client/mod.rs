@@ -257,7 +257,17 @@ impl Cache {
         let result = tokio::time::timeout(timeout, async {
             let mut conn = inner.backend.get().await?;
             checked_out = true;
-            op(&mut conn).await
+            if let Err(e) = self.recheck(&mut conn).await {
+                conn.discard();
+                return Err(e);
+            }
+            let result = op(&mut conn).await;
+            if matches!(&result, Err(CacheError::Unavailable(m)) if m.contains("READONLY")) {
+                // A demoted primary (Sentinel switched, the endpoint kept
+                // its connections): this one must not serve again.
+                conn.discard();
+            }
+            result
         })
         .await
         .unwrap_or(Err(CacheError::Timeout(timeout)));
@@ -290,6 +300,28 @@ impl Cache {
             self.breaker_changed(state);
         }
         result
+    }
+
+    /// At most once a second, a call first re-reads its server's identity:
+    /// a long-lived connection to a primary that was demoted still answers
+    /// reads (with the new primary's data) and would never notice.
+    async fn recheck(&self, conn: &mut Conn) -> Result<(), CacheError> {
+        let epoch = &self.inner.epoch;
+        let backend = &self.inner.backend;
+        let fresh = epoch.fresh_replicas().is_some() && !backend.sentinel_unknown();
+        if backend.is_cluster() || fresh {
+            return Ok(());
+        }
+        if backend.sentinel_switched().await {
+            return Err(CacheError::Unavailable(
+                "the redis primary moved; reconnecting".into(),
+            ));
+        }
+        epoch
+            .observe(conn)
+            .await
+            .map(drop)
+            .map_err(crate::error::unavailable)
     }
 
     fn breaker_changed(&self, state: BreakerState) {
