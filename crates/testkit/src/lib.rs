@@ -261,7 +261,15 @@ impl TestSentinel {
             dir = dir.display()
         );
         std::fs::write(&conf, text).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
-        let child = Command::new("redis-server")
+        // Debian's redis-sentinel, else the same binary in sentinel mode.
+        let on_path = |bin: &str| Command::new(bin).arg("--version").output().is_ok();
+        let mut command = Command::new(if on_path("redis-sentinel") {
+            "redis-sentinel"
+        } else {
+            "redis-server"
+        });
+        // The config file comes first; `--sentinel` is harmless to both.
+        let child = command
             .arg(&conf)
             .arg("--sentinel")
             .stdout(Stdio::null())
