@@ -218,10 +218,11 @@ pub(crate) fn cluster_min_replicas(nodes: &str) -> u32 {
     }
     for fields in &lines {
         let healthy = fields.len() > 7 && !fields[2].contains("fail") && fields[7] == "connected";
-        if healthy && fields[2].contains("slave") {
-            if let Some(count) = masters.get_mut(fields[3]) {
-                *count += 1;
-            }
+        if healthy
+            && fields[2].contains("slave")
+            && let Some(count) = masters.get_mut(fields[3])
+        {
+            *count += 1;
         }
     }
     masters.into_values().min().unwrap_or(0)
@@ -260,11 +261,17 @@ mod tests {
         };
         assert_eq!(epoch.move_to(&seen("r1"), None), "huddle:v1:");
         assert_eq!(epoch.version(), 0);
-        assert_eq!(epoch.move_to(&seen("r2"), Some("gr2".into())), "huddle:v1:gr2:");
+        assert_eq!(
+            epoch.move_to(&seen("r2"), Some("gr2".into())),
+            "huddle:v1:gr2:"
+        );
         assert_eq!(epoch.version(), 1);
         assert_eq!(epoch.current("huddle:v0:"), "huddle:v0:gr2:");
         assert_eq!(epoch.previous("huddle:v0:").as_deref(), Some("huddle:v0:"));
-        assert_eq!(epoch.move_to(&seen("r2"), Some("gr2".into())), "huddle:v1:gr2:");
+        assert_eq!(
+            epoch.move_to(&seen("r2"), Some("gr2".into())),
+            "huddle:v1:gr2:"
+        );
         assert_eq!(epoch.version(), 1);
     }
 }

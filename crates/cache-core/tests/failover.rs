@@ -9,7 +9,9 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use cache_core::{Cache, CacheConfig, CacheError, CacheKey, CacheMetrics, Invalidation, WaitReplicas};
+use cache_core::{
+    Cache, CacheConfig, CacheError, CacheKey, CacheMetrics, Invalidation, WaitReplicas,
+};
 use huddle_testkit::{TestRedis, TestSentinel, eventually, link::FrozenLink, proxy::TcpProxy};
 use uuid::Uuid;
 
@@ -143,7 +145,11 @@ async fn a_stalled_replica_fails_the_apply_and_its_promotion_serves_nothing_old(
     for _ in 0..20 {
         assert_eq!(read(&cache, &key, "v2").await, "v2");
     }
-    assert_ne!(cache.key_prefix(), config.prefix, "the key generation did not move");
+    assert_ne!(
+        cache.key_prefix(),
+        config.prefix,
+        "the key generation did not move"
+    );
 }
 
 /// (b) WAIT off, the endpoint repointed to a promoted replica that missed a
@@ -226,7 +232,10 @@ async fn a_sentinel_failover_serves_nothing_old() {
         cache.key_prefix() != config.prefix
     })
     .await;
-    assert!(moved, "the cache never followed Sentinel to the new primary");
+    assert!(
+        moved,
+        "the cache never followed Sentinel to the new primary"
+    );
     assert_eq!(read(&cache, &key, "v2").await, "v2");
 }
 

@@ -183,7 +183,12 @@ pub struct Global {
     /// counts as applied: `0` (off), a number (a primary with fewer fails
     /// every apply: rows kept, reads held), or `auto` (those the primary
     /// reports connected; costs nothing on a standalone Redis).
-    #[arg(long, global = true, env = "HUDDLE_REDIS_WAIT_REPLICAS", default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_REDIS_WAIT_REPLICAS",
+        default_value = "auto"
+    )]
     pub redis_wait_replicas: cache_core::WaitReplicas,
     /// How long one `WAIT` may take before its shortfall fails the apply.
     #[arg(long, global = true, env = "HUDDLE_REDIS_WAIT_TIMEOUT_MS", default_value_t = 100,

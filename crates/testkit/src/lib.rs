@@ -197,7 +197,19 @@ impl TestRedis {
     /// done.
     pub fn replica_of(primary_port: u16) -> Self {
         let port = primary_port.to_string();
-        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port]);
+        // A replica loads its first sync from disk by default: keep the file
+        // out of the working tree.
+        let dir = std::env::temp_dir();
+        let dir = dir.to_string_lossy();
+        let replica = Self::start_with(&[
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+            "--repl-diskless-load",
+            "on-empty-db",
+            "--dir",
+            &dir,
+        ]);
         assert!(
             wait_until(|| replica.info("master_link_status").as_deref() == Some("up")),
             "replica of port {primary_port} never synced"
@@ -208,7 +220,11 @@ impl TestRedis {
     /// `REPLICAOF NO ONE`: this replica becomes a primary, with what it has.
     pub fn promote(&self) {
         let out = self.command(&["REPLICAOF", "NO", "ONE"]);
-        assert_eq!(out.as_deref().map(str::trim), Some("OK"), "promotion failed");
+        assert_eq!(
+            out.as_deref().map(str::trim),
+            Some("OK"),
+            "promotion failed"
+        );
     }
 
     /// One field of `INFO` (e.g. `connected_slaves`, `master_replid`).

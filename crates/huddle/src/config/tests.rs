@@ -164,7 +164,10 @@ fn cache_rollout_and_pool_settings_reach_the_cache_config() {
 
 #[test]
 fn failover_settings_reach_the_cache_config() {
-    let defaults = Cli::try_parse_from(["huddle", "all"]).unwrap().global.cache_config();
+    let defaults = Cli::try_parse_from(["huddle", "all"])
+        .unwrap()
+        .global
+        .cache_config();
     assert_eq!(defaults.wait_replicas, cache_core::WaitReplicas::Auto);
     assert!(defaults.sentinels.is_empty());
     let cli = Cli::try_parse_from([
