@@ -144,11 +144,17 @@ impl Epoch {
         };
         let prefix = self.move_to(&seen, generation);
         let segment = prefix[self.base.len()..].trim_end_matches(':');
-        redis::cmd("SET")
+        // Best effort: a primary refusing writes (full, `min-replicas-to-
+        // write`) must still serve reads; the next new connection retries.
+        let marked = redis::cmd("SET")
             .arg(&self.marker)
             .arg(format!("{} {segment}", seen.replid))
             .query_async::<()>(conn)
-            .await?;
+            .await;
+        if let Err(e) = marked {
+            tracing::warn!(error = %e, "cannot record the cache generation on redis");
+            self.write().replid = None;
+        }
         Ok(seen.replicas)
     }
 

@@ -48,26 +48,33 @@ impl Cache {
     /// have not seen a primary change yet still read it); if the generation
     /// moves meanwhile, the invalidation runs again under the new one.
     pub async fn invalidate(&self, invalidation: &Invalidation) -> Result<usize, CacheError> {
-        let required = self.required_replicas().await?;
         for _ in 0..MAX_MOVES {
             let version = self.inner.epoch.version();
-            let mut deleted = 0;
-            let mut tagged = 0;
-            for prefix in self.invalidation_prefixes() {
-                let (gone, members) = self
-                    .invalidate_under(&prefix, invalidation, required)
-                    .await?;
-                deleted += gone;
-                tagged += members;
-            }
+            let result = self.invalidate_once(invalidation).await;
+            // A move meanwhile (a new primary, met on a new connection):
+            // again under the new generation and with its replica count.
             if self.inner.epoch.version() == version {
-                self.count_invalidations(invalidation, tagged);
-                return Ok(deleted);
+                return result;
             }
         }
         Err(CacheError::Unavailable(
             "the redis primary kept changing during an invalidation".into(),
         ))
+    }
+
+    async fn invalidate_once(&self, invalidation: &Invalidation) -> Result<usize, CacheError> {
+        let required = self.required_replicas().await?;
+        let mut deleted = 0;
+        let mut tagged = 0;
+        for prefix in self.invalidation_prefixes() {
+            let (gone, members) = self
+                .invalidate_under(&prefix, invalidation, required)
+                .await?;
+            deleted += gone;
+            tagged += members;
+        }
+        self.count_invalidations(invalidation, tagged);
+        Ok(deleted)
     }
 
     fn invalidation_prefixes(&self) -> Vec<String> {
