@@ -43,7 +43,8 @@ run: setup build
 
 # Target-specific variable: inherited by the `setup` prerequisite.
 test: SETUP_FLAGS += --tools
-# The cache suite also runs against a local 3-master Redis Cluster, started
+# The cache suite also runs against a local Redis Cluster (3 masters, a
+# replica each, so WAIT is exercised), started
 # here and torn down whatever the outcome (scripts/redis-cluster.sh).
 test: setup
 	@nodes=$$(bash scripts/redis-cluster.sh start) || exit 1; \

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# A throwaway 3-master Redis Cluster on loopback for the test suite.
+# A throwaway Redis Cluster on loopback for the test suite: 3 masters, each
+# with one replica, so the cache's WAIT after its deletes is exercised.
 #   scripts/redis-cluster.sh start   # prints the seed-node list on stdout
 #   scripts/redis-cluster.sh stop
 # Nothing persists: the nodes keep no data on disk beyond their cluster config,
 # and `stop` removes it.
 set -euo pipefail
 
-PORTS=(${HUDDLE_TEST_CLUSTER_PORTS:-30101 30102 30103})
+PORTS=(${HUDDLE_TEST_CLUSTER_PORTS:-30101 30102 30103 30104 30105 30106})
+if (( ${#PORTS[@]} % 2 != 0 || ${#PORTS[@]} < 6 )); then
+	echo "HUDDLE_TEST_CLUSTER_PORTS needs an even number (>= 6) of ports: masters and their replicas" >&2
+	exit 2
+fi
 DIR=${HUDDLE_TEST_CLUSTER_DIR:-/var/tmp/huddle-redis-cluster}
 
 stop() {
@@ -40,10 +45,18 @@ start() {
 	done
 	local nodes=()
 	for port in "${PORTS[@]}"; do nodes+=("127.0.0.1:$port"); done
-	redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$DIR/create.log" 2>&1 \
+	redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$DIR/create.log" 2>&1 \
 		|| { cat "$DIR/create.log" >&2; exit 1; }
 	for _ in $(seq 1 100); do
-		if redis-cli -h 127.0.0.1 -p "${PORTS[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
+		# Ready once the cluster serves and every replica has synced (a
+		# replica still syncing would make the first WAITs fall short).
+		local synced=0
+		for port in "${PORTS[@]}"; do
+			redis-cli -h 127.0.0.1 -p "$port" info replication 2>/dev/null \
+				| grep -qE 'role:master|master_link_status:up' && synced=$((synced + 1))
+		done
+		if (( synced == ${#PORTS[@]} )) \
+			&& redis-cli -h 127.0.0.1 -p "${PORTS[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
 			local urls=()
 			for port in "${PORTS[@]}"; do urls+=("redis://127.0.0.1:$port"); done
 			(IFS=,; echo "${urls[*]}")

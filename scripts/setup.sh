@@ -361,6 +361,14 @@ install_test_tools() {
 	# `make deploy-check`: kubectl (kustomize), kubernetes-validate, checkov,
 	# pinned in deploy/check/requirements.txt, in a venv (instant when present).
 	nolock bash "$(dirname -- "${BASH_SOURCE[0]}")/../deploy/check/install-tools.sh"
+	# The failover tests start a Redis Sentinel (crates/testkit TestSentinel):
+	# Debian ships it as its own package (the redis-server binary in sentinel
+	# mode, which the tests fall back to when it is missing).
+	if ! have redis-sentinel; then
+		is_root || need_root "missing package: redis-sentinel" "sudo apt-get install -y redis-sentinel"
+		apt_install redis-sentinel
+	fi
+	log "tools: redis-sentinel ok"
 }
 
 # `make bench`: wrk (the load generator) and redis-benchmark/redis-cli.

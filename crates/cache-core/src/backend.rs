@@ -1,13 +1,21 @@
 //! The Redis connection behind the cache: one server or a Redis Cluster,
 //! behind one connection type, plus the slot arithmetic that keeps every
 //! multi-key command within one hash slot (no CROSSSLOT errors).
+//!
+//! Every new connection to a single server (direct or found through
+//! Sentinel) first checks whose primary it reached ([`Epoch::observe`]), so
+//! no request uses a server the cache has not placed in its epoch.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use deadpool_redis::Runtime;
 use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
 
-use crate::error::{CacheError, unavailable};
+use crate::{
+    config::CacheConfig,
+    epoch::Epoch,
+    error::{CacheError, unavailable},
+};
 
 pub(crate) enum Backend {
     Single {
@@ -19,11 +27,31 @@ pub(crate) enum Backend {
         /// Seed node URLs; admin commands (SCAN, INFO) visit each.
         nodes: Vec<String>,
     },
+    /// The primary Sentinel names, asked again for every new connection.
+    Sentinel {
+        pool: deadpool_redis::sentinel::Pool,
+        sentinels: Vec<String>,
+        master: String,
+        /// The primary's address Sentinel named last.
+        named: std::sync::Mutex<Option<String>>,
+    },
 }
 
 pub(crate) enum Conn {
     Single(deadpool_redis::Connection),
     Cluster(deadpool_redis::cluster::Connection),
+    Sentinel(deadpool_redis::sentinel::Connection),
+}
+
+impl Conn {
+    /// Closes this connection instead of returning it to the pool.
+    pub(crate) fn discard(self) {
+        match self {
+            Self::Single(c) => drop(deadpool_redis::Connection::take(c)),
+            Self::Cluster(c) => drop(deadpool_redis::cluster::Connection::take(c)),
+            Self::Sentinel(c) => drop(deadpool_redis::sentinel::Connection::take(c)),
+        }
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -31,6 +59,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -43,6 +72,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -50,6 +80,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -60,40 +91,136 @@ impl Backend {
         match self {
             Self::Single { pool, .. } => pool.status(),
             Self::Cluster { pool, .. } => pool.status(),
+            Self::Sentinel { pool, .. } => pool.status(),
         }
     }
 
-    pub(crate) fn new(
-        redis_url: &str,
-        cluster_nodes: &[String],
-        pool_size: usize,
-        timeout: Duration,
-    ) -> Result<Self, CacheError> {
-        let mut limits = deadpool_redis::PoolConfig::new(pool_size);
+    pub(crate) fn new(config: &CacheConfig, epoch: &Arc<Epoch>) -> Result<Self, CacheError> {
+        let timeout = config.op_timeout;
+        let mut limits = deadpool_redis::PoolConfig::new(config.pool_size);
         limits.timeouts.wait = Some(timeout);
         limits.timeouts.create = Some(timeout.max(Duration::from_millis(500)));
         limits.timeouts.recycle = Some(timeout);
-        if cluster_nodes.is_empty() {
-            let mut config = deadpool_redis::Config::from_url(redis_url);
-            config.pool = Some(limits);
-            let pool = config
-                .create_pool(Some(Runtime::Tokio1))
-                .map_err(|e| CacheError::Config(e.to_string()))?;
+        let built = |e: deadpool::managed::BuildError| CacheError::Config(e.to_string());
+        let configured = |e: deadpool_redis::ConfigError| CacheError::Config(e.to_string());
+        if !config.sentinels.is_empty() {
+            let urls = config
+                .sentinels
+                .iter()
+                .map(|s| format!("redis://{s}"))
+                .collect::<Vec<_>>();
+            let mut sentinel = deadpool_redis::sentinel::Config::from_urls(
+                urls,
+                config.sentinel_master.clone(),
+                deadpool_redis::sentinel::SentinelServerType::Master,
+            );
+            sentinel.pool = Some(limits);
+            let epoch = epoch.clone();
+            let pool = sentinel
+                .builder()
+                .map_err(configured)?
+                .runtime(Runtime::Tokio1)
+                .post_create(deadpool::managed::Hook::async_fn(move |conn, _| {
+                    let epoch = epoch.clone();
+                    Box::pin(async move { observe(&epoch, conn).await })
+                }))
+                .build()
+                .map_err(built)?;
+            Ok(Self::Sentinel {
+                pool,
+                sentinels: config.sentinels.clone(),
+                master: config.sentinel_master.clone(),
+                named: std::sync::Mutex::default(),
+            })
+        } else if config.cluster_nodes.is_empty() {
+            let mut single = deadpool_redis::Config::from_url(&config.redis_url);
+            single.pool = Some(limits);
+            let epoch = epoch.clone();
+            let pool = single
+                .builder()
+                .map_err(configured)?
+                .runtime(Runtime::Tokio1)
+                .post_create(deadpool::managed::Hook::async_fn(move |conn, _| {
+                    let epoch = epoch.clone();
+                    Box::pin(async move { observe(&epoch, conn).await })
+                }))
+                .build()
+                .map_err(built)?;
             Ok(Self::Single {
                 pool,
-                url: redis_url.to_owned(),
+                url: config.redis_url.clone(),
             })
         } else {
-            let mut config = deadpool_redis::cluster::Config::from_urls(cluster_nodes.to_vec());
-            config.pool = Some(limits);
-            let pool = config
+            let mut cluster =
+                deadpool_redis::cluster::Config::from_urls(config.cluster_nodes.clone());
+            cluster.pool = Some(limits);
+            let pool = cluster
                 .create_pool(Some(Runtime::Tokio1))
                 .map_err(|e| CacheError::Config(e.to_string()))?;
             Ok(Self::Cluster {
                 pool,
-                nodes: cluster_nodes.to_vec(),
+                nodes: config.cluster_nodes.clone(),
             })
         }
+    }
+
+    /// Whether Sentinel now names another primary than it did last time
+    /// (then every pooled connection is closed: they lead to the old one,
+    /// which keeps answering until Sentinel demotes it). False when no
+    /// Sentinel answers: the pool's own connections decide then.
+    pub(crate) async fn sentinel_switched(&self) -> bool {
+        let Self::Sentinel {
+            pool,
+            sentinels,
+            master,
+            named,
+        } = self
+        else {
+            return false;
+        };
+        let mut now = None;
+        for sentinel in sentinels {
+            let Ok(client) = redis::Client::open(format!("redis://{sentinel}")) else {
+                continue;
+            };
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                continue;
+            };
+            // `SENTINEL MASTER`, as the pool's own lookup reads it: it names
+            // the new primary once the failover is complete (an address
+            // named earlier would be refused by that lookup anyway).
+            let fields: Result<std::collections::HashMap<String, String>, _> =
+                redis::cmd("SENTINEL")
+                    .arg("MASTER")
+                    .arg(master)
+                    .query_async(&mut conn)
+                    .await;
+            if let Ok(fields) = fields
+                && let (Some(ip), Some(port)) = (fields.get("ip"), fields.get("port"))
+            {
+                now = Some(format!("{ip}:{port}"));
+                break;
+            }
+        }
+        let Some(now) = now else {
+            return false;
+        };
+        let before = named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(now.clone());
+        let switched = before.is_some_and(|b| b != now);
+        if switched {
+            tracing::warn!(primary = %now, "sentinel switched the redis primary; reconnecting");
+            pool.retain(|_, _| false);
+        }
+        switched
+    }
+
+    /// Sentinel's answer has not been read yet (it is, on the next call).
+    pub(crate) fn sentinel_unknown(&self) -> bool {
+        matches!(self, Self::Sentinel { named, .. }
+            if named.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none())
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
@@ -104,6 +231,7 @@ impl Backend {
         match self {
             Self::Single { pool, .. } => pool.get().await.map(Conn::Single).map_err(pool_error),
             Self::Cluster { pool, .. } => pool.get().await.map(Conn::Cluster).map_err(pool_error),
+            Self::Sentinel { pool, .. } => pool.get().await.map(Conn::Sentinel).map_err(pool_error),
         }
     }
 
@@ -115,6 +243,11 @@ impl Backend {
         let urls: Vec<String> = match self {
             Self::Single { url, .. } => vec![url.clone()],
             Self::Cluster { nodes, .. } => nodes.clone(),
+            // The primary Sentinel names now, on a connection of its own.
+            Self::Sentinel { pool, .. } => {
+                let conn = pool.get().await.map_err(pool_error)?;
+                return Ok(vec![deadpool_redis::sentinel::Connection::take(conn)]);
+            }
         };
         let mut conns = Vec::with_capacity(urls.len());
         for url in urls {
@@ -131,10 +264,7 @@ impl Backend {
 
     /// Every connection the pool may open is open and checked out.
     pub(crate) fn exhausted(&self) -> bool {
-        let status = match self {
-            Self::Single { pool, .. } => pool.status(),
-            Self::Cluster { pool, .. } => pool.status(),
-        };
+        let status = self.pool_status();
         status.size >= status.max_size && status.available == 0
     }
 
@@ -142,6 +272,22 @@ impl Backend {
         match self {
             Self::Single { pool, .. } => pool.close(),
             Self::Cluster { pool, .. } => pool.close(),
+            Self::Sentinel { pool, .. } => pool.close(),
+        }
+    }
+}
+
+/// The post-create hook: a connection is handed out only once its server's
+/// identity is in the epoch (and it is a primary).
+async fn observe(
+    epoch: &Epoch,
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> deadpool::managed::HookResult<redis::RedisError> {
+    match epoch.observe(conn).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "redis connection refused: primary identity unknown");
+            Err(deadpool::managed::HookError::Backend(e))
         }
     }
 }

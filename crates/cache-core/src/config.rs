@@ -35,6 +35,46 @@ pub struct CacheConfig {
     /// measuring what the cache saves (`make bench`) and for ruling the
     /// cache out when diagnosing; never for production.
     pub reads: bool,
+    /// Replicas that must acknowledge an invalidation's writes (`WAIT`)
+    /// before it counts as applied, so a failover cannot lose it.
+    pub wait_replicas: WaitReplicas,
+    /// How long one `WAIT` may block before its shortfall fails the apply.
+    pub wait_timeout: Duration,
+    /// Redis Sentinel addresses (`host:port`); when non-empty the cache asks
+    /// them for the primary of [`CacheConfig::sentinel_master`] and
+    /// `redis_url` is unused.
+    pub sentinels: Vec<String>,
+    pub sentinel_master: String,
+}
+
+/// How many replicas an invalidation waits for (`HUDDLE_REDIS_WAIT_REPLICAS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReplicas {
+    /// No `WAIT`: a standalone Redis, or durability knowingly given up.
+    Off,
+    /// Exactly this many; a primary with fewer connected fails every apply
+    /// (rows kept, reads held) until enough are back.
+    Count(u32),
+    /// As many as the primary reports connected (`INFO replication`,
+    /// re-read at most once a second): nothing with none, all with some.
+    Auto,
+}
+
+impl std::str::FromStr for WaitReplicas {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(Self::Auto),
+            "0" => Ok(Self::Off),
+            n => n
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= 64)
+                .map(Self::Count)
+                .ok_or_else(|| format!("{s:?} is not `auto` or a replica count 0-64")),
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -51,6 +91,10 @@ impl Default for CacheConfig {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
             reads: true,
+            wait_replicas: WaitReplicas::Auto,
+            wait_timeout: Duration::from_millis(100),
+            sentinels: Vec::new(),
+            sentinel_master: "huddle".to_owned(),
         }
     }
 }
@@ -64,10 +108,34 @@ impl CacheConfig {
         if self.pool_size == 0 {
             return Err(CacheError::Config("the Redis pool size must be > 0".into()));
         }
+        if !self.sentinels.is_empty() && !self.cluster_nodes.is_empty() {
+            return Err(CacheError::Config(
+                "set either Redis Sentinels or Redis Cluster nodes, not both".into(),
+            ));
+        }
+        for sentinel in &self.sentinels {
+            let port = sentinel.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(p)) if p > 0) || sentinel.contains('/') {
+                return Err(CacheError::Config(format!(
+                    "Redis Sentinel {sentinel:?} must be host:port"
+                )));
+            }
+        }
+        if !self.sentinels.is_empty() && self.sentinel_master.trim().is_empty() {
+            return Err(CacheError::Config(
+                "the Redis Sentinel master name must not be empty".into(),
+            ));
+        }
+        if self.wait_replicas != WaitReplicas::Off && self.wait_timeout.is_zero() {
+            // WAIT 0 blocks forever.
+            return Err(CacheError::Config(
+                "the Redis WAIT timeout must be > 0 ms".into(),
+            ));
+        }
         Ok(())
     }
 
-    /// Every prefix an invalidation is applied under: ours first.
+    /// Every configured prefix: ours first.
     pub(crate) fn all_prefixes(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.prefix.as_str()).chain(
             self.previous_prefixes
@@ -97,6 +165,27 @@ fn validate_prefix(prefix: &str) -> Result<(), CacheError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_and_sentinel_settings_are_validated() {
+        assert_eq!("auto".parse(), Ok(WaitReplicas::Auto));
+        assert_eq!("0".parse(), Ok(WaitReplicas::Off));
+        assert_eq!("2".parse(), Ok(WaitReplicas::Count(2)));
+        assert!("-1".parse::<WaitReplicas>().is_err());
+        assert!("all".parse::<WaitReplicas>().is_err());
+        let sentinel = |s: &str| CacheConfig {
+            sentinels: vec![s.to_owned()],
+            ..CacheConfig::default()
+        };
+        assert!(sentinel("10.0.0.1:26379").validate().is_ok());
+        assert!(sentinel("10.0.0.1").validate().is_err());
+        assert!(sentinel("redis://10.0.0.1:26379").validate().is_err());
+        let no_timeout = CacheConfig {
+            wait_timeout: Duration::ZERO,
+            ..CacheConfig::default()
+        };
+        assert!(no_timeout.validate().is_err());
+    }
 
     #[test]
     fn prefixes_are_validated() {

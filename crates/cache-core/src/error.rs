@@ -17,6 +17,10 @@ pub enum CacheError {
     /// process is busy, Redis is not failing.
     #[error("no redis connection free in the pool")]
     PoolExhausted,
+    /// The primary applied the writes, but fewer replicas than required
+    /// acknowledged them in time: a failover now could lose them.
+    #[error("redis writes reached {acked} of {required} replicas in time")]
+    NotReplicated { acked: u32, required: u32 },
 }
 
 pub(crate) fn unavailable(e: redis::RedisError) -> CacheError {

@@ -7,6 +7,7 @@ mod backend;
 mod breaker;
 mod client;
 mod config;
+mod epoch;
 mod error;
 mod keys;
 mod metrics;
@@ -15,7 +16,7 @@ mod window;
 
 pub use breaker::BreakerState;
 pub use client::{Appended, Cache, EvictionCheck, RedisHealth, Tagger, Ttl};
-pub use config::CacheConfig;
+pub use config::{CacheConfig, WaitReplicas};
 pub use error::CacheError;
 pub use keys::{
     CacheKey, KeyName, NOT_FOUND_TTL, RECENT_CHATS_LIMIT, Tag, TagKind, normalize_email,

@@ -47,6 +47,9 @@ fn base() -> CacheConfig {
         prefix: format!("huddle:test-{}:", Uuid::new_v4().simple()),
         // Generous for a loaded 2-core machine; fault tests set their own.
         op_timeout: Duration::from_millis(500),
+        // The cluster's replicas acknowledge every DEL (WAIT); a loaded
+        // machine can delay one past the 100 ms default.
+        wait_timeout: Duration::from_secs(1),
         ..CacheConfig::default()
     }
 }

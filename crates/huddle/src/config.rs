@@ -179,6 +179,38 @@ pub struct Global {
     #[arg(long, global = true, env = "HUDDLE_REDIS_TIMEOUT_MS", default_value_t = 50,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub redis_timeout_ms: u64,
+    /// Replicas that must acknowledge an invalidation (`WAIT`) before it
+    /// counts as applied: `0` (off), a number (a primary with fewer fails
+    /// every apply: rows kept, reads held), or `auto` (those the primary
+    /// reports connected; costs nothing on a standalone Redis).
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_REDIS_WAIT_REPLICAS",
+        default_value = "auto"
+    )]
+    pub redis_wait_replicas: cache_core::WaitReplicas,
+    /// How long one `WAIT` may take before its shortfall fails the apply.
+    #[arg(long, global = true, env = "HUDDLE_REDIS_WAIT_TIMEOUT_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_wait_timeout_ms: u64,
+    /// Redis Sentinels, comma-separated `host:port`; when set, the cache
+    /// asks them for the primary of HUDDLE_REDIS_SENTINEL_MASTER and
+    /// HUDDLE_REDIS_URL is unused by the cache.
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_REDIS_SENTINELS",
+        value_delimiter = ','
+    )]
+    pub redis_sentinels: Vec<String>,
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_REDIS_SENTINEL_MASTER",
+        default_value = "huddle"
+    )]
+    pub redis_sentinel_master: String,
     /// Where the gateway listens for HTTP.
     #[arg(
         long,
@@ -334,6 +366,15 @@ impl Global {
             pool_size: usize::from(self.redis_pool_size),
             op_timeout: Duration::from_millis(self.redis_timeout_ms),
             reads: self.cache_reads,
+            wait_replicas: self.redis_wait_replicas,
+            wait_timeout: Duration::from_millis(self.redis_wait_timeout_ms),
+            sentinels: self
+                .redis_sentinels
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            sentinel_master: self.redis_sentinel_master.clone(),
             ..cache_core::CacheConfig::default()
         }
     }

@@ -4,6 +4,7 @@
 //! databases cloned from a migrated template (`database`).
 
 pub mod database;
+pub mod link;
 pub mod proxy;
 
 use std::{
@@ -191,6 +192,47 @@ impl TestRedis {
         self.command(&["CLIENT", "UNPAUSE"]);
     }
 
+    /// A replica of the server on `primary_port` (a [`link::FrozenLink`]'s
+    /// port, to stall it), returned once its link is up and its first sync
+    /// done.
+    pub fn replica_of(primary_port: u16) -> Self {
+        let port = primary_port.to_string();
+        // A replica loads its first sync from disk by default: keep the file
+        // out of the working tree.
+        let dir = std::env::temp_dir();
+        let dir = dir.to_string_lossy();
+        let replica = Self::start_with(&[
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+            "--repl-diskless-load",
+            "on-empty-db",
+            "--dir",
+            &dir,
+        ]);
+        assert!(
+            wait_until(|| replica.info("master_link_status").as_deref() == Some("up")),
+            "replica of port {primary_port} never synced"
+        );
+        replica
+    }
+
+    /// `REPLICAOF NO ONE`: this replica becomes a primary, with what it has.
+    pub fn promote(&self) {
+        let out = self.command(&["REPLICAOF", "NO", "ONE"]);
+        assert_eq!(
+            out.as_deref().map(str::trim),
+            Some("OK"),
+            "promotion failed"
+        );
+    }
+
+    /// One field of `INFO` (e.g. `connected_slaves`, `master_replid`).
+    pub fn info(&self, field: &str) -> Option<String> {
+        let info = self.command(&["INFO"])?;
+        info_field(&info, field).map(str::to_owned)
+    }
+
     /// Runs a command with `redis-cli`; `None` if it could not connect.
     pub fn command(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("redis-cli")
@@ -212,6 +254,105 @@ impl Drop for TestRedis {
     }
 }
 
+/// A Redis Sentinel of this test's own (`redis-server --sentinel`), watching
+/// one primary under `name` with short timeouts; killed on drop.
+pub struct TestSentinel {
+    port: u16,
+    name: String,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl TestSentinel {
+    pub fn start(name: &str, primary_port: u16) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("huddle-sentinel-{port}"));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {name} 127.0.0.1 {primary_port} 1\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n",
+            dir = dir.display()
+        );
+        std::fs::write(&conf, text).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
+        // Debian's redis-sentinel, else the same binary in sentinel mode.
+        let on_path = |bin: &str| Command::new(bin).arg("--version").output().is_ok();
+        let mut command = Command::new(if on_path("redis-sentinel") {
+            "redis-sentinel"
+        } else {
+            "redis-server"
+        });
+        // The config file comes first; `--sentinel` is harmless to both.
+        let child = command
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server --sentinel: {e}"));
+        let sentinel = Self {
+            port,
+            name: name.to_owned(),
+            child,
+            dir,
+        };
+        assert!(
+            wait_until(|| sentinel.primary_port() == Some(primary_port)),
+            "sentinel on port {port} never answered"
+        );
+        sentinel
+    }
+
+    /// `host:port`, as `HUDDLE_REDIS_SENTINELS` lists it.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The primary's port as the sentinel names it now.
+    pub fn primary_port(&self) -> Option<u16> {
+        let out = self.cli(&["SENTINEL", "get-master-addr-by-name", &self.name])?;
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// `SENTINEL FAILOVER`, retried until accepted (a sentinel refuses while
+    /// it has no fresh view of a replica: it reads their INFO every 10 s),
+    /// then waits until it names a primary other than `old_port`.
+    pub fn fail_over(&self, old_port: u16) {
+        let accepted = wait_long(Duration::from_secs(20), || {
+            self.cli(&["SENTINEL", "FAILOVER", &self.name])
+                .is_some_and(|out| out.trim() == "OK")
+        });
+        assert!(accepted, "sentinel never accepted the failover");
+        assert!(
+            wait_long(Duration::from_secs(10), || self
+                .primary_port()
+                .is_some_and(|p| p != old_port)),
+            "sentinel never switched the primary"
+        );
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for TestSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -226,8 +367,12 @@ fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
 }
 
 /// Polls `ready` until it holds or [`PROCESS_TIMEOUT`] passes.
-fn wait_until(mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + PROCESS_TIMEOUT;
+fn wait_until(ready: impl FnMut() -> bool) -> bool {
+    wait_long(PROCESS_TIMEOUT, ready)
+}
+
+fn wait_long(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
     loop {
         if ready() {
             return true;

@@ -47,6 +47,11 @@ impl Cache {
         let started = Instant::now();
         let result = self.read_or_lease_one(name, redis_key, token).await;
         self.observe_read(name, started);
+        if !self.is_current(redis_key) {
+            // The key generation moved while we read: a new primary may have
+            // answered for a key of the old one.
+            return Probe::Down;
+        }
         classify(result)
     }
 
@@ -90,7 +95,9 @@ impl Cache {
             self.read_or_lease_pipeline(name, redis_keys, token).await
         };
         self.observe_read(name, started);
+        let moved = redis_keys.first().is_some_and(|k| !self.is_current(k));
         match result {
+            Ok(_) if moved => redis_keys.iter().map(|_| Probe::Down).collect(),
             Ok(values) => values.into_iter().map(|v| classify(Ok(v))).collect(),
             Err(_) => redis_keys.iter().map(|_| Probe::Down).collect(),
         }

@@ -54,6 +54,7 @@ use crate::{
     backend::{Backend, Conn},
     breaker::{Breaker, BreakerState},
     config::CacheConfig,
+    epoch::Epoch,
     error::CacheError,
     metrics::CacheMetrics,
 };
@@ -74,7 +75,10 @@ pub struct Cache {
 
 struct Inner {
     backend: Backend,
+    /// The configured prefix; keys live under its current generation
+    /// (`epoch`), which moves when the Redis primary changes.
     prefix: String,
+    epoch: Arc<Epoch>,
     config: CacheConfig,
     metrics: CacheMetrics,
     breaker: Breaker,
@@ -94,17 +98,14 @@ struct Inner {
 impl Cache {
     pub fn new(config: &CacheConfig, metrics: CacheMetrics) -> Result<Self, CacheError> {
         config.validate()?;
-        let backend = Backend::new(
-            &config.redis_url,
-            &config.cluster_nodes,
-            config.pool_size,
-            config.op_timeout,
-        )?;
+        let epoch = Arc::new(Epoch::new(&config.prefix));
+        let backend = Backend::new(config, &epoch)?;
         Ok(Self {
             scope: None,
             inner: Arc::new(Inner {
                 backend,
                 prefix: config.prefix.clone(),
+                epoch,
                 breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
                 config: config.clone(),
                 metrics,
@@ -118,8 +119,15 @@ impl Cache {
         })
     }
 
+    /// The configured prefix. Keys carry it, followed by a generation
+    /// segment once the Redis primary has changed ([`Cache::key_prefix`]).
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
+    }
+
+    /// The prefix keys are read and written under now.
+    pub fn key_prefix(&self) -> String {
+        self.inner.epoch.prefix()
     }
 
     /// The Redis connection pool's state, read by the pool gauges
@@ -203,9 +211,16 @@ impl Cache {
             .store(!held.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
-    /// The Redis key for a key path: prefix + path.
+    /// The Redis key for a key path: prefix (with its generation) + path.
     pub fn redis_key(&self, path: &str) -> String {
-        format!("{}{path}", self.inner.prefix)
+        format!("{}{path}", self.inner.epoch.prefix())
+    }
+
+    /// Whether `redis_key` is of the current generation: a read that began
+    /// under an older one may have reached the new primary with a suspect
+    /// key, and must not be served.
+    pub(super) fn is_current(&self, redis_key: &str) -> bool {
+        redis_key.starts_with(&self.inner.epoch.prefix())
     }
 
     pub fn close(&self) {
@@ -215,9 +230,22 @@ impl Cache {
     /// Every request-path Redis call goes through here: the breaker decides
     /// whether to try at all, the timeout bounds the wait (connection
     /// checkout included), and the outcome feeds the breaker and metrics.
-    async fn call<T>(
+    ///
+    /// Not an `async fn`: one more generator level around every call made
+    /// the read path's future too deep for the compiler's layout queries.
+    fn call<'a, T: 'a>(
+        &'a self,
+        label: &'a str,
+        op: impl AsyncFnOnce(&mut Conn) -> Result<T, CacheError> + 'a,
+    ) -> impl std::future::Future<Output = Result<T, CacheError>> + 'a {
+        self.call_within(label, self.inner.config.op_timeout, op)
+    }
+
+    /// [`Cache::call`] with its own bound (a call that includes a `WAIT`).
+    async fn call_within<T>(
         &self,
         label: &str,
+        timeout: Duration,
         op: impl AsyncFnOnce(&mut Conn) -> Result<T, CacheError>,
     ) -> Result<T, CacheError> {
         let inner = &self.inner;
@@ -225,12 +253,21 @@ impl Cache {
             inner.metrics.breaker_rejections.inc();
             return Err(CacheError::BreakerOpen);
         }
-        let timeout = inner.config.op_timeout;
         let mut checked_out = false;
         let result = tokio::time::timeout(timeout, async {
             let mut conn = inner.backend.get().await?;
             checked_out = true;
-            op(&mut conn).await
+            if let Err(e) = self.recheck(&mut conn).await {
+                conn.discard();
+                return Err(e);
+            }
+            let result = op(&mut conn).await;
+            if matches!(&result, Err(CacheError::Unavailable(m)) if m.contains("READONLY")) {
+                // A demoted primary (Sentinel switched, the endpoint kept
+                // its connections): this one must not serve again.
+                conn.discard();
+            }
+            result
         })
         .await
         .unwrap_or(Err(CacheError::Timeout(timeout)));
@@ -263,6 +300,28 @@ impl Cache {
             self.breaker_changed(state);
         }
         result
+    }
+
+    /// At most once a second, a call first re-reads its server's identity:
+    /// a long-lived connection to a primary that was demoted still answers
+    /// reads (with the new primary's data) and would never notice.
+    async fn recheck(&self, conn: &mut Conn) -> Result<(), CacheError> {
+        let epoch = &self.inner.epoch;
+        let backend = &self.inner.backend;
+        let fresh = epoch.fresh_replicas().is_some() && !backend.sentinel_unknown();
+        if backend.is_cluster() || fresh {
+            return Ok(());
+        }
+        if backend.sentinel_switched().await {
+            return Err(CacheError::Unavailable(
+                "the redis primary moved; reconnecting".into(),
+            ));
+        }
+        epoch
+            .observe(conn)
+            .await
+            .map(drop)
+            .map_err(crate::error::unavailable)
     }
 
     fn breaker_changed(&self, state: BreakerState) {

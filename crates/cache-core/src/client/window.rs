@@ -30,20 +30,23 @@ impl Cache {
     /// whole invalidations through [`Cache::invalidate`], which covers the
     /// previous prefixes too).
     pub async fn append_to_window(&self, append: &WindowAppend) -> Result<Appended, CacheError> {
-        let prefix = self.inner.prefix.clone();
-        self.append_under(&prefix, append).await
+        let required = self.required_replicas().await?;
+        self.append_under(&self.key_prefix(), append, required)
+            .await
     }
 
+    /// The append, then `WAIT` for `required` replicas on its connection.
     pub(super) async fn append_under(
         &self,
         prefix: &str,
         append: &WindowAppend,
+        required: u32,
     ) -> Result<Appended, CacheError> {
         let key = format!("{prefix}{}", append.key.path());
         let entry = &append.entry;
-        let outcome: i64 = self
-            .call("invalidate", async |conn| {
-                invoke(
+        let (outcome, acked): (i64, u32) = self
+            .call_within("invalidate", self.wait_bound(required), async |conn| {
+                let outcome = invoke(
                     APPEND_TO_WINDOW
                         .key(&key)
                         .arg(&entry.json)
@@ -52,11 +55,13 @@ impl Cache {
                         .arg(append.limit)
                         .arg(LEASE_PREFIX)
                         .arg(NOT_FOUND_MARKER),
-                    conn,
+                    &mut *conn,
                 )
-                .await
+                .await?;
+                Ok((outcome, self.wait_on(conn, required).await?))
             })
             .await?;
+        self.check_replicated(acked, required)?;
         Ok(match outcome {
             1 => Appended::Added,
             -1 => Appended::Deleted,

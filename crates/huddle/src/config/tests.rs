@@ -161,3 +161,38 @@ fn cache_rollout_and_pool_settings_reach_the_cache_config() {
     assert_eq!(config.pool_size, 64);
     assert!(Cli::try_parse_from(["huddle", "--redis-pool-size", "0", "all"]).is_err());
 }
+
+#[test]
+fn failover_settings_reach_the_cache_config() {
+    let defaults = Cli::try_parse_from(["huddle", "all"])
+        .unwrap()
+        .global
+        .cache_config();
+    assert_eq!(defaults.wait_replicas, cache_core::WaitReplicas::Auto);
+    assert!(defaults.sentinels.is_empty());
+    let cli = Cli::try_parse_from([
+        "huddle",
+        "--redis-wait-replicas",
+        "2",
+        "--redis-wait-timeout-ms",
+        "250",
+        "--redis-sentinels",
+        "10.0.0.1:26379, 10.0.0.2:26379",
+        "--redis-sentinel-master",
+        "cache",
+        "all",
+    ])
+    .unwrap();
+    let config = cli.global.cache_config();
+    assert_eq!(config.wait_replicas, cache_core::WaitReplicas::Count(2));
+    assert_eq!(config.wait_timeout, Duration::from_millis(250));
+    assert_eq!(config.sentinels, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+    assert_eq!(config.sentinel_master, "cache");
+    for bad in ["-1", "all", "65"] {
+        assert!(
+            Cli::try_parse_from(["huddle", "--redis-wait-replicas", bad, "all"]).is_err(),
+            "{bad}"
+        );
+    }
+    assert!(Cli::try_parse_from(["huddle", "--redis-wait-timeout-ms", "0", "all"]).is_err());
+}
