@@ -142,10 +142,11 @@ async fn routes(app: &TestApp) -> Vec<Route> {
 /// A retry with the same key and body gets the first answer (status and
 /// body) and writes nothing; the same key with another body is 409.
 ///
-/// Seen to fail without the store (claim/keep calls removed from the
-/// handlers): the user retry answered 409 CONFLICT (email taken), the
-/// meeting retry created a second meeting (2 rows), the join retry answered
-/// `joinedNow: false`, the chat retry posted twice; no 409 on another body.
+/// Seen to fail with the store off (`idempotency::claim` answering "new"
+/// and `keep` doing nothing), each route checked: the user retries answered
+/// 409 CONFLICT (email taken), the meeting retries made 3 meetings, the join
+/// retries answered `joinedNow: false`, the chat retries made 3 messages;
+/// and every other body under the key was accepted (201/200), not 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_creating_post_replays_its_first_answer_and_writes_once() {
     let app = TestApp::spawn().await;
@@ -170,8 +171,8 @@ async fn every_creating_post_replays_its_first_answer_and_writes_once() {
 
 /// A key is its caller's: another caller's same key is another request.
 ///
-/// Seen to fail with the caller left out of the claim (a constant caller):
-/// the second admin's user create answered 409 IDEMPOTENCY_KEY_REUSED.
+/// Seen to fail with a constant caller in `IdempotencyKey::of`: the second
+/// admin's user create answered 409 IDEMPOTENCY_KEY_REUSED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_from_another_caller_does_not_collide() {
     let app = TestApp::spawn().await;
@@ -203,7 +204,8 @@ async fn the_same_key_from_another_caller_does_not_collide() {
 /// A key that is not 1..=255 visible ASCII characters is a 400 that names
 /// the header, before anything is written.
 ///
-/// Seen to fail with the gateway's check removed: SEEN
+/// Seen to fail with the gateway ignoring a malformed header (as if none
+/// was sent): the user create with an empty key answered 201.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_key_is_a_400_naming_the_header() {
     let app = TestApp::spawn().await;
@@ -248,7 +250,8 @@ async fn a_malformed_key_is_a_400_naming_the_header() {
 /// Concurrent duplicates serialize on the key: exactly one write, and every
 /// one of them gets its answer.
 ///
-/// Seen to fail without the store: 8 concurrent posts wrote 8 messages.
+/// Seen to fail with the store off: 8 concurrent posts wrote 8 messages,
+/// each with its own answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_write_once() {
     let app = TestApp::spawn().await;
@@ -268,7 +271,8 @@ async fn concurrent_duplicates_write_once() {
 /// The key lives in Postgres, with the write: a retry while Redis is down,
 /// and after it is back, still finds it.
 ///
-/// Seen to fail without the store: each retry posted again (3 messages).
+/// Seen to fail with the store off: the retry while Redis was down posted a
+/// second message (another id in the answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_redis_was_down_finds_the_key() {
     let mut redis = huddle_testkit::TestRedis::start();
@@ -321,7 +325,8 @@ async fn slow_commits(db: &Database, table: &str, seconds: f64) {
 /// A post whose client gave up while its COMMIT was in flight: the retry
 /// with the same key finds the committed post and writes nothing.
 ///
-/// Seen to fail without the store: the retry posted a second message.
+/// Seen to fail with the store off: the retry posted a second message (2
+/// rows where 1 was expected).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_cancelled_request_finds_the_key() {
     let app = TestApp::spawn().await;
@@ -380,8 +385,8 @@ async fn a_retry_after_a_cancelled_request_finds_the_key() {
 
 /// Keys older than 24 h are swept, younger ones kept.
 ///
-/// Seen to fail with the sweep's age test inverted (`>`): the old key
-/// stayed and the young one went.
+/// Seen to fail with the sweep's age test inverted (`>`): the young key
+/// went (0 left) and the old one stayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_older_than_a_day_are_swept() {
     let app = TestApp::spawn().await;
