@@ -19,6 +19,8 @@ pub enum ChatError {
     TooManyStreams,
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Idempotency(#[from] huddle_serve::IdempotencyError),
     /// user-service failed or is unreachable.
     #[error("user service: {0}")]
     Users(#[from] tonic::Status),
@@ -46,6 +48,7 @@ impl ServiceError for ChatError {
             Self::MeetingGone | Self::NoSuchMessage(_) => ErrorCode::NotFound,
             Self::TooManyStreams => ErrorCode::TooManyRequests,
             Self::Db(e) => db_code(e),
+            Self::Idempotency(e) => e.code(),
             Self::Users(_) | Self::Crashed(_) => ErrorCode::Unavailable,
         }
     }

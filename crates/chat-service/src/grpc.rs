@@ -12,7 +12,7 @@ use huddle_proto::chat::v1::{
     PostMessageRequest, SubscribeRequest, chat_service_server::ChatService,
 };
 use huddle_serve::{
-    Outbox,
+    IdempotencyKey, Outbox, idempotency, to_completion,
     users::{RequestCtx, Users},
 };
 use tonic::{Request, Response, Status};
@@ -47,17 +47,23 @@ impl ChatApi {
 
     async fn post(
         &self,
-        ctx: &RequestCtx,
-        req: PostMessageRequest,
+        request: Request<PostMessageRequest>,
     ) -> Result<pb::ChatMessage, ChatError> {
+        let ctx = &RequestCtx::from_request(&request);
+        let key = IdempotencyKey::of(&request, "PostMessage", &request.get_ref().user_id)?;
+        let req = request.into_inner();
         let meeting = id::parse("meetingId", &req.meeting_id)?;
         let user = id::parse("userId", &req.user_id)?;
         let text = chat::message(&req.message)?;
         // Before the write: a post whose poster cannot be shown fails whole.
         let cards = self.users.cards(ctx, [user]).await?;
         let mut conn = self.db.conn().await?;
-        let (row, recorded) = conn
+        let (answer, recorded) = conn
             .transaction::<_, ChatError, _>(async |conn| {
+                // A replay answers the first post (its poster card as then).
+                if let Some(first) = idempotency::claim(key.as_ref(), conn).await? {
+                    return Ok((first, None));
+                }
                 let sent_at = db::next_sent_at(conn, meeting)
                     .await?
                     .ok_or(ChatError::MeetingGone)?;
@@ -73,12 +79,14 @@ impl ChatApi {
                 let invalidation = Invalidation::chat_message(meeting, Some(entry));
                 let recorded = Outbox::record(conn, invalidation).await?;
                 db::notify(conn, meeting).await?;
-                Ok((row, recorded))
+                let answer = message_pb(row, &cards);
+                idempotency::keep(key.as_ref(), conn, &answer).await?;
+                Ok((answer, Some(recorded)))
             })
             .await?;
         drop(conn);
         self.outbox.after_commit(recorded).await?;
-        Ok(message_pb(row, &cards))
+        Ok(answer)
     }
 
     async fn history(
@@ -180,8 +188,8 @@ impl ChatService for ChatApi {
         &self,
         req: Request<PostMessageRequest>,
     ) -> Result<Response<pb::ChatMessage>, Status> {
-        let ctx = RequestCtx::from_request(&req);
-        Ok(Response::new(self.post(&ctx, req.into_inner()).await?))
+        let this = self.clone();
+        to_completion(async move { Ok(Response::new(this.post(req).await?)) }).await
     }
 
     async fn list_recent(
@@ -246,12 +254,12 @@ impl ChatService for ChatApi {
         &self,
         req: Request<DeleteMeetingDataRequest>,
     ) -> Result<Response<DeleteMeetingDataResponse>, Status> {
-        async {
-            let meeting = id::parse("meetingId", &req.get_ref().meeting_id)?;
-            let deleted = self.delete_data(meeting).await?;
+        let meeting = id::parse("meetingId", &req.get_ref().meeting_id).map_err(ChatError::from)?;
+        let this = self.clone();
+        to_completion(async move {
+            let deleted = this.delete_data(meeting).await?;
             Ok(Response::new(DeleteMeetingDataResponse { deleted }))
-        }
+        })
         .await
-        .map_err(|e: ChatError| Status::from(e))
     }
 }

@@ -20,12 +20,15 @@ pub enum ErrorCode {
     /// gateway's word for recording-service's NOT_FOUND there), told apart
     /// from a meeting that is not there.
     NoRecording,
+    /// An `Idempotency-Key` this caller already used with another request
+    /// body (or another operation): the first answer is not this request's.
+    IdempotencyKeyReused,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         Self::InvalidArgument,
         Self::Unauthenticated,
         Self::PermissionDenied,
@@ -35,6 +38,7 @@ impl ErrorCode {
         Self::TooManyRequests,
         Self::MethodNotAllowed,
         Self::NoRecording,
+        Self::IdempotencyKeyReused,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -50,6 +54,7 @@ impl ErrorCode {
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::NoRecording => "NO_RECORDING",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -66,6 +71,7 @@ impl ErrorCode {
             Self::TooManyRequests => tonic::Code::ResourceExhausted,
             Self::MethodNotAllowed => tonic::Code::Unimplemented,
             Self::NoRecording => tonic::Code::NotFound,
+            Self::IdempotencyKeyReused => tonic::Code::FailedPrecondition,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::Internal => tonic::Code::Internal,
         }
@@ -82,6 +88,7 @@ impl ErrorCode {
             Self::TooManyRequests => 429,
             Self::MethodNotAllowed => 405,
             Self::NoRecording => 404,
+            Self::IdempotencyKeyReused => 409,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -100,7 +107,9 @@ impl ErrorCode {
             Code::Unauthenticated => Self::Unauthenticated,
             Code::PermissionDenied => Self::PermissionDenied,
             Code::NotFound => Self::NotFound,
-            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => Self::Conflict,
+            // Sent by a service only for a reused idempotency key.
+            Code::FailedPrecondition => Self::IdempotencyKeyReused,
+            Code::AlreadyExists | Code::Aborted => Self::Conflict,
             Code::OutOfRange => Self::PayloadTooLarge,
             Code::ResourceExhausted => Self::TooManyRequests,
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,

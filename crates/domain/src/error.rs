@@ -25,6 +25,8 @@ pub enum RuleError {
         len = crate::invite_code::LEN
     )]
     InviteCode { field: &'static str },
+    #[error("{field}: must be 1 to 255 visible ASCII characters")]
+    IdempotencyKey { field: &'static str },
     #[error("{field}: must be an RFC 3339 timestamp, e.g. 2030-01-31T12:00:00Z")]
     Rfc3339 { field: &'static str },
     #[error("{field}: not a valid timestamp")]
@@ -50,6 +52,7 @@ impl RuleError {
             | Self::Email { field }
             | Self::WebUrl { field }
             | Self::InviteCode { field }
+            | Self::IdempotencyKey { field }
             | Self::Rfc3339 { field }
             | Self::Timestamp { field }
             | Self::InPast { field }

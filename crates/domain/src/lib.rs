@@ -13,6 +13,7 @@
 pub mod chat;
 mod error;
 pub mod id;
+pub mod idempotency;
 pub mod invite_code;
 pub mod meeting;
 pub mod text;

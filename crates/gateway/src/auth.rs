@@ -126,6 +126,13 @@ impl JwtVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_with_subject(token)
+            .map(|(principal, _)| principal)
+    }
+
+    /// [`JwtVerifier::verify`], with the token's subject (an admin's is
+    /// any string).
+    fn verify_with_subject(&self, token: &str) -> Result<(Principal, String), AuthError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -140,11 +147,19 @@ impl JwtVerifier {
         if !admin && user_id.is_none() {
             return Err(AuthError::SubjectNotUuid);
         }
-        Ok(Principal { user_id, admin })
+        Ok((Principal { user_id, admin }, claims.sub))
     }
 
     /// Reads `Authorization: Bearer <token>` (scheme case-insensitive).
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Principal, AuthError> {
+        self.authenticate_with_subject(req)
+            .map(|(principal, _)| principal)
+    }
+
+    fn authenticate_with_subject(
+        &self,
+        req: &HttpRequest,
+    ) -> Result<(Principal, String), AuthError> {
         let value = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -158,7 +173,7 @@ impl JwtVerifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        self.verify(token)
+        self.verify_with_subject(token)
     }
 }
 
@@ -167,30 +182,39 @@ impl FromRequest for Principal {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(verifier) = req.app_data::<web::Data<JwtVerifier>>() else {
-            tracing::error!("JwtVerifier missing from app data");
-            return ready(Err(ApiError::internal()));
-        };
-        ready(verifier.authenticate(req).map_err(ApiError::from))
+        ready(authenticate(req).map(|(principal, _)| principal))
     }
+}
+
+/// The request's principal and token subject, by the app's verifier.
+fn authenticate(req: &HttpRequest) -> Result<(Principal, String), ApiError> {
+    let Some(verifier) = req.app_data::<web::Data<JwtVerifier>>() else {
+        tracing::error!("JwtVerifier missing from app data");
+        return Err(ApiError::internal());
+    };
+    Ok(verifier.authenticate_with_subject(req)?)
 }
 
 /// A principal with the admin role. As an extractor it is checked before the
 /// body is parsed, so a non-admin learns nothing about input validation.
-#[derive(Debug, Clone, Copy)]
-pub struct Admin(pub Principal);
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub principal: Principal,
+    /// The token's subject: whose idempotency keys an admin's are.
+    pub subject: String,
+}
 
 impl FromRequest for Admin {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let principal = match Principal::from_request(req, payload).into_inner() {
-            Ok(p) => p,
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let (principal, subject) = match authenticate(req) {
+            Ok(found) => found,
             Err(e) => return ready(Err(e)),
         };
         if principal.admin {
-            ready(Ok(Admin(principal)))
+            ready(Ok(Admin { principal, subject }))
         } else {
             ready(Err(ApiError::forbidden("admin token required")))
         }

@@ -17,6 +17,7 @@ pub use self::stream::*;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::IdempotencyKey;
 use crate::meetings::{access, dto::UserRef, in_live_meeting, input};
 use crate::request_id::RequestId;
 use crate::route::resource;
@@ -187,6 +188,7 @@ pub async fn recent_chats(
 pub async fn post_chat(
     principal: Principal,
     rid: RequestId,
+    key: IdempotencyKey,
     backends: web::Data<Backends>,
     id: web::Path<String>,
     body: web::Json<PostChatBody>,
@@ -208,11 +210,9 @@ pub async fn post_chat(
         user_id: user.to_string(),
         message: text,
     };
-    let posted = backends
-        .chats()
-        .post_message(backends.request(message, &rid))
-        .await?
-        .into_inner();
+    let mut request = backends.request(message, &rid);
+    key.attach(&mut request);
+    let posted = backends.chats().post_message(request).await?.into_inner();
     Ok(success(StatusCode::CREATED, ChatMessage::try_from(posted)?))
 }
 

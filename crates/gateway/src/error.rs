@@ -140,6 +140,7 @@ fn default_message(code: ErrorCode) -> &'static str {
         ErrorCode::TooManyRequests => "too many requests",
         ErrorCode::MethodNotAllowed => "method not allowed",
         ErrorCode::NoRecording => "no recording yet",
+        ErrorCode::IdempotencyKeyReused => "idempotency key already used with another request",
         ErrorCode::Unavailable => "a backend service is unavailable, try again later",
         ErrorCode::Internal => "internal error",
     }

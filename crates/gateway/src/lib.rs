@@ -7,6 +7,7 @@ pub mod auth;
 pub mod chats;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod meetings;
 pub mod metrics;
 pub mod openapi;

@@ -22,6 +22,7 @@ use self::dto::{Deleted, Meeting, MeetingDetails};
 use self::input::{CreateMeetingBody, UpdateMeetingBody, create_request, update_request};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::IdempotencyKey;
 use crate::request_id::RequestId;
 use crate::route::resource;
 use crate::window::{ReadWindow, WindowKey};
@@ -82,14 +83,17 @@ pub(crate) fn caller(principal: &Principal) -> Result<Uuid, ApiError> {
 pub async fn create_meeting(
     principal: Principal,
     rid: RequestId,
+    key: IdempotencyKey,
     backends: web::Data<Backends>,
     body: web::Json<CreateMeetingBody>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller(&principal)?;
     let message = create_request(caller, body.into_inner())?;
+    let mut request = backends.request(message, &rid);
+    key.attach(&mut request);
     let meeting = backends
         .meetings()
-        .create_meeting(backends.request(message, &rid))
+        .create_meeting(request)
         .await?
         .into_inner();
     Ok(success(StatusCode::CREATED, Meeting::try_from(meeting)?))

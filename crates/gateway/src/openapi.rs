@@ -235,6 +235,40 @@ fn path_rules(doc: &mut Value) {
     ] {
         doc["paths"][path]["post"]["responses"]["429"] = too_many.clone();
     }
+    idempotency_rules(doc);
+}
+
+/// Every creating `POST` takes `Idempotency-Key` (SPEC §3).
+fn idempotency_rules(doc: &mut Value) {
+    let header = json!({
+        "name": huddle_domain::idempotency::FIELD,
+        "in": "header",
+        "required": false,
+        "description": "1 to 255 visible ASCII characters, chosen by the client per logical request. A retry with the same key and body by the same caller within 24 h gets the first successful answer (same status and body) and writes nothing; the same key with another body is 409 `IDEMPOTENCY_KEY_REUSED`. A failed request keeps no key: its retry runs anew.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]{1,255}$"}
+    });
+    let reused = "`IDEMPOTENCY_KEY_REUSED`: the `Idempotency-Key` was used with another body";
+    for path in [
+        "/api/users",
+        "/api/meetings",
+        "/api/meetings/join",
+        "/api/meetings/{id}/chats",
+    ] {
+        let post = &mut doc["paths"][path]["post"];
+        match post["parameters"].as_array_mut() {
+            Some(params) => params.push(header.clone()),
+            None => post["parameters"] = json!([header.clone()]),
+        }
+        let conflict = &mut post["responses"]["409"];
+        let description = match conflict["description"].as_str() {
+            Some(before) => format!("`CONFLICT`: {before}. {reused}"),
+            None => reused.to_owned(),
+        };
+        *conflict = json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        });
+    }
 }
 
 /// Copies `extra`'s keys onto `target` (an object; anything else is left

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::{Admin, Principal};
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::IdempotencyKey;
 use crate::request_id::RequestId;
 use crate::route::resource;
 use crate::window::{ReadWindow, WindowKey};
@@ -135,8 +136,9 @@ pub struct ByEmailQuery {
     )
 )]
 pub async fn create_user(
-    _admin: Admin,
+    admin: Admin,
     rid: RequestId,
+    key: IdempotencyKey,
     backends: web::Data<Backends>,
     body: web::Json<CreateUserBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -146,11 +148,9 @@ pub async fn create_user(
         email: rules::email(&body.email)?,
         image: body.image.as_deref().map(rules::image_url).transpose()?,
     };
-    let user = backends
-        .users()
-        .create_user(backends.request(message, &rid))
-        .await?
-        .into_inner();
+    let mut request = backends.request(message, &rid);
+    key.attach_for(&mut request, &admin.subject);
+    let user = backends.users().create_user(request).await?.into_inner();
     Ok(success(
         StatusCode::CREATED,
         UserResponse::from_proto(user, true)?,

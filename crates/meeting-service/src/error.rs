@@ -20,6 +20,8 @@ pub enum MeetingError {
     Conflict(String),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Idempotency(#[from] huddle_serve::IdempotencyError),
     /// user-service failed or is unreachable.
     #[error("user service: {0}")]
     Users(#[from] tonic::Status),
@@ -42,6 +44,7 @@ impl ServiceError for MeetingError {
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Db(e) => db_code(e),
+            Self::Idempotency(e) => e.code(),
             Self::Users(_) | Self::Crashed(_) => ErrorCode::Unavailable,
         }
     }

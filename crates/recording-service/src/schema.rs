@@ -1,5 +1,6 @@
-// @generated automatically by Diesel CLI, less `cache_outbox`, which is
-// declared once in `huddle_serve::outbox` (the drift test adds it back).
+// @generated automatically by Diesel CLI, less `cache_outbox` and
+// `idempotency_keys`, declared once in `huddle_serve::outbox` and
+// `huddle_serve::idempotency` (the drift test adds them back).
 
 diesel::table! {
     deleted_meetings (meeting_id) {

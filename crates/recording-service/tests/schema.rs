@@ -20,11 +20,12 @@ async fn schema_rs_matches_the_migrated_database() {
     assert_eq!(drift.len(), 2, "{drift:?}");
 }
 
-/// The service's `schema.rs` plus the outbox table declared in the kit.
+/// The service's `schema.rs` plus the kit's tables (outbox, idempotency keys).
 fn schema_rs() -> String {
     format!(
-        "{}{}",
+        "{}{}{}",
         include_str!("../src/schema.rs"),
-        huddle_serve::outbox::SCHEMA_RS
+        huddle_serve::outbox::SCHEMA_RS,
+        huddle_serve::idempotency::SCHEMA_RS
     )
 }

@@ -14,15 +14,19 @@ use huddle_common::{Shutdown, grpc_client::ChannelError};
 use huddle_db::{Database, DbError};
 use tonic::{body::Body, server::NamedService, transport::server::TcpIncoming};
 
+mod complete;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod layer;
 pub mod outbox;
 pub mod relay;
 pub mod users;
 
+pub use complete::to_completion;
 pub use error::{ServiceError, db_code, to_status};
 pub use huddle_common::grpc_metrics::GrpcMetrics;
+pub use idempotency::{IdempotencyError, IdempotencyKey};
 pub use outbox::{CrashedAfterCommit, Failpoints, Outbox, OutboxError, Recorded};
 
 /// What every service in one process shares.
@@ -176,6 +180,11 @@ impl Kit {
         let shutdown = shared.shutdown.clone();
         background.push(Box::pin(outbox.clone().run_relay(shutdown.clone())));
         background.push(Box::pin(outbox.clone().listen(shutdown.clone())));
+        background.push(Box::pin(relay::run(
+            idempotency::Sweeper::new(db.untracked(), S::NAME),
+            idempotency::SWEEP_POLICY,
+            shutdown.clone(),
+        )));
         let watched_db = db.clone();
         let first_pass = outbox.clone();
         let server = async move {

@@ -317,6 +317,7 @@ fn pg_type(diesel_type: &str) -> Option<&'static str> {
         "Int2" => "smallint",
         "Bool" => "boolean",
         "Jsonb" => "jsonb",
+        "Bytea" => "bytea",
         _ => return None,
     })
 }

@@ -2,7 +2,7 @@
 
 use huddle_common::ErrorCode;
 use huddle_db::DbError;
-use huddle_serve::{CrashedAfterCommit, ServiceError, db_code};
+use huddle_serve::{CrashedAfterCommit, IdempotencyError, ServiceError, db_code};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -14,6 +14,8 @@ pub enum UserError {
     EmailTaken,
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
     /// Test-only fault injection (`Failpoints::crash_after_commit`).
     #[error(transparent)]
     Crashed(#[from] CrashedAfterCommit),
@@ -32,6 +34,7 @@ impl ServiceError for UserError {
             Self::NotFound => ErrorCode::NotFound,
             Self::EmailTaken => ErrorCode::Conflict,
             Self::Db(e) => db_code(e),
+            Self::Idempotency(e) => e.code(),
             Self::Crashed(_) => ErrorCode::Unavailable,
         }
     }

@@ -8,7 +8,7 @@ use huddle_proto::user::v1::{
     BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, GetUserByEmailRequest,
     GetUserRequest, UpdateUserRequest, User, user_service_server::UserService,
 };
-use huddle_serve::Outbox;
+use huddle_serve::{IdempotencyKey, Outbox, idempotency};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -38,35 +38,12 @@ impl UserApi {
 #[tonic::async_trait]
 impl UserService for UserApi {
     async fn create_user(&self, req: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
-        let req = req.into_inner();
-        async {
-            let name = user::name(&req.name)?;
-            let email = user::email(&req.email)?;
-            let image = req.image.as_deref().map(user::image_url).transpose()?;
-            let new = NewUser {
-                id: Uuid::new_v4(),
-                name: &name,
-                email: &email,
-                image: image.as_deref(),
-            };
-            let mut conn = self.db.conn().await?;
-            let (row, recorded) = conn
-                .transaction::<_, UserError, _>(async |conn| {
-                    let row = match db::insert(conn, &new).await {
-                        Err(DbError::Unique { .. }) => return Err(UserError::EmailTaken),
-                        other => other?,
-                    };
-                    let recorded =
-                        Outbox::record(conn, Invalidation::user_create(&row.email)).await?;
-                    Ok((row, recorded))
-                })
-                .await?;
-            drop(conn);
-            self.outbox.after_commit(recorded).await?;
-            Ok(Response::new(to_proto(row)))
-        }
+        let this = self.clone();
+        huddle_serve::to_completion(async move {
+            let user = this.create(req).await?;
+            Ok(Response::new(user))
+        })
         .await
-        .map_err(|e: UserError| Status::from(e))
     }
 
     async fn get_user(&self, req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
@@ -123,7 +100,48 @@ impl UserService for UserApi {
     }
 
     async fn update_user(&self, req: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+        let this = self.clone();
+        huddle_serve::to_completion(async move { this.update(req.into_inner()).await }).await
+    }
+}
+
+impl UserApi {
+    async fn create(&self, req: Request<CreateUserRequest>) -> Result<User, UserError> {
+        // Only admins create users: the key is the admin's (their subject).
+        let caller = IdempotencyKey::caller_of(&req, "admin");
+        let key = IdempotencyKey::of(&req, "CreateUser", &caller)?;
         let req = req.into_inner();
+        let name = user::name(&req.name)?;
+        let email = user::email(&req.email)?;
+        let image = req.image.as_deref().map(user::image_url).transpose()?;
+        let new = NewUser {
+            id: Uuid::new_v4(),
+            name: &name,
+            email: &email,
+            image: image.as_deref(),
+        };
+        let mut conn = self.db.conn().await?;
+        let (user, recorded) = conn
+            .transaction::<_, UserError, _>(async |conn| {
+                if let Some(first) = idempotency::claim(key.as_ref(), conn).await? {
+                    return Ok((first, None));
+                }
+                let row = match db::insert(conn, &new).await {
+                    Err(DbError::Unique { .. }) => return Err(UserError::EmailTaken),
+                    other => other?,
+                };
+                let recorded = Outbox::record(conn, Invalidation::user_create(&row.email)).await?;
+                let user = to_proto(row);
+                idempotency::keep(key.as_ref(), conn, &user).await?;
+                Ok((user, Some(recorded)))
+            })
+            .await?;
+        drop(conn);
+        self.outbox.after_commit(recorded).await?;
+        Ok(user)
+    }
+
+    async fn update(&self, req: UpdateUserRequest) -> Result<Response<User>, Status> {
         async {
             let id = id::parse("id", &req.id)?;
             let changes = UserChanges {

@@ -9,6 +9,7 @@ use super::dto::{self, ActiveCount, JoinResult, Participant, ParticipantWithUser
 use super::input::{self, JoinMeetingBody};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::IdempotencyKey;
 use crate::request_id::RequestId;
 use crate::{Backends, Success, success};
 
@@ -32,6 +33,7 @@ use crate::{Backends, Success, success};
 pub async fn join_meeting(
     principal: Principal,
     rid: RequestId,
+    key: IdempotencyKey,
     backends: web::Data<Backends>,
     body: web::Json<JoinMeetingBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -42,9 +44,11 @@ pub async fn join_meeting(
         caller_id: caller.to_string(),
         invite_code,
     };
+    let mut request = backends.request(message, &rid);
+    key.attach(&mut request);
     let joined = backends
         .meetings()
-        .join_meeting(backends.request(message, &rid))
+        .join_meeting(request)
         .await?
         .into_inner();
     Ok(success(StatusCode::OK, JoinResult::try_from(joined)?))

@@ -16,7 +16,7 @@ mod writes;
 use diesel_async::AsyncPgConnection;
 use huddle_domain::id;
 use huddle_proto::meeting::v1::{self as pb, meeting_service_server::MeetingService};
-use huddle_serve::Outbox;
+use huddle_serve::{Outbox, to_completion};
 use tonic::{Request, Response, Status as GrpcStatus};
 use uuid::Uuid;
 
@@ -96,10 +96,8 @@ async fn not_host(
 #[tonic::async_trait]
 impl MeetingService for MeetingApi {
     async fn create_meeting(&self, req: Request<pb::CreateMeetingRequest>) -> Reply<pb::Meeting> {
-        let ctx = RequestCtx::from_request(&req);
-        async { Ok(Response::new(self.create(&ctx, req.get_ref()).await?)) }
-            .await
-            .map_err(|e: MeetingError| GrpcStatus::from(e))
+        let this = self.clone();
+        to_completion(async move { Ok(Response::new(this.create(&req).await?)) }).await
     }
 
     async fn get_meeting(&self, req: Request<pb::GetMeetingRequest>) -> Reply<pb::MeetingDetails> {
@@ -110,18 +108,16 @@ impl MeetingService for MeetingApi {
     }
 
     async fn update_meeting(&self, req: Request<pb::UpdateMeetingRequest>) -> Reply<pb::Meeting> {
-        async { Ok(Response::new(self.update(req.get_ref()).await?)) }
-            .await
-            .map_err(|e: MeetingError| GrpcStatus::from(e))
+        let this = self.clone();
+        to_completion(async move { Ok(Response::new(this.update(req.get_ref()).await?)) }).await
     }
 
     async fn delete_meeting(
         &self,
         req: Request<pb::DeleteMeetingRequest>,
     ) -> Reply<pb::DeleteMeetingResponse> {
-        async { Ok(Response::new(self.delete(req.get_ref()).await?)) }
-            .await
-            .map_err(|e: MeetingError| GrpcStatus::from(e))
+        let this = self.clone();
+        to_completion(async move { Ok(Response::new(this.delete(req.get_ref()).await?)) }).await
     }
 
     async fn start_meeting(&self, req: Request<pb::MeetingActionRequest>) -> Reply<pb::Meeting> {
@@ -136,16 +132,13 @@ impl MeetingService for MeetingApi {
         &self,
         req: Request<pb::JoinMeetingRequest>,
     ) -> Reply<pb::JoinMeetingResponse> {
-        let ctx = RequestCtx::from_request(&req);
-        async { Ok(Response::new(self.join(&ctx, req.get_ref()).await?)) }
-            .await
-            .map_err(|e: MeetingError| GrpcStatus::from(e))
+        let this = self.clone();
+        to_completion(async move { Ok(Response::new(this.join(&req).await?)) }).await
     }
 
     async fn leave_meeting(&self, req: Request<pb::LeaveMeetingRequest>) -> Reply<pb::Participant> {
-        async { Ok(Response::new(self.leave(req.get_ref()).await?)) }
-            .await
-            .map_err(|e: MeetingError| GrpcStatus::from(e))
+        let this = self.clone();
+        to_completion(async move { Ok(Response::new(this.leave(req.get_ref()).await?)) }).await
     }
 
     async fn list_live_meetings(
@@ -319,8 +312,12 @@ impl MeetingApi {
         req: Request<pb::MeetingActionRequest>,
         target: Status,
     ) -> Reply<pb::Meeting> {
-        Ok(Response::new(
-            self.change_status(req.get_ref(), target).await?,
-        ))
+        let this = self.clone();
+        to_completion(async move {
+            Ok(Response::new(
+                this.change_status(req.get_ref(), target).await?,
+            ))
+        })
+        .await
     }
 }

@@ -7,7 +7,8 @@ use diesel_async::AsyncConnection;
 use huddle_db::DbError;
 use huddle_domain::{id, invite_code, meeting};
 use huddle_proto::meeting::v1 as pb;
-use huddle_serve::Outbox;
+use huddle_serve::{IdempotencyKey, Outbox, idempotency};
+use tonic::Request;
 use uuid::Uuid;
 
 use super::{
@@ -76,14 +77,15 @@ fn ended_conflict() -> MeetingError {
 impl MeetingApi {
     pub(super) async fn create(
         &self,
-        ctx: &RequestCtx,
-        req: &pb::CreateMeetingRequest,
+        request: &Request<pb::CreateMeetingRequest>,
     ) -> Result<pb::Meeting, MeetingError> {
+        let (ctx, req) = (RequestCtx::from_request(request), request.get_ref());
         let new = Creation::parse(req)?;
-        self.require_user(ctx, new.host).await?;
+        let key = IdempotencyKey::of(request, "CreateMeeting", &req.caller_id)?;
+        self.require_user(&ctx, new.host).await?;
         let id = Uuid::new_v4();
         let mut attempts = 0;
-        let (row, recorded) = loop {
+        let (answer, recorded) = loop {
             attempts += 1;
             let code = invite::generate();
             let insert = NewMeeting {
@@ -98,6 +100,9 @@ impl MeetingApi {
             let mut conn = self.src.db.conn().await?;
             let result = conn
                 .transaction::<_, MeetingError, _>(async |conn| {
+                    if let Some(first) = idempotency::claim(key.as_ref(), conn).await? {
+                        return Ok((first, None));
+                    }
                     let row = db::insert_meeting(conn, &insert, live).await?;
                     let mut invalidation =
                         Invalidation::meeting_create(host, &row.invite_code, live);
@@ -107,7 +112,10 @@ impl MeetingApi {
                         invalidation =
                             invalidation.merge(Invalidation::participant_join_leave(id, host));
                     }
-                    Ok((row, Outbox::record(conn, invalidation).await?))
+                    let recorded = Outbox::record(conn, invalidation).await?;
+                    let answer = meeting_pb(&row, host);
+                    idempotency::keep(key.as_ref(), conn, &answer).await?;
+                    Ok((answer, Some(recorded)))
                 })
                 .await;
             match result {
@@ -116,8 +124,8 @@ impl MeetingApi {
                 other => break other?,
             }
         };
-        self.outbox.after_commit(Some(recorded)).await?;
-        Ok(meeting_pb(&row, new.host))
+        self.outbox.after_commit(recorded).await?;
+        Ok(answer)
     }
 
     pub(super) async fn delete(
@@ -158,12 +166,13 @@ impl MeetingApi {
 
     pub(super) async fn join(
         &self,
-        ctx: &RequestCtx,
-        req: &pb::JoinMeetingRequest,
+        request: &Request<pb::JoinMeetingRequest>,
     ) -> Result<pb::JoinMeetingResponse, MeetingError> {
+        let (ctx, req) = (&RequestCtx::from_request(request), request.get_ref());
         // A malformed code is refused before any Redis or Postgres call.
         let code = invite_code::parse(&req.invite_code)?;
         let caller = id::parse("callerId", &req.caller_id)?;
+        let key = IdempotencyKey::of(request, "JoinMeeting", &req.caller_id)?;
         let preview = cache::meeting_by_invite_code(&self.src, code)
             .await?
             .ok_or(MeetingError::InvalidInviteCode)?;
@@ -178,8 +187,13 @@ impl MeetingApi {
         }
 
         let mut conn = self.src.db.conn().await?;
-        let (meeting, participant, recorded) = conn
+        let (answer, recorded) = conn
             .transaction::<_, MeetingError, _>(async |conn| {
+                // A replay answers what the first join did (a media token,
+                // once minted, must be minted afresh, never kept here).
+                if let Some(first) = idempotency::claim(key.as_ref(), conn).await? {
+                    return Ok((first, None));
+                }
                 // The row is authoritative: the code may have been rotated or
                 // the meeting ended since the cached lookup.
                 let meeting = db::lock_meeting(conn, preview.id)
@@ -189,23 +203,28 @@ impl MeetingApi {
                 if meeting.status == Status::Ended {
                     return Err(ended_conflict());
                 }
-                if let Some(active) = db::find_active_participant(conn, meeting.id, caller).await? {
-                    return Ok((meeting, active, None));
-                }
-                let joined = db::join(conn, meeting.id, caller).await?;
-                let invalidation = Invalidation::participant_join_leave(meeting.id, caller);
-                let recorded = Outbox::record(conn, invalidation).await?;
-                Ok((meeting, joined, Some(recorded)))
+                let (participant, recorded) =
+                    match db::find_active_participant(conn, meeting.id, caller).await? {
+                        Some(active) => (active, None),
+                        None => {
+                            let joined = db::join(conn, meeting.id, caller).await?;
+                            let invalidation =
+                                Invalidation::participant_join_leave(meeting.id, caller);
+                            (joined, Some(Outbox::record(conn, invalidation).await?))
+                        }
+                    };
+                let answer = pb::JoinMeetingResponse {
+                    meeting: Some(preview_pb(&meeting, cards.get(&meeting.host_id))),
+                    participant: Some(participant_pb(&participant)),
+                    joined_now: recorded.is_some(),
+                };
+                idempotency::keep(key.as_ref(), conn, &answer).await?;
+                Ok((answer, recorded))
             })
             .await?;
         drop(conn);
-        let joined_now = recorded.is_some();
         self.outbox.after_commit(recorded).await?;
-        Ok(pb::JoinMeetingResponse {
-            meeting: Some(preview_pb(&meeting, cards.get(&meeting.host_id))),
-            participant: Some(participant_pb(&participant)),
-            joined_now,
-        })
+        Ok(answer)
     }
 
     pub(super) async fn leave(
