@@ -12,7 +12,7 @@ use huddle_proto::chat::v1::{
     PostMessageRequest, SubscribeRequest, chat_service_server::ChatService,
 };
 use huddle_serve::{
-    Outbox,
+    Outbox, Settled,
     users::{RequestCtx, Users},
 };
 use tonic::{Request, Response, Status};
@@ -68,17 +68,50 @@ impl ChatApi {
                     message: text,
                     sent_at,
                 };
-                db::insert(conn, &row).await?;
                 let entry = WindowMessage::from(&row).entry()?;
                 let invalidation = Invalidation::chat_message(meeting, Some(entry));
                 let recorded = Outbox::record(conn, invalidation).await?;
-                db::notify(conn, meeting).await?;
+                db::insert(conn, &row, Some(recorded.id())).await?;
                 Ok((row, recorded))
             })
             .await?;
         drop(conn);
-        self.outbox.after_commit(recorded).await?;
+        self.settle(meeting, row.id, recorded).await?;
         Ok(message_pb(row, &cards))
+    }
+
+    /// After a post's commit: applies its cache effects, then tells the
+    /// streams (which send a message only once its effects are applied or
+    /// held for, so a client shown it never reads a window without it).
+    /// In a task of its own, so a cancelled request still gets there.
+    async fn settle(
+        &self,
+        meeting: Uuid,
+        message: Uuid,
+        recorded: huddle_serve::Recorded,
+    ) -> Result<(), ChatError> {
+        let (outbox, db) = (self.outbox.clone(), self.db.clone());
+        let task = tokio::spawn(async move {
+            let settled = outbox.after_commit(recorded).await?;
+            let held = match settled {
+                Settled::Applied => false,
+                Settled::Held => true,
+                // Not held on the other replicas: streams wait for a relay
+                // to apply it (and find it on their poll).
+                Settled::Deferred => return Ok(()),
+            };
+            let announced =
+                async { db::announce(&mut *db.conn().await?, meeting, message, held).await };
+            if let Err(e) = announced.await {
+                tracing::warn!(%meeting, error = %e, "post not announced; streams find it on their poll");
+            }
+            Ok::<_, ChatError>(())
+        });
+        task.await.map_err(|e| {
+            ChatError::Db(huddle_db::DbError::Unavailable(format!(
+                "post settling failed: {e}"
+            )))
+        })?
     }
 
     async fn history(

@@ -17,13 +17,14 @@ use tonic::{body::Body, server::NamedService, transport::server::TcpIncoming};
 pub mod error;
 pub mod health;
 pub mod layer;
+pub mod listener;
 pub mod outbox;
 pub mod relay;
 pub mod users;
 
 pub use error::{ServiceError, db_code, to_status};
 pub use huddle_common::grpc_metrics::GrpcMetrics;
-pub use outbox::{CrashedAfterCommit, Failpoints, Outbox, OutboxError, Recorded};
+pub use outbox::{CrashedAfterCommit, Failpoints, Outbox, OutboxError, Recorded, Settled};
 
 /// What every service in one process shares.
 #[derive(Clone)]
