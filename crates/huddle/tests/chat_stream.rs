@@ -524,3 +524,47 @@ async fn an_unapplied_post_holds_back_the_ones_after_it() {
     assert_eq!(late.take(2).await, order);
     sse.assert_quiet().await;
 }
+
+/// An event waits out the fence, as a write's answer does: with a 300 ms
+/// read window, a meeting-details answer read just before a post is not
+/// reused for a read made after the post's event (its chat count would
+/// be one short).
+///
+/// Seen to fail with the gateway sending each event as it arrived: the
+/// details read after the event answered the count from before the post.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_waits_out_the_read_window() {
+    let app = TestApp::spawn_with(TestOptions {
+        read_window: Some(Duration::from_millis(300)),
+        ..TestOptions::default()
+    })
+    .await;
+    let (meeting, host, guest) = live_meeting(&app).await;
+    let details = format!("/api/meetings/{meeting}");
+    let mut sse = Sse::open(&app, &guest, &meeting, None).await;
+    for n in 1..=3 {
+        let before = app.get(&details, &guest).await;
+        assert_eq!(before.body["data"]["_count"]["chatMessages"], n - 1);
+        let post = {
+            let (base, http, host, meeting) = (
+                app.base.clone(),
+                app.http.clone(),
+                host.clone(),
+                meeting.clone(),
+            );
+            tokio::spawn(async move {
+                http.post(format!("{base}/api/meetings/{meeting}/chats"))
+                    .bearer_auth(host)
+                    .json(&serde_json::json!({ "message": "counted" }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        };
+        sse.take(1).await;
+        let after = app.get(&details, &guest).await;
+        assert_eq!(after.body["data"]["_count"]["chatMessages"], n, "read after event {n}");
+        assert_eq!(post.await.unwrap(), StatusCode::CREATED);
+    }
+}
