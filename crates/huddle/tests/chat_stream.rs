@@ -564,7 +564,10 @@ async fn an_event_waits_out_the_read_window() {
         };
         sse.take(1).await;
         let after = app.get(&details, &guest).await;
-        assert_eq!(after.body["data"]["_count"]["chatMessages"], n, "read after event {n}");
+        assert_eq!(
+            after.body["data"]["_count"]["chatMessages"], n,
+            "read after event {n}"
+        );
         assert_eq!(post.await.unwrap(), StatusCode::CREATED);
     }
 }
