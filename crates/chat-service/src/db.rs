@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use diesel::{
     prelude::*,
-    sql_types::{Nullable, Timestamptz, Uuid as SqlUuid},
+    sql_types::{BigInt, Int2, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use huddle_db::DbError;
@@ -17,11 +17,12 @@ use uuid::Uuid;
 
 use crate::schema::{chat_meetings, chat_messages};
 
-/// Postgres channel on which a committed post or delete wakes every
-/// replica's streams of that meeting (payload: the meeting id).
+/// Postgres channel on which a post whose cache effects are applied (or
+/// held for), or a committed delete, wakes every replica's streams of that
+/// meeting (payload: the meeting id).
 pub const CHANNEL: &str = "huddle_chat";
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = chat_messages)]
 #[diesel(check_for_backend(diesel::pg::Pg))]
 pub struct MessageRow {
@@ -80,11 +81,134 @@ pub async fn next_sent_at(
     Ok(slot.deleted_at.is_none().then_some(slot.last_sent_at))
 }
 
-pub async fn insert(conn: &mut AsyncPgConnection, row: &MessageRow) -> Result<(), DbError> {
+/// Inserts a message; `outbox` is the outbox row of the cache effects it
+/// must wait for before it is streamed (none for seeded rows).
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    row: &MessageRow,
+    outbox: Option<i64>,
+) -> Result<(), DbError> {
     diesel::insert_into(chat_messages::table)
-        .values(row)
+        .values((row, chat_messages::outbox_id.eq(outbox)))
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Where a message stands for the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Its cache effects are applied (or it had none): stream it.
+    Applied,
+    /// Not applied yet, but its poster held its replica's reads and told
+    /// every other replica to (the outbox's NOTIFY): stream it once this
+    /// replica holds too.
+    Held,
+    /// Neither: nothing from it on may be streamed yet.
+    Pending,
+}
+
+#[derive(QueryableByName)]
+struct Delivered {
+    #[diesel(embed)]
+    message: MessageRow,
+    #[diesel(sql_type = Int2)]
+    state: i16,
+}
+
+/// Up to `limit` messages after `cursor` with where each stands, oldest
+/// first, read in one snapshot.
+pub async fn after_with_delivery(
+    conn: &mut AsyncPgConnection,
+    meeting: Uuid,
+    cursor: Option<Cursor>,
+    limit: u32,
+) -> Result<Vec<(MessageRow, Delivery)>, DbError> {
+    let rows: Vec<Delivered> = diesel::sql_query(
+        "SELECT m.id, m.meeting_id, m.user_id, m.message, m.sent_at, \
+           (CASE WHEN m.outbox_id IS NULL \
+                   OR NOT EXISTS (SELECT 1 FROM cache_outbox o WHERE o.id = m.outbox_id) THEN 0 \
+                 WHEN m.held THEN 1 ELSE 2 END)::int2 AS state \
+         FROM chat_messages m \
+         WHERE m.meeting_id = $1 AND ($2::timestamptz IS NULL OR (m.sent_at, m.id) > ($2, $3)) \
+         ORDER BY m.sent_at, m.id LIMIT $4",
+    )
+    .bind::<SqlUuid, _>(meeting)
+    .bind::<Nullable<Timestamptz>, _>(cursor.map(|c| c.sent_at))
+    .bind::<SqlUuid, _>(cursor.map_or(Uuid::nil(), |c| c.id))
+    .bind::<BigInt, _>(i64::from(limit))
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|d| {
+            let state = match d.state {
+                0 => Delivery::Applied,
+                1 => Delivery::Held,
+                _ => Delivery::Pending,
+            };
+            (d.message, state)
+        })
+        .collect())
+}
+
+#[derive(QueryableByName)]
+struct Place {
+    #[diesel(sql_type = Timestamptz)]
+    sent_at: DateTime<Utc>,
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// Where a stream that starts now begins: after the newest message, or,
+/// while a message still waits for its cache effects, just before the
+/// oldest such one (so it is sent once it may be). `None`: from the first.
+pub async fn stream_start(
+    conn: &mut AsyncPgConnection,
+    meeting: Uuid,
+) -> Result<Option<Cursor>, DbError> {
+    let waiting: Option<Place> = diesel::sql_query(
+        "SELECT m.sent_at, m.id FROM cache_outbox o \
+         JOIN chat_messages m ON m.outbox_id = o.id \
+         WHERE m.meeting_id = $1 AND NOT m.held \
+         ORDER BY m.sent_at, m.id LIMIT 1",
+    )
+    .bind::<SqlUuid, _>(meeting)
+    .get_result(conn)
+    .await
+    .optional()?;
+    match waiting {
+        None => latest(conn, meeting).await,
+        Some(p) => {
+            let place = Cursor {
+                sent_at: p.sent_at,
+                id: p.id,
+            };
+            let before = before(conn, meeting, Some(place), 1).await?;
+            Ok(<[MessageRow]>::first(&before).map(MessageRow::cursor))
+        }
+    }
+}
+
+/// After a post's apply: marks it `held` if its cache effects are held for
+/// rather than applied, and wakes every replica's streams of its meeting.
+pub async fn announce(
+    conn: &mut AsyncPgConnection,
+    meeting: Uuid,
+    message: Uuid,
+    held: bool,
+) -> Result<(), DbError> {
+    // One statement: the mark is committed when the notification goes out.
+    diesel::sql_query(
+        "WITH marked AS (UPDATE chat_messages SET held = true WHERE id = $2 AND $3 RETURNING 1) \
+         SELECT pg_notify($4, $1::text) FROM (SELECT count(*) FROM marked) AS done",
+    )
+    .bind::<SqlUuid, _>(meeting)
+    .bind::<SqlUuid, _>(message)
+    .bind::<diesel::sql_types::Bool, _>(held)
+    .bind::<Text, _>(CHANNEL)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

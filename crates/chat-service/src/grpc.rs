@@ -12,7 +12,7 @@ use huddle_proto::chat::v1::{
     PostMessageRequest, SubscribeRequest, chat_service_server::ChatService,
 };
 use huddle_serve::{
-    IdempotencyKey, Outbox, idempotency, to_completion,
+    IdempotencyKey, Outbox, Settled, idempotency, to_completion,
     users::{RequestCtx, Users},
 };
 use tonic::{Request, Response, Status};
@@ -58,7 +58,7 @@ impl ChatApi {
         // Before the write: a post whose poster cannot be shown fails whole.
         let cards = self.users.cards(ctx, [user]).await?;
         let mut conn = self.db.conn().await?;
-        let (answer, recorded) = conn
+        let (answer, settle) = conn
             .transaction::<_, ChatError, _>(async |conn| {
                 // A replay answers the first post (its poster card as then).
                 if let Some(first) = idempotency::claim(key.as_ref(), conn).await? {
@@ -74,19 +74,55 @@ impl ChatApi {
                     message: text,
                     sent_at,
                 };
-                db::insert(conn, &row).await?;
                 let entry = WindowMessage::from(&row).entry()?;
                 let invalidation = Invalidation::chat_message(meeting, Some(entry));
                 let recorded = Outbox::record(conn, invalidation).await?;
-                db::notify(conn, meeting).await?;
+                db::insert(conn, &row, Some(recorded.id())).await?;
+                let id = row.id;
                 let answer = message_pb(row, &cards);
                 idempotency::keep(key.as_ref(), conn, &answer).await?;
-                Ok((answer, Some(recorded)))
+                Ok((answer, Some((id, recorded))))
             })
             .await?;
         drop(conn);
-        self.outbox.after_commit(recorded).await?;
+        if let Some((id, recorded)) = settle {
+            self.settle(meeting, id, recorded).await?;
+        }
         Ok(answer)
+    }
+
+    /// After a post's commit: applies its cache effects, then tells the
+    /// streams (which send a message only once its effects are applied or
+    /// held for, so a client shown it never reads a window without it).
+    /// In a task of its own, so a cancelled request still gets there.
+    async fn settle(
+        &self,
+        meeting: Uuid,
+        message: Uuid,
+        recorded: huddle_serve::Recorded,
+    ) -> Result<(), ChatError> {
+        let (outbox, db) = (self.outbox.clone(), self.db.clone());
+        let task = tokio::spawn(async move {
+            let settled = outbox.after_commit(recorded).await?;
+            let held = match settled {
+                Settled::Applied => false,
+                Settled::Held => true,
+                // Not held on the other replicas: streams wait for a relay
+                // to apply it (and find it on their poll).
+                Settled::Deferred => return Ok(()),
+            };
+            let announced =
+                async { db::announce(&mut *db.conn().await?, meeting, message, held).await };
+            if let Err(e) = announced.await {
+                tracing::warn!(%meeting, error = %e, "post not announced; streams find it on their poll");
+            }
+            Ok::<_, ChatError>(())
+        });
+        task.await.map_err(|e| {
+            ChatError::Db(huddle_db::DbError::Unavailable(format!(
+                "post settling failed: {e}"
+            )))
+        })?
     }
 
     async fn history(

@@ -60,6 +60,7 @@ pub async fn bind(config: &ChatConfig, shared: Shared) -> Result<Bound, ServeErr
     )?);
     let hubs = Hubs::new(
         kit.db.clone(),
+        kit.outbox.clone(),
         users.clone(),
         config.stream.clone(),
         kit.shutdown(),

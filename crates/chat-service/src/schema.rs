@@ -17,6 +17,8 @@ diesel::table! {
         user_id -> Uuid,
         message -> Text,
         sent_at -> Timestamptz,
+        outbox_id -> Nullable<Int8>,
+        held -> Bool,
     }
 }
 

@@ -51,9 +51,9 @@ pub async fn seed(db: &Database, meetings: &[(Uuid, Vec<Uuid>)]) -> Result<usize
                         message: (*line).to_owned(),
                         sent_at,
                     };
-                    db::insert(conn, &row).await?;
-                    let _pending =
+                    let pending =
                         Outbox::record(conn, Invalidation::chat_message(*meeting, None)).await?;
+                    db::insert(conn, &row, Some(pending.id())).await?;
                     Ok(true)
                 })
                 .await?;

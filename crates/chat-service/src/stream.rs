@@ -2,11 +2,20 @@
 //! one, in order, each once, from whichever replica took the post.
 //!
 //! What to send is always read from Postgres, never from a notification:
-//! a committed post sends `NOTIFY huddle_chat, '<meeting>'`, which only
-//! wakes the meeting's [`Hub`] on every replica; the hub reads the messages
-//! after the last one it sent and broadcasts them. A lost notification (a
-//! listener reconnecting, a replica starting) costs at most one `poll`
-//! interval, since each hub also reads on that tick. Redis is not involved.
+//! once a post's cache effects are applied (or held for), its poster sends
+//! `NOTIFY huddle_chat, '<meeting>'`, which only wakes the meeting's
+//! [`Hub`] on every replica; the hub reads the messages after the last one
+//! it sent and broadcasts them. A lost notification (a listener
+//! reconnecting, a replica starting) costs at most one `poll` interval,
+//! since each hub also reads on that tick. Redis is not involved.
+//!
+//! **Never ahead of the cache.** A message is sent only once its window
+//! append and count delete are applied (its outbox row is gone) or its
+//! poster held reads for them on every replica (`held`; this replica then
+//! holds too, before sending). Reading stops at the first message that is
+//! neither, whatever woke the hub: a later post cannot carry an earlier,
+//! unapplied one out. Streams start before the oldest such message, so
+//! it is sent once it may be, in order.
 //!
 //! One hub per meeting and process reads for all of that process's
 //! subscribers, so a message costs one query per replica, not one per
@@ -24,17 +33,20 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use huddle_common::Shutdown;
-use huddle_db::{Database, DbError};
+use huddle_db::Database;
 use huddle_proto::chat::v1 as pb;
-use huddle_serve::users::{RequestCtx, Users};
+use huddle_serve::{
+    Outbox,
+    listener::{self, HEARTBEAT, Heard},
+    users::{RequestCtx, Users},
+};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tonic::Status;
 use uuid::Uuid;
 
 use crate::{
-    db::{self, Cursor, MessageRow},
+    db::{self, Cursor, Delivery, MessageRow},
     error::ChatError,
     grpc::{cursor_of, messages_pb},
 };
@@ -83,6 +95,8 @@ pub struct Hubs {
 
 struct Inner {
     db: Database,
+    /// This replica's chat outbox: held before a held-for message is sent.
+    outbox: Outbox,
     users: Users,
     config: StreamConfig,
     shutdown: Shutdown,
@@ -102,10 +116,17 @@ impl Drop for Slot {
 pub type MessageStream = tokio_stream::wrappers::ReceiverStream<Result<pb::ChatMessage, Status>>;
 
 impl Hubs {
-    pub fn new(db: Database, users: Users, config: StreamConfig, shutdown: Shutdown) -> Self {
+    pub fn new(
+        db: Database,
+        outbox: Outbox,
+        users: Users,
+        config: StreamConfig,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 db,
+                outbox,
                 users,
                 config,
                 shutdown,
@@ -121,7 +142,7 @@ impl Hubs {
     }
 
     /// Starts a stream of `meeting`'s messages after `after` (or after the
-    /// newest one now). Once this returns, every message committed later
+    /// newest one that may be sent now). Once this returns, every message committed later
     /// will be sent: the subscriber is registered with the hub first and
     /// reads its backlog second.
     pub async fn subscribe(
@@ -137,7 +158,7 @@ impl Hubs {
         }
         let cursor = match after {
             Some(id) => Some(cursor_of(&mut conn, meeting, "after", id).await?),
-            None => db::latest(&mut conn, meeting).await?,
+            None => db::stream_start(&mut conn, meeting).await?,
         };
         drop(conn);
         let rx = self.join(meeting).await?;
@@ -181,7 +202,7 @@ impl Hubs {
         if let Some(hub) = lock(&self.inner.hubs).get(&meeting) {
             return Ok(hub.tx.subscribe());
         }
-        let start = db::latest(&mut *self.inner.db.conn().await?, meeting).await?;
+        let start = db::stream_start(&mut *self.inner.db.conn().await?, meeting).await?;
         let mut hubs = lock(&self.inner.hubs);
         if let Some(hub) = hubs.get(&meeting) {
             return Ok(hub.tx.subscribe());
@@ -213,7 +234,7 @@ async fn forward(
     out: &mpsc::Sender<Result<pb::ChatMessage, Status>>,
 ) -> Result<(), Status> {
     loop {
-        let rows = read_after(inner, meeting, cursor).await?;
+        let (rows, more) = read_ready(inner, meeting, cursor).await?;
         let Some(last) = rows.last().map(MessageRow::cursor) else {
             break;
         };
@@ -223,6 +244,10 @@ async fn forward(
             }
         }
         cursor = Some(last);
+        if !more {
+            // The rest comes from the hub (registered before this read).
+            break;
+        }
     }
     loop {
         let event = tokio::select! {
@@ -251,13 +276,40 @@ async fn forward(
     }
 }
 
-async fn read_after(
+/// The messages after `cursor` that may be sent now (up to the first that
+/// may not), and whether more may follow at once (a full page, unblocked).
+async fn read_ready(
     inner: &Inner,
     meeting: Uuid,
     cursor: Option<Cursor>,
-) -> Result<Vec<MessageRow>, ChatError> {
-    let mut conn = inner.db.conn().await?;
-    Ok(db::after(&mut conn, meeting, cursor, PAGE).await?)
+) -> Result<(Vec<MessageRow>, bool), ChatError> {
+    let rows = {
+        let mut conn = inner.db.conn().await?;
+        db::after_with_delivery(&mut conn, meeting, cursor, PAGE).await?
+    };
+    let full = rows.len() == PAGE as usize;
+    let mut ready = Vec::with_capacity(rows.len());
+    let mut held = false;
+    for (row, delivery) in rows {
+        match delivery {
+            Delivery::Applied => ready.push(row),
+            Delivery::Held => {
+                held = true;
+                ready.push(row);
+            }
+            Delivery::Pending => return Ok((hold_if(inner, held, ready), false)),
+        }
+    }
+    Ok((hold_if(inner, held, ready), full))
+}
+
+/// Before a held-for message leaves: this replica's reads are held too,
+/// whether or not its outbox listener has heard the poster's NOTIFY yet.
+fn hold_if(inner: &Inner, held: bool, ready: Vec<MessageRow>) -> Vec<MessageRow> {
+    if held {
+        inner.outbox.hold_for_pending();
+    }
+    ready
 }
 
 /// A meeting's reader in this process: on every wake or `poll` tick, reads
@@ -295,14 +347,13 @@ async fn hub_pass(
 ) -> Result<Option<Option<Cursor>>, ChatError> {
     let ctx = RequestCtx::default();
     loop {
-        let rows = read_after(inner, meeting, cursor).await?;
+        let (rows, full) = read_ready(inner, meeting, cursor).await?;
         if rows.is_empty() {
             // A deleted meeting has no messages left to read.
             let deleted = db::is_deleted(&mut *inner.db.conn().await?, meeting).await?;
             return Ok((!deleted).then_some(cursor));
         }
         let cursors: Vec<Cursor> = rows.iter().map(MessageRow::cursor).collect();
-        let full = rows.len() == PAGE as usize;
         let messages = messages_pb(&inner.users, &ctx, rows).await?;
         for (at, message) in cursors.into_iter().zip(messages) {
             // No receiver is not an error: the hub retires below.
@@ -330,7 +381,8 @@ fn retire(inner: &Inner, meeting: Uuid, hub: &Arc<Hub>, force: bool) -> bool {
 }
 
 /// Listens on [`db::CHANNEL`] until shutdown, on a connection of its own,
-/// reconnecting after a failure; every reconnect wakes every hub, since
+/// reconnecting after a failure or a silence (its heartbeat,
+/// `huddle_serve::listener`); every reconnect wakes every hub, since
 /// notifications sent meanwhile are lost.
 pub async fn listen(hubs: Hubs, shutdown: Shutdown) {
     loop {
@@ -339,30 +391,23 @@ pub async fn listen(hubs: Hubs, shutdown: Shutdown) {
             () = shutdown.clone().wait() => return,
         };
         if let Err(e) = result {
-            tracing::debug!(error = %e, "chat listener reconnecting");
+            tracing::warn!(error = %e, "chat listener reconnecting");
         }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
             () = shutdown.clone().wait() => return,
         }
     }
 }
 
-async fn listen_once(hubs: &Hubs) -> Result<(), DbError> {
-    use diesel_async::RunQueryDsl;
-
-    let mut conn = huddle_db::PgConn::take(hubs.inner.db.untracked().conn().await?);
-    diesel::sql_query(format!("LISTEN {}", db::CHANNEL))
-        .execute(&mut conn)
-        .await?;
-    hubs.wake_all();
-    let mut notifications = std::pin::pin!(conn.notifications_stream());
-    while let Some(notification) = notifications.next().await {
-        let notification = notification?;
-        match Uuid::parse_str(&notification.payload) {
+async fn listen_once(hubs: &Hubs) -> Result<(), listener::ListenError> {
+    let db = hubs.inner.db.untracked();
+    listener::listen_once(&db, &[db::CHANNEL], HEARTBEAT, |heard| match heard {
+        Heard::Listening => hubs.wake_all(),
+        Heard::Notification { payload, .. } => match Uuid::parse_str(payload) {
             Ok(meeting) => hubs.wake(meeting),
             Err(_) => hubs.wake_all(),
-        }
-    }
-    Ok(())
+        },
+    })
+    .await
 }

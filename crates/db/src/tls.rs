@@ -106,6 +106,7 @@ impl PgTarget {
         }
         let mut config =
             tokio_postgres::Config::from_str(parsed.as_str()).map_err(|e| invalid(&e))?;
+        tune_keepalive(&mut config);
         config.ssl_mode(match mode {
             TlsMode::Disable => SslMode::Disable,
             TlsMode::Prefer => SslMode::Prefer,
@@ -141,6 +142,23 @@ impl PgTarget {
                 AsyncPgConnection::try_from_client_and_connection(client, conn).await
             }
         }
+    }
+}
+
+/// A dead peer is noticed in about 10 + 3 × 5 s of silence instead of the
+/// kernel's 2 h: a LISTEN socket only receives, so without probes a
+/// half-open one stays quiet for good (the listeners' heartbeat notices
+/// sooner; this covers every other connection). Settings the URL gives
+/// (`keepalives_idle`, `keepalives_interval`, `keepalives_retries`) win.
+fn tune_keepalive(config: &mut tokio_postgres::Config) {
+    if config.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(std::time::Duration::from_secs(10));
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(std::time::Duration::from_secs(5));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
     }
 }
 

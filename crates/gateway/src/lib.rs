@@ -85,10 +85,13 @@ pub struct GatewayConfig {
     /// Serve Swagger UI at `/api/docs/` (off in production; the document
     /// itself, `/api/openapi.json`, is always served: it is the contract).
     pub swagger_ui: bool,
-    /// How long a hot read's answer is reused, and how long every write's
-    /// answer waits ([`window`]); zero turns both off. The same on every
-    /// replica.
+    /// How long a hot read's answer is reused ([`window`]); zero turns
+    /// reuse off.
     pub read_window: Duration,
+    /// How long every write's answer and every chat stream event waits:
+    /// at least the longest `read_window` in the fleet (checked against
+    /// this replica's at start).
+    pub read_fence: Duration,
 }
 
 /// Hand-written so the secret never reaches a log line.
@@ -106,6 +109,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("workers", &self.workers)
             .field("rate_limit", &self.rate_limit)
             .field("read_window", &self.read_window)
+            .field("read_fence", &self.read_fence)
             .finish()
     }
 }
@@ -120,6 +124,8 @@ pub enum GatewayError {
     },
     #[error("jwt secret must not be empty")]
     EmptySecret,
+    #[error("{0}")]
+    Fence(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -231,6 +237,7 @@ impl AppState {
         if config.jwt_secret.is_empty() {
             return Err(GatewayError::EmptySecret);
         }
+        window::check_fence(config.read_window, config.read_fence).map_err(GatewayError::Fence)?;
         let channel = lazy_channel(&config.user_addr, config.request_timeout, &grpc)?;
         let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout, &grpc)?;
         let recording_channel =
@@ -238,7 +245,7 @@ impl AppState {
         let chat_channel = lazy_channel(&config.chat_addr, config.request_timeout, &grpc)?;
         let metrics = HttpMetrics::register(&registry)?;
         let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
-        let window = window::ReadWindow::new(config.read_window, &registry)?;
+        let window = window::ReadWindow::new(config.read_window, config.read_fence, &registry)?;
         Ok(Self {
             backends: web::Data::new(Backends {
                 users: UserServiceClient::new(channel.clone()),

@@ -1,28 +1,32 @@
 //! The read window: a hot read's answer is reused for a few milliseconds
-//! in the gateway, and every write's answer waits that long. Together they
-//! keep SPEC's promise — no read returns data older than an acknowledged
-//! write — without a second set of invalidation rules.
+//! in the gateway, and every write's answer waits a little longer. Together
+//! they keep SPEC's promise — no read returns data older than an
+//! acknowledged write — without a second set of invalidation rules.
 //!
-//! The rule, for every gateway replica with the same `window` W:
+//! The rule, for a fleet whose longest `window` is W and every replica's
+//! `fence` F ≥ W:
 //! - an answer built from backend calls that started at `s` may be given to
-//!   any request that *arrives* before `s + W` (while the calls still run,
-//!   or after they answered);
+//!   any request that *arrives* before `s + window` (while the calls still
+//!   run, or after they answered);
 //! - a write (any request whose method is not safe) is answered no sooner
-//!   than W after its backend acknowledged it ([`fence`]).
+//!   than F after its backend acknowledged it ([`fence`]); a chat stream
+//!   event leaves no sooner than F after chat-service sent it (it sends a
+//!   message only once its cache effects are applied).
 //!
-//! Why that is enough: a client learns of a write at `A`, its answer; the
-//! backend had acknowledged it at `a <= A - W`. A request arriving at
-//! `r > A` is given an answer whose calls started at `s > r - W > a`, after
-//! the backend acknowledged the write, so the backend's own guarantee
-//! covers it. Only elapsed time is compared, on each process's monotonic
-//! clock: replicas need no synchronised clocks, only clocks that tick at the
-//! same rate.
+//! Why that is enough: a client learns of a write at `A`, its answer (or
+//! the stream event); the backend had applied it at `a <= A - F`. A request
+//! arriving at `r > A` is given an answer whose calls started at
+//! `s > r - W >= r - F > a`, after the backend applied the write, so the
+//! backend's own guarantee covers it. Only elapsed time is compared, on
+//! each process's monotonic clock: replicas need no synchronised clocks,
+//! only clocks that tick at the same rate.
 //!
-//! What it costs: W on every write's latency. What it buys: a hot key is
-//! read from the backend about once per W per gateway instead of once per
-//! request (ARCHITECTURE.md, "Where a cached read's time goes"). W = 0 turns
-//! both halves off. Raising W across a fleet must reach every replica's
-//! fence before any replica's window (see ARCHITECTURE.md).
+//! What it costs: F on every write's latency and on every stream event.
+//! What it buys: a hot key is read from the backend about once per window
+//! per gateway instead of once per request (ARCHITECTURE.md, "Where a
+//! cached read's time goes"). A zero window turns reuse off; the fence
+//! stays whatever it is set to. Raising W across a fleet: raise every
+//! replica's fence first, then the windows (deploy/README.md).
 
 use std::{
     collections::HashMap,
@@ -50,6 +54,26 @@ use crate::{Success, error::ApiError};
 /// from the backend about 500 times a second per gateway, and a write
 /// waits 2 ms more.
 pub const DEFAULT_READ_WINDOW_MS: u64 = 2;
+
+/// The fence unless told otherwise: the default window's, so a fleet on
+/// defaults is sound.
+pub const DEFAULT_READ_FENCE_MS: u64 = DEFAULT_READ_WINDOW_MS;
+
+/// The rule between the two settings of one gateway: its fence must cover
+/// its own window (and, across a fleet, every replica's window — which is
+/// why a rollout raises every fence first; deploy/README.md).
+pub fn check_fence(window: Duration, fence: Duration) -> Result<(), String> {
+    if fence < window {
+        return Err(format!(
+            "HUDDLE_READ_FENCE_MS ({} ms) must be at least HUDDLE_READ_WINDOW_MS ({} ms): a \
+             write answered sooner than a window's length could be followed by a read \
+             older than it",
+            fence.as_millis(),
+            window.as_millis()
+        ));
+    }
+    Ok(())
+}
 
 /// Answers kept at most; past it, expired ones are dropped, and if none
 /// has expired the new answer is not kept (it is still served).
@@ -109,12 +133,22 @@ struct Slots {
 
 pub struct ReadWindow {
     window: Duration,
+    /// How long a write's answer, and each chat stream event, is held:
+    /// at least the longest window of any replica.
+    fence: Duration,
     slots: Mutex<Slots>,
     lookups: IntCounterVec,
 }
 
 impl ReadWindow {
-    pub fn new(window: Duration, registry: &Registry) -> Result<Self, prometheus::Error> {
+    /// A window of `window` and a fence of `fence` (≥ `window`: callers
+    /// check it with [`check_fence`] at start; here the fence is raised to
+    /// the window rather than trusted).
+    pub fn new(
+        window: Duration,
+        fence: Duration,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
         let lookups = IntCounterVec::new(
             Opts::new(
                 "huddle_gateway_window_lookups_total",
@@ -125,6 +159,7 @@ impl ReadWindow {
         registry.register(Box::new(lookups.clone()))?;
         Ok(Self {
             window,
+            fence: fence.max(window),
             slots: Mutex::default(),
             lookups,
         })
@@ -208,6 +243,11 @@ impl ReadWindow {
         Role::Lead(generation, tx)
     }
 
+    /// How long writes' answers and stream events are held back.
+    pub fn fence(&self) -> Duration {
+        self.fence
+    }
+
     fn count(&self, key: WindowKey, result: &str) {
         self.lookups.with_label_values(&[key.route(), result]).inc();
     }
@@ -284,21 +324,21 @@ fn ok(body: Bytes) -> HttpResponse {
 }
 
 /// Middleware (for `middleware::from_fn`): a request whose method is not
-/// safe is answered no sooner than the window after its handler finished —
-/// after its backend acknowledged it — so no replica's window can still
-/// hold an answer read before it (module doc).
+/// safe is answered no sooner than the fence after its handler finished —
+/// after its backend acknowledged it — so no replica's window (each at most
+/// the fence) can still hold an answer read before it (module doc).
 pub async fn fence<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     let safe = req.method().is_safe();
-    let window = req
+    let fence = req
         .app_data::<web::Data<ReadWindow>>()
-        .map_or(Duration::ZERO, |w| w.window);
+        .map_or(Duration::ZERO, |w| w.fence);
     let res = next.call(req).await;
-    if !safe && !window.is_zero() {
-        // tokio's timer never wakes early, so this waits at least `window`.
-        tokio::time::sleep(window).await;
+    if !safe && !fence.is_zero() {
+        // tokio's timer never wakes early, so this waits at least `fence`.
+        tokio::time::sleep(fence).await;
     }
     res
 }

@@ -319,13 +319,20 @@ pub struct Global {
           action = clap::ArgAction::Set)]
     pub swagger_ui: bool,
     /// The gateway's read window in ms (0 to 1000): a hot read's answer is
-    /// reused this long, and every write's answer waits this long, so no
-    /// read is older than an acknowledged write (ARCHITECTURE.md, "The read
-    /// window"). 0 turns it off; it must be the same on every gateway.
-    /// `HUDDLE_CACHE_READS=false` turns it off too.
+    /// reused this long (ARCHITECTURE.md, "The read window"). 0 turns it
+    /// off, and so does `HUDDLE_CACHE_READS=false`. No gateway's window may
+    /// exceed any gateway's fence.
     #[arg(long, global = true, env = "HUDDLE_READ_WINDOW_MS", default_value_t = gateway::window::DEFAULT_READ_WINDOW_MS,
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub read_window_ms: u64,
+    /// The gateway's write fence in ms (0 to 1000, at least the window):
+    /// every write's answer and every chat stream event waits this long, so
+    /// no replica's window still holds a read older than it. Kept when
+    /// `HUDDLE_CACHE_READS=false`. To raise the window across a fleet,
+    /// raise every fence first (deploy/README.md).
+    #[arg(long, global = true, env = "HUDDLE_READ_FENCE_MS", default_value_t = gateway::window::DEFAULT_READ_FENCE_MS,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub read_fence_ms: u64,
     /// Per gRPC call deadline at the gateway, in ms (1 to 300000).
     #[arg(long, global = true, env = "HUDDLE_REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=MAX_REQUEST_TIMEOUT_MS))]
@@ -377,6 +384,14 @@ impl Global {
             sentinel_master: self.redis_sentinel_master.clone(),
             ..cache_core::CacheConfig::default()
         }
+    }
+
+    /// The fence, checked against the window in force: the gateway refuses
+    /// to start with a fence shorter than its own window.
+    pub fn read_fence(&self) -> Result<Duration, String> {
+        let fence = Duration::from_millis(self.read_fence_ms);
+        gateway::window::check_fence(self.read_window(), fence)?;
+        Ok(fence)
     }
 
     /// Zero when reads bypass the cache: then nothing is reused anywhere.

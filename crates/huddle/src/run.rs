@@ -54,8 +54,8 @@ fn gateway_config(
     user_addr: String,
     meeting_addr: String,
     jwt_secret: String,
-) -> gateway::GatewayConfig {
-    gateway::GatewayConfig {
+) -> Result<gateway::GatewayConfig, String> {
+    Ok(gateway::GatewayConfig {
         http_addr: global.http_addr,
         user_addr,
         meeting_addr,
@@ -68,7 +68,8 @@ fn gateway_config(
         rate_limit: global.rate_limit_config(),
         swagger_ui: global.swagger_ui,
         read_window: global.read_window(),
-    }
+        read_fence: global.read_fence()?,
+    })
 }
 
 pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
@@ -104,7 +105,7 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
         chat_stream: global.chat_stream_config(),
         user_call_timeout: user_call_timeout(global),
         // The stack points it at the services it binds.
-        gateway: gateway_config(global, String::new(), String::new(), jwt_secret.clone()),
+        gateway: gateway_config(global, String::new(), String::new(), jwt_secret.clone())?,
         dial: stack::Dial::default(),
         user_cache: None,
     };
@@ -132,7 +133,7 @@ pub async fn gateway(global: &Global) -> CmdResult {
             global.user_addr.clone(),
             global.meeting_addr.clone(),
             jwt_secret,
-        ),
+        )?,
         registry,
         grpc,
         shutdown,

@@ -366,3 +366,208 @@ async fn shutdown_ends_streams() {
     let mut on_a = Sse::open(&a, &guest, &meeting, None).await;
     on_a.assert_quiet().await;
 }
+
+/// Posts `n` messages through `poster` while `reader`'s subscriber
+/// listens; after each event it reads `/chats` through `reader` (warm, so
+/// from Redis unless held) and counts the windows that lack the message
+/// the stream just showed.
+async fn windows_missing_what_the_stream_showed(
+    reader: &TestApp,
+    poster: &TestApp,
+    n: usize,
+) -> usize {
+    let (meeting, host, guest) = live_meeting(reader).await;
+    let chats = format!("/api/meetings/{meeting}/chats");
+    let mut sse = Sse::open(reader, &guest, &meeting, None).await;
+    assert_eq!(reader.get(&chats, &guest).await.status, StatusCode::OK);
+    let mut missing = 0;
+    for i in 0..n {
+        let post = {
+            let (base, http, host, path) = (
+                poster.base.clone(),
+                poster.http.clone(),
+                host.clone(),
+                chats.clone(),
+            );
+            tokio::spawn(async move {
+                http.post(format!("{base}{path}"))
+                    .bearer_auth(host)
+                    .json(&serde_json::json!({ "message": format!("m{i}") }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        };
+        let shown = sse.take(1).await.remove(0);
+        let window = reader.get(&chats, &guest).await;
+        assert_eq!(window.status, StatusCode::OK, "{:?}", window.body);
+        let ids: Vec<&str> = window.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        if !ids.contains(&shown.as_str()) {
+            missing += 1;
+        }
+        assert_eq!(post.await.unwrap(), StatusCode::CREATED);
+    }
+    missing
+}
+
+/// A replica of `app` whose services reach Redis through a proxy.
+async fn replica_behind_redis_proxy(app: &TestApp) -> (TestApp, huddle_testkit::proxy::TcpProxy) {
+    let redis: std::net::SocketAddr = "127.0.0.1:6379".parse().unwrap();
+    let proxy = huddle_testkit::proxy::TcpProxy::start(redis).await.unwrap();
+    let poster = app
+        .replica_with(TestOptions {
+            redis_url: Some(format!("redis://{}", proxy.addr())),
+            ..TestOptions::default()
+        })
+        .await;
+    (poster, proxy)
+}
+
+/// The stream never runs ahead of the cache (issue 19, finding 2): with
+/// the poster's Redis 10 ms slower per round trip (nothing fails), a
+/// subscriber on another replica that reads `/chats` right after each event
+/// finds the message there every time.
+///
+/// Seen to fail with the NOTIFY back in the post's transaction and the
+/// stream reading past unapplied posts (main's behaviour): 20 of 20
+/// windows lacked the message just streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_never_ahead_of_a_slow_cache() {
+    let reader = TestApp::spawn().await;
+    let (poster, proxy) = replica_behind_redis_proxy(&reader).await;
+    proxy.set_delay(Duration::from_millis(5));
+    let missing = windows_missing_what_the_stream_showed(&reader, &poster, 20).await;
+    assert_eq!(
+        missing, 0,
+        "{missing} of 20 windows lacked the streamed message"
+    );
+}
+
+/// The same with the poster cut off from Redis: its apply is refused, it
+/// holds reads and tells the other replicas, and only then is the message
+/// streamed; the reader's replica holds before sending it, so its window
+/// comes from Postgres.
+///
+/// Seen to fail as above (main's behaviour): 6 of 6 windows lacked it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_never_ahead_of_a_cache_the_poster_cannot_reach() {
+    let reader = TestApp::spawn().await;
+    let (poster, proxy) = replica_behind_redis_proxy(&reader).await;
+    proxy.set_up(false);
+    let missing = windows_missing_what_the_stream_showed(&reader, &poster, 6).await;
+    assert_eq!(
+        missing, 0,
+        "{missing} of 6 windows lacked the streamed message"
+    );
+}
+
+/// A post that committed first but is not yet applied holds back a later
+/// one that is: the stream sends neither until the first may go, then both
+/// in commit order, each once; a subscriber that joins meanwhile starts
+/// before the held-back one.
+///
+/// Seen to fail with the stream's reads ignoring delivery (the later
+/// post's NOTIFY carried the earlier, unapplied one out: the event came
+/// while its outbox row was still pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unapplied_post_holds_back_the_ones_after_it() {
+    let reader = TestApp::spawn().await;
+    let poster = reader.replica().await;
+    let (meeting, host, guest) = live_meeting(&reader).await;
+    let mut sse = Sse::open(&reader, &guest, &meeting, None).await;
+    // The slow post: its apply waits 1.5 s after commit.
+    poster
+        .chat_outbox
+        .failpoints()
+        .delay_apply_ms
+        .store(1500, std::sync::atomic::Ordering::SeqCst);
+    let slow = {
+        let (base, http, host, meeting) = (
+            poster.base.clone(),
+            poster.http.clone(),
+            host.clone(),
+            meeting.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(format!("{base}/api/meetings/{meeting}/chats"))
+                .bearer_auth(host)
+                .json(&serde_json::json!({ "message": "first" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let committed = eventually(Duration::from_secs(5), async || {
+        !stored_order(&reader, &host, &meeting).await.is_empty()
+    })
+    .await;
+    assert!(committed);
+    let fast = reader.post_chat(&host, &meeting, "second").await;
+    let mut late = Sse::open(&reader, &host, &meeting, None).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), sse.take(1))
+            .await
+            .is_err(),
+        "a message was streamed while the first post's apply was pending"
+    );
+    assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
+    let order = stored_order(&reader, &host, &meeting).await;
+    assert_eq!(order[1], fast["id"].as_str().unwrap());
+    assert_eq!(sse.take(2).await, order);
+    assert_eq!(late.take(2).await, order);
+    sse.assert_quiet().await;
+}
+
+/// An event waits out the fence, as a write's answer does: with a 300 ms
+/// read window, a meeting-details answer read just before a post is not
+/// reused for a read made after the post's event (its chat count would
+/// be one short).
+///
+/// Seen to fail with the gateway sending each event as it arrived: the
+/// details read after the event answered the count from before the post.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_waits_out_the_read_window() {
+    let app = TestApp::spawn_with(TestOptions {
+        read_window: Some(Duration::from_millis(300)),
+        ..TestOptions::default()
+    })
+    .await;
+    let (meeting, host, guest) = live_meeting(&app).await;
+    let details = format!("/api/meetings/{meeting}");
+    let mut sse = Sse::open(&app, &guest, &meeting, None).await;
+    for n in 1..=3 {
+        let before = app.get(&details, &guest).await;
+        assert_eq!(before.body["data"]["_count"]["chatMessages"], n - 1);
+        let post = {
+            let (base, http, host, meeting) = (
+                app.base.clone(),
+                app.http.clone(),
+                host.clone(),
+                meeting.clone(),
+            );
+            tokio::spawn(async move {
+                http.post(format!("{base}/api/meetings/{meeting}/chats"))
+                    .bearer_auth(host)
+                    .json(&serde_json::json!({ "message": "counted" }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        };
+        sse.take(1).await;
+        let after = app.get(&details, &guest).await;
+        assert_eq!(
+            after.body["data"]["_count"]["chatMessages"], n,
+            "read after event {n}"
+        );
+        assert_eq!(post.await.unwrap(), StatusCode::CREATED);
+    }
+}

@@ -19,6 +19,7 @@ pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod layer;
+pub mod listener;
 pub mod outbox;
 pub mod relay;
 pub mod users;
@@ -27,7 +28,7 @@ pub use complete::to_completion;
 pub use error::{ServiceError, db_code, to_status};
 pub use huddle_common::grpc_metrics::GrpcMetrics;
 pub use idempotency::{IdempotencyError, IdempotencyKey};
-pub use outbox::{CrashedAfterCommit, Failpoints, Outbox, OutboxError, Recorded};
+pub use outbox::{CrashedAfterCommit, Failpoints, Outbox, OutboxError, Recorded, Settled};
 
 /// What every service in one process shares.
 #[derive(Clone)]

@@ -22,7 +22,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use huddle_db::{Database, DbError};
 use tokio::sync::Notify;
 
-use crate::relay::{self, Pass, Relay, Wake};
+use crate::{
+    listener::{self, HEARTBEAT, Heard, ListenError},
+    relay::{self, Pass, Relay, Wake},
+};
 
 // The one declaration of the table every service's migrations create; the
 // services' `schema.rs` leave it out and their drift checks add this text.
@@ -90,11 +93,77 @@ pub struct Recorded {
     invalidation: Invalidation,
 }
 
+impl Recorded {
+    /// Its `cache_outbox` row: gone once applied.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+}
+
+/// How a write's apply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Applied (or there was nothing to apply).
+    Applied,
+    /// Refused: the row stays for the relays, this replica holds its reads
+    /// and every other replica was told to (NOTIFY sent).
+    Held,
+    /// Refused, and the other replicas could not be told: only this
+    /// replica holds, until a relay applies the row.
+    Deferred,
+}
+
+/// Why this replica's reads are held (`Cache::hold_reads` for the
+/// service), beside the start's hold.
+struct Hold {
+    /// Bumped whenever a pending row becomes known (a refused apply,
+    /// another replica's NOTIFY, a stream that saw one): a drain pass
+    /// releases only if none became known since it started.
+    known: AtomicU64,
+    /// Some row known pending has not been drained since.
+    pending: AtomicBool,
+    /// The LISTEN connection is lost while Postgres answers: others'
+    /// NOTIFYs go unheard, so reads stay held until the listener is back
+    /// and a drain pass ran after that.
+    deaf: AtomicBool,
+}
+
+impl Hold {
+    /// At start, rows a crash left may be pending.
+    fn at_start() -> Self {
+        Self {
+            known: AtomicU64::new(0),
+            pending: AtomicBool::new(true),
+            deaf: AtomicBool::new(false),
+        }
+    }
+
+    fn known_pending(&self, cache: &Cache, service: &'static str) {
+        self.known.fetch_add(1, Ordering::SeqCst);
+        self.pending.store(true, Ordering::SeqCst);
+        cache.hold_reads(service);
+    }
+
+    /// A drain pass that started at `known` applied every row it found.
+    fn drained(&self, known: u64, cache: &Cache, service: &'static str) {
+        if AtomicU64::load(&self.known, Ordering::SeqCst) != known {
+            return;
+        }
+        self.pending.store(false, Ordering::SeqCst);
+        if !AtomicBool::load(&self.deaf, Ordering::SeqCst) {
+            cache.release_reads(service);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Outbox {
     db: Database,
+    /// Where the LISTEN connection comes from (the same pool unless set).
+    listen_db: Database,
     cache: Cache,
     service: &'static str,
+    hold: Arc<Hold>,
     /// A request of this process could not apply its invalidation.
     wake: Arc<Notify>,
     /// Another replica could not (or this one, through Postgres).
@@ -108,13 +177,31 @@ impl Outbox {
         // the relay's first pass has applied them.
         cache.hold_reads(service);
         Self {
+            listen_db: db.clone(),
             db,
             cache,
             service,
+            hold: Arc::new(Hold::at_start()),
             wake: Arc::default(),
             remote_wake: Arc::default(),
             failpoints: Arc::default(),
         }
+    }
+
+    /// LISTENs through `db` rather than the outbox's own pool (a direct
+    /// connection where the pool goes through a transaction pooler, which
+    /// cannot LISTEN; tests put a proxy there).
+    pub fn listening_through(mut self, db: Database) -> Self {
+        self.listen_db = db;
+        self
+    }
+
+    /// Someone (a chat stream that found a post held for) knows a row of
+    /// this service is pending: hold this replica's reads until a relay
+    /// pass has applied it.
+    pub fn hold_for_pending(&self) {
+        self.hold.known_pending(&self.cache, self.service);
+        self.remote_wake.notify_one();
     }
 
     pub fn failpoints(&self) -> Arc<Failpoints> {
@@ -143,14 +230,14 @@ impl Outbox {
     pub async fn after_commit(
         &self,
         recorded: impl Into<Option<Recorded>>,
-    ) -> Result<(), CrashedAfterCommit> {
+    ) -> Result<Settled, CrashedAfterCommit> {
         if AtomicBool::load(&self.failpoints.crash_after_commit, Ordering::SeqCst) {
             return Err(CrashedAfterCommit);
         }
-        if let Some(recorded) = recorded.into() {
-            self.apply(recorded).await;
-        }
-        Ok(())
+        Ok(match recorded.into() {
+            Some(recorded) => self.apply(recorded).await,
+            None => Settled::Applied,
+        })
     }
 
     /// After commit: apply now, so the write's own response is never
@@ -161,14 +248,14 @@ impl Outbox {
     /// its invalidation. A refused attempt is retried for a short budget;
     /// past it the row stays, and every replica's relay is woken (Postgres
     /// NOTIFY) so whichever reaches Redis first applies it.
-    pub async fn apply(&self, recorded: Recorded) {
+    pub async fn apply(&self, recorded: Recorded) -> Settled {
         let this = self.clone();
         let task = tokio::spawn(async move { this.apply_detached(recorded).await });
-        // A JoinError here is a panic in the task: nothing to add to it.
-        let _ = task.await;
+        // A JoinError is a panic in the task: whether it applied is unknown.
+        task.await.unwrap_or(Settled::Deferred)
     }
 
-    async fn apply_detached(self, recorded: Recorded) {
+    async fn apply_detached(self, recorded: Recorded) -> Settled {
         let delay = AtomicU64::load(&self.failpoints.delay_apply_ms, Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -183,22 +270,26 @@ impl Outbox {
                         // again, which is harmless.
                         tracing::warn!(error = %e, "outbox row applied but not deleted");
                     }
-                    return;
+                    return Settled::Applied;
                 }
                 Err(e) if started.elapsed() + APPLY_RETRY_PAUSE > APPLY_BUDGET => {
                     tracing::warn!(write = ?recorded.invalidation.write, error = %e,
                         "invalidation deferred to the outbox relays");
-                    self.cache.hold_reads(self.service);
+                    self.hold.known_pending(&self.cache, self.service);
                     self.wake.notify_one();
-                    self.notify_replicas().await;
-                    return;
+                    return if self.notify_replicas().await {
+                        Settled::Held
+                    } else {
+                        Settled::Deferred
+                    };
                 }
                 Err(_) => tokio::time::sleep(APPLY_RETRY_PAUSE).await,
             }
         }
     }
 
-    async fn notify_replicas(&self) {
+    /// Whether the other replicas were told.
+    async fn notify_replicas(&self) -> bool {
         let result = async {
             let mut conn = self.db.conn().await?;
             diesel::sql_query(format!("NOTIFY {CHANNEL}"))
@@ -207,47 +298,74 @@ impl Outbox {
             Ok::<_, DbError>(())
         }
         .await;
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::warn!(error = %e, "cannot wake the other replicas' relays");
         }
+        result.is_ok()
     }
 
     /// Listens for other replicas' failed applies until `shutdown`, on a
-    /// connection of its own (taken out of the pool), reconnecting after a
-    /// failure.
+    /// connection of its own, reconnecting after a failure or a silence
+    /// (`listener`). While it is lost and Postgres answers, reads are held:
+    /// a NOTIFY may go unheard meanwhile. While Postgres does not answer,
+    /// no write can commit, so unless a row is known pending (held until
+    /// applied, whatever Postgres does) cached reads are served.
     pub async fn listen(self, shutdown: huddle_common::Shutdown) {
         loop {
             let result = tokio::select! {
                 r = self.listen_once() => r,
                 _ = shutdown.clone().wait() => return,
             };
+            let postgres_answers = match &result {
+                Ok(()) | Err(ListenError::Silent(_)) => true,
+                Err(ListenError::Db(_)) => self.db_answers().await,
+            };
             if let Err(e) = result {
-                tracing::debug!(error = %e, "outbox listener reconnecting");
+                tracing::warn!(service = self.service, error = %e, "outbox listener reconnecting");
+            }
+            self.hold.deaf.store(postgres_answers, Ordering::SeqCst);
+            if postgres_answers {
+                self.cache.hold_reads(self.service);
+            } else if !AtomicBool::load(&self.hold.pending, Ordering::SeqCst) {
+                self.cache.release_reads(self.service);
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = shutdown.clone().wait() => return,
             }
         }
     }
 
-    async fn listen_once(&self) -> Result<(), DbError> {
-        use futures::StreamExt;
+    async fn db_answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.db.ping()).await,
+            Ok(Ok(()))
+        )
+    }
 
-        let mut conn = huddle_db::PgConn::take(self.db.conn().await?);
-        diesel::sql_query(format!("LISTEN {CHANNEL}"))
-            .execute(&mut conn)
-            .await?;
-        // Rows written while nobody listened are picked up by this pass.
-        self.remote_wake.notify_one();
-        let mut notifications = std::pin::pin!(conn.notifications_stream());
-        while let Some(notification) = notifications.next().await {
-            notification?;
-            // Another replica left a row: Redis may hold what it deletes.
-            self.cache.hold_reads(self.service);
-            self.remote_wake.notify_one();
-        }
-        Ok(())
+    async fn listen_once(&self) -> Result<(), ListenError> {
+        listener::listen_once(
+            &self.listen_db,
+            &[CHANNEL],
+            HEARTBEAT,
+            |heard| match heard {
+                Heard::Listening => {
+                    // NOTIFYs sent while nobody listened: the pass woken here
+                    // finds their rows (and lifts a hold kept while deaf); one
+                    // that read before now may have missed them, so it must
+                    // not release.
+                    self.hold.known.fetch_add(1, Ordering::SeqCst);
+                    self.hold.deaf.store(false, Ordering::SeqCst);
+                    self.remote_wake.notify_one();
+                }
+                Heard::Notification { .. } => {
+                    // Another replica left a row: Redis may hold what it deletes.
+                    self.hold.known_pending(&self.cache, self.service);
+                    self.remote_wake.notify_one();
+                }
+            },
+        )
+        .await
     }
 
     /// Applies every pending row, oldest first. Stops at the first Redis
@@ -259,6 +377,7 @@ impl Outbox {
     pub async fn drain(&self) -> Result<usize, OutboxError> {
         let (mut applied, mut skipped) = (0, 0_i64);
         let mut after = 0_i64;
+        let known = AtomicU64::load(&self.hold.known, Ordering::SeqCst);
         loop {
             let mut conn = self.db.conn().await?;
             let rows: Vec<(i64, String)> = cache_outbox::table
@@ -276,7 +395,7 @@ impl Outbox {
                     .set_invalidations_pending(self.service, skipped);
                 // Everything this binary can apply is applied. (Rows of a
                 // newer version are that version's replicas' to apply.)
-                self.cache.release_reads(self.service);
+                self.hold.drained(known, &self.cache, self.service);
                 return Ok(applied);
             };
             after = *last;

@@ -219,8 +219,14 @@ impl TestApp {
     }
 
     /// [`TestApp::replica`] with options of its own.
+    /// A `redis_url` there points this replica alone elsewhere (a proxy
+    /// to the same Redis), with the same prefix.
     pub async fn replica_with(&self, options: TestOptions) -> Self {
-        Self::start(&options, self.urls.clone(), self.cache_config.clone()).await
+        let mut cache_config = self.cache_config.clone();
+        if let Some(url) = &options.redis_url {
+            cache_config.redis_url.clone_from(url);
+        }
+        Self::start(&options, self.urls.clone(), cache_config).await
     }
 
     async fn start(options: &TestOptions, urls: DbUrls, cache_config: CacheConfig) -> Self {
@@ -528,6 +534,13 @@ fn gateway_config(options: &TestOptions) -> gateway::GatewayConfig {
         read_window: options.read_window.unwrap_or(Duration::from_millis(
             gateway::window::DEFAULT_READ_WINDOW_MS,
         )),
+        // Covers the window a test sets.
+        read_fence: options
+            .read_window
+            .unwrap_or_default()
+            .max(Duration::from_millis(
+                gateway::window::DEFAULT_READ_FENCE_MS,
+            )),
     }
 }
 

@@ -1,16 +1,18 @@
 //! A TCP proxy a test can cut, to take one dependency of one service down
 //! (its Postgres, a peer service) without disturbing anyone else, and bring
-//! it back.
+//! it back; or slow down; or freeze, as a half-open socket does.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
@@ -20,6 +22,9 @@ pub struct TcpProxy {
     target: Arc<Mutex<Option<SocketAddr>>>,
     up: Arc<AtomicBool>,
     silent: Arc<AtomicBool>,
+    delay_us: Arc<AtomicU64>,
+    /// Each open connection's freeze switch.
+    links: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: JoinHandle<()>,
 }
@@ -42,6 +47,8 @@ impl TcpProxy {
         let target: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let up = Arc::new(AtomicBool::new(true));
         let silent = Arc::new(AtomicBool::new(false));
+        let delay_us = Arc::new(AtomicU64::new(0));
+        let links: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let acceptor = tokio::spawn(accept(
             listener,
@@ -49,6 +56,8 @@ impl TcpProxy {
             Flags {
                 up: up.clone(),
                 silent: silent.clone(),
+                delay_us: delay_us.clone(),
+                links: links.clone(),
             },
             connections.clone(),
         ));
@@ -57,6 +66,8 @@ impl TcpProxy {
             target,
             up,
             silent,
+            delay_us,
+            links,
             connections,
             acceptor,
         })
@@ -91,6 +102,29 @@ impl TcpProxy {
         }
     }
 
+    /// Every chunk forwarded (either way, on every connection) waits
+    /// `delay` first: a slow link on which nothing fails.
+    pub fn set_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.delay_us.store(us, Ordering::SeqCst);
+    }
+
+    /// The connections open now stop forwarding, either way, but stay
+    /// open: their peers see silence, not a close (a half-open socket, a
+    /// hung middlebox). Connections made later are not frozen.
+    pub fn freeze(&self) {
+        for link in lock(&self.links).iter() {
+            link.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Frozen connections forward again.
+    pub fn thaw(&self) {
+        for link in lock(&self.links).drain(..) {
+            link.store(false, Ordering::SeqCst);
+        }
+    }
+
     fn cut(&self) {
         {
             let mut open = self
@@ -114,6 +148,39 @@ impl Drop for TcpProxy {
 struct Flags {
     up: Arc<AtomicBool>,
     silent: Arc<AtomicBool>,
+    delay_us: Arc<AtomicU64>,
+    links: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One direction of a connection: forwards chunk by chunk, honouring the
+/// delay and the connection's freeze.
+async fn pump<R, W>(mut from: R, mut to: W, delay_us: Arc<AtomicU64>, frozen: Arc<AtomicBool>)
+where
+    R: AsyncReadExt + Unpin,
+    W: AsyncWriteExt + Unpin,
+{
+    let mut buf = vec![0_u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let delay = delay_us.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 async fn accept(
@@ -142,12 +209,23 @@ async fn accept(
                 .push(task);
             continue;
         }
+        let frozen = Arc::new(AtomicBool::new(false));
+        {
+            let mut links = lock(&flags.links);
+            links.retain(|l| Arc::strong_count(l) > 1);
+            links.push(frozen.clone());
+        }
+        let delay = flags.delay_us.clone();
         let task = tokio::spawn(async move {
-            if let Ok(mut server) = TcpStream::connect(target).await {
-                let mut client = client;
+            if let Ok(server) = TcpStream::connect(target).await {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::join!(
+                    pump(client_read, server_write, delay.clone(), frozen.clone()),
+                    pump(server_read, client_write, delay, frozen),
+                );
             }
         });
         connections

@@ -1,6 +1,11 @@
-//! Idempotent demo data: fixed ids and emails, inserted only when absent.
+//! Idempotent demo data: fixed ids and emails, inserted only when absent,
+//! each recording the cache invalidation it causes like any write (applied
+//! by the service's outbox relay: at its next start or on its next tick).
 
+use cache_core::Invalidation;
+use diesel_async::AsyncConnection;
 use huddle_db::{Database, DbError};
+use huddle_serve::Outbox;
 use uuid::Uuid;
 
 use crate::db::{self, NewUser};
@@ -48,9 +53,20 @@ pub async fn seed(db: &Database, mut progress: impl FnMut(&str)) -> Result<usize
             email: &email,
             image: None,
         };
-        if db::insert_if_absent(&mut conn, &new).await? {
-            inserted += 1;
-        }
+        let added = conn
+            .transaction::<_, DbError, _>(async |conn| {
+                if !db::insert_if_absent(conn, &new).await? {
+                    return Ok(false);
+                }
+                // A fixed id, unlike the API's: a read of it (or of the
+                // email) before the seed may have cached "not found".
+                let invalidation = Invalidation::user_create(&email)
+                    .merge(Invalidation::user_profile_update(id, &email, &email));
+                let _pending = Outbox::record(conn, invalidation).await?;
+                Ok(true)
+            })
+            .await?;
+        inserted += usize::from(added);
         progress(&name);
     }
     Ok(inserted)

@@ -13,7 +13,7 @@
 //! reconnect, with `Last-Event-ID`, to a replica that is serving.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -38,6 +38,8 @@ use crate::auth::{AuthError, JwtVerifier, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::meetings::access;
 use crate::request_id::RequestId;
+use crate::window::ReadWindow;
+use tokio::time::Instant;
 
 /// The standard header a reconnecting EventSource sends.
 const LAST_EVENT_ID: &str = "last-event-id";
@@ -196,6 +198,7 @@ pub async fn stream_chats(
     rid: RequestId,
     backends: web::Data<Backends>,
     streams: web::Data<Streams>,
+    window: web::Data<ReadWindow>,
     verifier: web::Data<JwtVerifier>,
     id: web::Path<String>,
     query: web::Query<StreamQuery>,
@@ -215,7 +218,10 @@ pub async fn stream_chats(
     let upstream = backends.chats().subscribe(request).await?.into_inner();
     let body = events(
         upstream,
-        streams.limits.heartbeat,
+        Pace {
+            heartbeat: streams.limits.heartbeat,
+            fence: window.fence(),
+        },
         streams.shutdown.clone(),
         admission,
     );
@@ -227,8 +233,25 @@ pub async fn stream_chats(
         .streaming(body))
 }
 
+/// Messages received but not yet due, at most: past it, upstream is not
+/// read (chat-service cuts off a subscriber that falls that far behind).
+const MAX_HELD_BACK: usize = 256;
+
+/// When the body speaks.
+struct Pace {
+    heartbeat: Duration,
+    /// Each event leaves this long after chat-service sent it: as a
+    /// write's answer does, so no replica's read window still holds a read
+    /// from before the message's cache effects were applied (`window`).
+    fence: Duration,
+}
+
 struct State {
     upstream: Streaming<pb::ChatMessage>,
+    upstream_done: bool,
+    /// Received messages with when they arrived, oldest first.
+    held_back: VecDeque<(Instant, pb::ChatMessage)>,
+    fence: Duration,
     heartbeat: tokio::time::Interval,
     stopped: BoxFuture<'static, ()>,
     started: bool,
@@ -236,17 +259,22 @@ struct State {
 }
 
 /// The SSE body: a first comment (the client knows it is subscribed),
-/// then events and heartbeats until the upstream or the gateway ends.
+/// then events (each a fence after it arrived, in order) and heartbeats
+/// until the upstream or the gateway ends.
 fn events(
     upstream: Streaming<pb::ChatMessage>,
-    every: Duration,
+    pace: Pace,
     shutdown: Shutdown,
     admission: Admission,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let every = pace.heartbeat;
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = State {
         upstream,
+        upstream_done: false,
+        held_back: VecDeque::new(),
+        fence: pace.fence,
         heartbeat,
         stopped: Box::pin(shutdown.wait()),
         started: false,
@@ -260,20 +288,45 @@ fn events(
                 state,
             ));
         }
-        let chunk = tokio::select! {
-            next = state.upstream.message() => match next {
-                Ok(Some(message)) => event(message)?,
-                Ok(None) => return None,
-                Err(status) => {
-                    tracing::debug!(code = ?status.code(), message = status.message(), "chat stream ended by chat-service");
-                    return None;
-                }
-            },
-            _ = state.heartbeat.tick() => Bytes::from_static(b": heartbeat\n\n"),
-            () = &mut state.stopped => return None,
-        };
+        let chunk = next_chunk(&mut state).await?;
         Some((Ok(chunk), state))
     })
+}
+
+/// The next thing to write; `None` ends the body. Keeps reading upstream
+/// while a message waits out its fence, so each waits once, not behind
+/// the ones before it.
+async fn next_chunk(state: &mut State) -> Option<Bytes> {
+    loop {
+        if state.upstream_done && state.held_back.is_empty() {
+            return None;
+        }
+        let due = state.held_back.front().map(|(at, _)| *at + state.fence);
+        let may_read = !state.upstream_done && state.held_back.len() < MAX_HELD_BACK;
+        tokio::select! {
+            () = &mut state.stopped => return None,
+            () = until(due) => {
+                let (_, message) = state.held_back.pop_front()?;
+                return event(message);
+            }
+            next = state.upstream.message(), if may_read => match next {
+                Ok(Some(message)) => state.held_back.push_back((Instant::now(), message)),
+                Ok(None) => state.upstream_done = true,
+                Err(status) => {
+                    tracing::debug!(code = ?status.code(), message = status.message(), "chat stream ended by chat-service");
+                    state.upstream_done = true;
+                }
+            },
+            _ = state.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
+        }
+    }
+}
+
+async fn until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One message as an SSE event; `None` (ending the stream) for a message

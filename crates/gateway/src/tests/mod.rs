@@ -44,6 +44,7 @@ fn config(user_addr: String) -> GatewayConfig {
         rate_limit: ratelimit::RateLimitConfig::default(),
         swagger_ui: true,
         read_window: Duration::from_millis(crate::window::DEFAULT_READ_WINDOW_MS),
+        read_fence: Duration::from_millis(crate::window::DEFAULT_READ_FENCE_MS),
     }
 }
 

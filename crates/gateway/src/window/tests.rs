@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use super::*;
 
 fn window(ms: u64) -> Arc<ReadWindow> {
-    Arc::new(ReadWindow::new(Duration::from_millis(ms), &Registry::new()).unwrap())
+    let w = Duration::from_millis(ms);
+    Arc::new(ReadWindow::new(w, w, &Registry::new()).unwrap())
 }
 
 const USER: WindowKey = WindowKey::User {
@@ -232,14 +233,11 @@ async fn a_cancelled_leader_releases_its_waiters() {
     assert_eq!(got["data"]["call"], 2);
 }
 
-/// The fence: a write's answer leaves no sooner than the window after its
-/// handler finished; a read's is not held back.
-#[actix_web::test]
-async fn writes_wait_out_the_window_and_reads_do_not() {
-    let w = web::Data::new(ReadWindow::new(Duration::from_millis(200), &Registry::new()).unwrap());
+/// Times a POST and a GET through the fence middleware with `w`.
+async fn fenced(w: ReadWindow) -> (Duration, Duration) {
     let app = test::init_service(
         App::new()
-            .app_data(w)
+            .app_data(web::Data::new(w))
             .route("/w", web::post().to(HttpResponse::Ok))
             .route("/w", web::get().to(HttpResponse::Ok))
             .wrap(from_fn(fence)),
@@ -251,14 +249,49 @@ async fn writes_wait_out_the_window_and_reads_do_not() {
         assert_eq!(resp.status(), 200);
         started.elapsed()
     };
-    let write = timed(test::TestRequest::post()).await;
+    (
+        timed(test::TestRequest::post()).await,
+        timed(test::TestRequest::get()).await,
+    )
+}
+
+/// The fence: a write's answer leaves no sooner than the window after its
+/// handler finished; a read's is not held back.
+#[actix_web::test]
+async fn writes_wait_out_the_window_and_reads_do_not() {
+    let ms = Duration::from_millis(200);
+    let (write, read) = fenced(ReadWindow::new(ms, ms, &Registry::new()).unwrap()).await;
+    assert!(write >= ms, "write answered after {write:?}");
+    assert!(read < ms, "read answered after {read:?}");
+}
+
+/// The fence is its own setting: with no window at all (a gateway with
+/// `HUDDLE_CACHE_READS=false`, or the first step of a rollout) writes still
+/// wait the fence, so the other replicas' windows stay covered. Seen to
+/// fail while the fence was the window (the write answered after ~0 ms).
+#[actix_web::test]
+async fn the_fence_holds_writes_without_a_window() {
+    let fence_ms = Duration::from_millis(150);
+    let (write, read) =
+        fenced(ReadWindow::new(Duration::ZERO, fence_ms, &Registry::new()).unwrap()).await;
+    assert!(write >= fence_ms, "write answered after {write:?}");
+    assert!(read < fence_ms, "read answered after {read:?}");
+}
+
+/// A fence shorter than the window is refused by the start-up check and,
+/// should a caller skip it, never honoured below the window.
+#[actix_web::test]
+async fn a_fence_shorter_than_the_window_is_refused() {
+    let (short, long) = (Duration::from_millis(1), Duration::from_millis(120));
+    let err = check_fence(long, short).unwrap_err();
     assert!(
-        write >= Duration::from_millis(200),
-        "write answered after {write:?}"
+        err.contains("HUDDLE_READ_FENCE_MS") && err.contains("HUDDLE_READ_WINDOW_MS"),
+        "{err}"
     );
-    let read = timed(test::TestRequest::get()).await;
-    assert!(
-        read < Duration::from_millis(200),
-        "read answered after {read:?}"
-    );
+    assert!(check_fence(short, long).is_ok());
+    assert!(check_fence(long, long).is_ok());
+    let w = ReadWindow::new(long, short, &Registry::new()).unwrap();
+    assert_eq!(w.fence(), long);
+    let (write, _) = fenced(w).await;
+    assert!(write >= long, "write answered after {write:?}");
 }
