@@ -75,10 +75,13 @@ check-gateway-deps:
 
 # deploy/ validated offline: every kustomization renders, validates against
 # the Kubernetes schemas and passes checkov; manifests and the binary agree
-# (subcommands, env vars, ports, probes, peers, NetworkPolicies); the
+# (subcommands, env vars, ports, probes, peers, NetworkPolicies, and what
+# the binary does when run: deploy/check/live.py starts `huddle all` against
+# the local Postgres and Redis, hence `setup`, for its metrics scrape and
+# Postgres connections); the alert rules pass their promtool tests; the
 # Dockerfile builds from the repo and registries only. test_check.py first
 # proves the checks fail on drift.
-deploy-check: build
+deploy-check: setup build
 	@bash deploy/check/install-tools.sh
 	HUDDLE_BIN=$(HUDDLE_BIN) $(HUDDLE_DEPLOY_TOOLS)/bin/python deploy/check/test_check.py
 	$(HUDDLE_DEPLOY_TOOLS)/bin/python deploy/check/check.py --huddle $(HUDDLE_BIN)

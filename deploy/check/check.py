@@ -40,6 +40,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import live  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 HERE = Path(__file__).resolve().parent
@@ -98,6 +101,8 @@ class Subcommand:
 @dataclass
 class Cli:
     subcommands: dict[str, Subcommand]
+    # What the binary was seen doing (live.py): None when not observed.
+    observed: live.Observed | None = None
 
     def service_names(self) -> list[str]:
         """Subcommands that are one domain service: `huddle X` with its own
@@ -126,14 +131,22 @@ class Cli:
             return [("HUDDLE_JWT_SECRET",)] + [(addr_var(s),) for s in self.service_names()]
         if subcommand in self.service_names():
             peers = [(addr_var(s),) for s in CALLS.get(subcommand, []) if s in self.service_names()]
-            redis = tuple(
-                v for v in ("HUDDLE_REDIS_URL", "HUDDLE_REDIS_CLUSTER_NODES") if v in self.subcommands[subcommand].env
-            )
             secrets = [(v,) for v in SERVICE_SECRETS.get(subcommand, [])]
-            return [("HUDDLE_DATABASE_URL",), redis] + peers + secrets
+            return [("HUDDLE_DATABASE_URL",)] + peers + secrets
         if subcommand in ("migrate", "seed"):
             return [("HUDDLE_DATABASE_URL",)]
         return []
+
+
+REDIS_VARS = ("HUDDLE_REDIS_URL", "HUDDLE_REDIS_CLUSTER_NODES")
+
+
+def redis_readers(cli: Cli) -> set[str]:
+    """Subcommands that dial Redis: as observed (live.dials_redis), else
+    the services (their cache)."""
+    if cli.observed is not None:
+        return set(cli.observed.redis_readers)
+    return set(cli.service_names())
 
 
 def addr_var(service: str) -> str:
@@ -193,12 +206,18 @@ def run_help(huddle: str, *args: str) -> str:
     return out.stdout
 
 
-def load_cli(huddle: str) -> Cli:
+def load_cli(huddle: str, observe: bool = True) -> Cli:
+    """The binary's interface from its --help texts and, with `observe`,
+    what it does when run (live.py: metrics served, connections held,
+    Redis dialled)."""
     top = parse_help("", run_help(huddle))
     if not top.subcommands:
         raise SystemExit(f"{huddle} --help lists no subcommands")
     subs = {name: parse_help(name, run_help(huddle, name)) for name in top.subcommands}
-    return Cli(subs)
+    cli = Cli(subs)
+    if observe:
+        cli.observed = live.observe(huddle, cli.service_names())
+    return cli
 
 
 # ---------------------------------------------------------------------------
@@ -594,6 +613,13 @@ def check_huddle_container(m: Manifests, cli: Cli, w: Workload, c: dict, problem
     for names in cli.required_vars(sub.name):
         if not env.names.intersection(names):
             problems.add(ref, f"`huddle {sub.name}` needs {' or '.join(names)} set (its default is meant for a laptop)")
+    if sub.name in redis_readers(cli) and not env.names.intersection(REDIS_VARS):
+        problems.add(
+            ref,
+            f"`huddle {sub.name}` dials Redis (seen when run), but is given neither {' nor '.join(REDIS_VARS)}: "
+            "it would dial 127.0.0.1:6379 inside the pod"
+            + (" and fail open on every rate limit" if sub.name == "gateway" else ""),
+        )
     # A service's own secrets stay in its pods (every subcommand's --help
     # lists the global flags, so the check above cannot tell).
     for owner, secrets in SERVICE_SECRETS.items():
@@ -1091,9 +1117,14 @@ def main(argv: list[str]) -> int:
         validate_schemas(m, problems)
         if name != "base":  # the base is never applied on its own
             check_drift(m, cli, problems)
-            check_monitoring(m, problems, promtool)
+            check_monitoring(m, problems, promtool, cli)
+            services = [w for w in m.workloads() if huddle_subcommand(w) in cli.service_names()]
+            jobs = [w for w in m.workloads() if huddle_subcommand(w) == "migrate" and w.doc["kind"] == "Job"]
+            used, terms = connection_budget(m, cli, services, jobs, Problems())
+            print(f"deploy-check: {name}: Postgres connections at full scale-out: {' + '.join(terms)} = {used}")
         print(f"deploy-check: rendered {name}: {len(docs)} objects")
     check_non_clap_env(problems)
+    check_docs(problems)
     check_dockerfile(problems, renders)
 
     if not args.no_checkov:
@@ -1131,9 +1162,6 @@ DNS_TTL_SECS = 5
 # Link-local DNS servers pods may be pointed at instead of kube-dns pods:
 # NodeLocal DNSCache and GKE Cloud DNS (the metadata server).
 LINK_LOCAL_DNS = ("169.254.20.10", "169.254.169.254")
-# Every metric rules and the dashboard use must appear in the Rust sources
-# (the kit's request layer emits the gRPC server metrics).
-PROMISED_METRICS: set[str] = set()
 MONITORING = K8S / "monitoring"
 README = REPO / "deploy" / "README.md"
 
@@ -1200,12 +1228,121 @@ def committed_tags() -> set[str]:
     return tags
 
 
-def secret_key(c: dict, var: str) -> str | None:
+# Memory a process needs per open chat stream, and without any: measured
+# through `huddle all` (gateway and chat in one process, so each side is
+# charged the whole ~59 KB; deploy/README.md, "Memory"), rounded up.
+STREAM_BYTES = 64 * 2**10
+BASELINE_BYTES = 128 * 2**20
+# The setting that caps a process's open streams, per subcommand.
+STREAM_CAPS = {"gateway": "HUDDLE_SSE_MAX_STREAMS", "chat": "HUDDLE_CHAT_STREAM_MAX"}
+
+
+def check_stream_memory(m: Manifests, cli: Cli, w: Workload, problems: Problems) -> None:
+    sub = huddle_subcommand(w)
+    var = STREAM_CAPS.get(str(sub))
+    if var is None:
+        return
+    c = w.containers()[0]
+    env = container_env(m, f"{m.name}: {w.ref}", c, Problems())
+    cap = int(env.values.get(var) or cli.subcommands[sub].env.get(var) or 0)
+    limit = quantity_bytes(((c.get("resources") or {}).get("limits") or {}).get("memory")) or 0
+    need = BASELINE_BYTES + cap * STREAM_BYTES
+    if limit < need:
+        problems.add(
+            f"{m.name}: {w.ref}",
+            f"memory limit {limit / 2**20:.0f} MiB < {need / 2**20:.0f} MiB its {cap} streams ({var}) need "
+            f"({BASELINE_BYTES // 2**20} MiB + {cap} × {STREAM_BYTES // 2**10} KiB): a full pod is OOM-killed with every stream on it",
+        )
+
+
+def check_docs(problems: Problems, text: str | None = None) -> None:
+    """deploy/README.md states what the code and manifests do: the JWT
+    secret's minimum, the preStop sleep."""
+    text = README.read_text() if text is None else text
+    config = (REPO / "crates" / "huddle" / "src" / "config.rs").read_text()
+    found = re.search(r"MIN_JWT_SECRET_BYTES: usize = (\d+);", config)
+    if not found:
+        raise SystemExit("MIN_JWT_SECRET_BYTES not found in crates/huddle/src/config.rs")
+    for n, unit in re.findall(r"JWT secret[^.]*?(?:at least|under) (\d+) (characters|bytes)", text, re.S):
+        if unit != "bytes" or n != found.group(1):
+            problems.add("deploy/README.md", f"says the JWT secret needs {n} {unit}; the gateway wants at least {found.group(1)} bytes")
+    loop = re.search(r"for db in ([\w ]+); do\n[^\n]*\n\s+-v ON_ERROR_STOP=1 -f deploy/sql/grants.sql", text)
+    granted = set(loop.group(1).split()) if loop else set()
+    for src in sorted((REPO / "crates").glob("*/src/lib.rs")):
+        for db in re.findall(r'pub const DATABASE_NAME: &str = "(\w+)";', src.read_text()):
+            if db not in granted:
+                problems.add(
+                    "deploy/README.md",
+                    f"the grants loop (deploy/sql/grants.sql per database) misses {db} ({src.relative_to(REPO)}): "
+                    "the runtime role could not read it, and its pods would never pass `huddle migrate --check`",
+                )
+    sleeps = set()
+    for path in (K8S / "base").rglob("deployment.yaml"):
+        sleeps.update(re.findall(r'command: \["sleep", "(\d+)"\]', path.read_text()))
+    for n in re.findall(r"(\d+) s `preStop`", text):
+        if n not in sleeps:
+            problems.add("deploy/README.md", f"says the preStop sleep is {n} s; the Deployments sleep {', '.join(sorted(sleeps))} s")
+
+
+def secret_ref(c: dict, var: str) -> tuple[str, str] | None:
     for e in c.get("env") or []:
         if e["name"] == var:
             ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-            return ref["key"] if ref else None
+            return (ref["name"], ref["key"]) if ref else None
     return None
+
+
+def secrets_read(c: dict) -> set[str]:
+    names = {((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") for e in c.get("env") or []}
+    names |= {(s.get("secretRef") or {}).get("name") for s in c.get("envFrom") or []}
+    return names - {None}
+
+
+def generated_names() -> set[str]:
+    """ConfigMaps and Secrets the kustomizations generate with a name hash."""
+    names = set()
+    for k in K8S.rglob("kustomization.yaml"):
+        doc = yaml.safe_load(k.read_text()) or {}
+        for gen in (doc.get("configMapGenerator") or []) + (doc.get("secretGenerator") or []):
+            opts = gen.get("options") or {}
+            if not opts.get("disableNameSuffixHash") and not (doc.get("generatorOptions") or {}).get("disableNameSuffixHash"):
+                names.add(gen["name"])
+    return names
+
+
+def check_job_templates(m: Manifests, jobs: list[Workload], problems: Problems) -> None:
+    """A Job's pod template is immutable: if it names a hash-suffixed
+    ConfigMap or Secret, a config-only change (same release, same Job
+    name) changes the template and `kubectl apply` fails with "field is
+    immutable" until the Job's TTL removes it."""
+    hashed = generated_names()
+
+    def is_hashed(name: str) -> bool:
+        return any(name.startswith(g + "-") and re.fullmatch(r"[a-z0-9]{10}", name[len(g) + 1 :]) for g in hashed)
+
+    for job in jobs:
+        pod = job.pod
+        refs = set()
+        for c in job.containers() + list(pod.get("initContainers") or []):
+            for e in c.get("env") or []:
+                src = e.get("valueFrom") or {}
+                for key in ("configMapKeyRef", "secretKeyRef"):
+                    if key in src:
+                        refs.add(src[key]["name"])
+            for f in c.get("envFrom") or []:
+                for key in ("configMapRef", "secretRef"):
+                    if key in f:
+                        refs.add(f[key]["name"])
+        for v in pod.get("volumes") or []:
+            for key in ("configMap", "secret"):
+                if key in v:
+                    refs.add(v[key].get("name") or v[key].get("secretName"))
+        for name in sorted(n for n in refs if n and is_hashed(n)):
+            problems.add(
+                f"{m.name}: {job.ref}",
+                f"its pod template names {name}, a generated name that changes with the config: a config-only change "
+                "makes the next `kubectl apply` fail on this Job (field is immutable); give the Job what it needs directly",
+            )
 
 
 def egress_to_ip(m: Manifests, w: Workload, ip: str, port: int, protocol: str) -> bool:
@@ -1300,15 +1437,27 @@ def check_production(m: Manifests, cli: Cli, problems: Problems) -> None:
             )
 
     # -- least privilege: a DDL role for the Job, a DML role for the rest --
-    job_keys = {secret_key(c, "HUDDLE_DATABASE_URL") for j in jobs for c in j.containers()}
-    for w in services:
+    # The Job's database URL comes from a Secret of its own that no other
+    # workload reads (so rotating or reading the runtime Secret never
+    # touches DDL rights), and no Secret a runtime pod reads carries it.
+    job_secrets = {secret_ref(c, "HUDDLE_DATABASE_URL") for j in jobs for c in j.containers()} - {None}
+    for w in huddle:
+        if w in jobs:
+            continue
         for c in w.containers() + list(w.pod.get("initContainers") or []):
-            key = secret_key(c, "HUDDLE_DATABASE_URL")
-            if key and key in job_keys:
+            for name in sorted(secrets_read(c) & {n for n, _ in job_secrets}):
                 problems.add(
                     f"{m.name}: {w.ref} container {c['name']}",
-                    f"uses the migrate Job's database credentials (Secret key {key}); runtime pods get the DML-only role",
+                    f"reads Secret {name}, which holds the migrate Job's database credentials (DDL); runtime pods get the DML-only role",
                 )
+            for name in sorted(secrets_read(c)):
+                obj = m.get("Secret", name)
+                if obj and "HUDDLE_MIGRATE_DATABASE_URL" in config_data(obj):
+                    problems.add(
+                        f"{m.name}: Secret/{name}",
+                        f"carries HUDDLE_MIGRATE_DATABASE_URL and is read by {w.ref}: the migration role belongs in the Job's own Secret",
+                    )
+    check_job_templates(m, jobs, problems)
     for cm in m.of_kind("ConfigMap"):
         for k, v in (cm.get("data") or {}).items():
             if k in DATASTORE_URL_VARS + ("HUDDLE_MIGRATE_DATABASE_URL",):
@@ -1367,8 +1516,15 @@ def check_production(m: Manifests, cli: Cli, problems: Problems) -> None:
                 problems.add(
                     ref, "topologySpreadConstraints without matchLabelKeys [pod-template-hash]: old pods skew a rollout"
                 )
-        if m.name == "prod" and not spread:
-            problems.add(ref, "prod: no topologySpreadConstraints over zones")
+        if m.name == "prod":
+            for key, what in (("topology.kubernetes.io/zone", "zones"), ("kubernetes.io/hostname", "nodes")):
+                if not any(t.get("topologyKey") == key and t.get("whenUnsatisfiable") == "DoNotSchedule" for t in spread):
+                    problems.add(
+                        ref,
+                        f"prod: no topologySpreadConstraint over {what} ({key}) with whenUnsatisfiable: DoNotSchedule: "
+                        "under pressure every replica may land in one place",
+                    )
+        check_stream_memory(m, cli, w, problems)
     for pdb in m.of_kind("PodDisruptionBudget"):
         if pdb["spec"].get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
             problems.add(
@@ -1422,23 +1578,46 @@ def check_production(m: Manifests, cli: Cli, problems: Problems) -> None:
     # -- the Postgres connection budget -----------------------------------
     limit = cluster.get("postgresMaxConnections")
     if limit:
-        used = 0
-        hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in m.of_kind("HorizontalPodAutoscaler")}
-        for w in services:
-            env = container_env(m, f"{m.name}: {w.ref}", w.containers()[0], Problems())
-            pool = int(env.values.get("HUDDLE_DB_POOL_SIZE") or cli.subcommands[huddle_subcommand(w)].env.get("HUDDLE_DB_POOL_SIZE") or 10)
-            hpa = hpas.get(w.doc["metadata"]["name"])
-            replicas = hpa["spec"]["maxReplicas"] if hpa else 1
-            surge = str((w.doc["spec"].get("strategy") or {}).get("rollingUpdate", {}).get("maxSurge", "25%"))
-            extra = -(-replicas * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge)
-            used += (replicas + extra) * pool
-        used += len(jobs)
+        used, terms = connection_budget(m, cli, services, jobs, problems)
         if used > int(limit):
             problems.add(
                 m.name,
-                f"Postgres connection budget: up to {used} connections (max replicas + surge, × pool size, + Job) > "
+                f"Postgres connection budget: up to {used} connections ({' + '.join(terms)}: "
+                f"(max replicas + surge) × (pool + held outside it) per service, + Jobs) > "
                 f"postgresMaxConnections {limit} (overlays/{m.name}/cluster.yaml)",
             )
+
+
+def connection_budget(
+    m: Manifests, cli: Cli, services: list[Workload], jobs: list[Workload], problems: Problems
+) -> tuple[int, list[str]]:
+    """Postgres connections at full scale-out: per service Deployment,
+    (HPA maxReplicas + rolling-update surge) × (HUDDLE_DB_POOL_SIZE + the
+    connections a process holds outside its pool, as observed in a running
+    `huddle all`: the LISTEN connections), plus one per migrate Job (its
+    databases are migrated one after the other on one connection). Init
+    containers hold one connection before the main container starts, so
+    within the pod's share."""
+    used, terms = 0, []
+    outside = cli.observed.outside_pool if cli.observed else {}
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in m.of_kind("HorizontalPodAutoscaler")}
+    for w in services:
+        sub = huddle_subcommand(w)
+        env = container_env(m, f"{m.name}: {w.ref}", w.containers()[0], Problems())
+        pool = int(env.values.get("HUDDLE_DB_POOL_SIZE") or cli.subcommands[sub].env.get("HUDDLE_DB_POOL_SIZE") or 10)
+        database = f"huddle_{sub}"
+        if cli.observed is not None and database not in outside:
+            problems.add(f"{m.name}: {w.ref}", f"`huddle all` showed no pool for database {database}: its connections are not counted")
+        extra = outside.get(database, 0)
+        hpa = hpas.get(w.doc["metadata"]["name"])
+        replicas = hpa["spec"]["maxReplicas"] if hpa else 1
+        surge = str((w.doc["spec"].get("strategy") or {}).get("rollingUpdate", {}).get("maxSurge", "25%"))
+        surged = -(-replicas * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge)
+        used += (replicas + surged) * (pool + extra)
+        terms.append(f"{sub} ({replicas}+{surged})×({pool}+{extra})")
+    used += len(jobs)
+    terms.append(f"{len(jobs)} Job")
+    return used, terms
 
 
 # ---------------------------------------------------------------------------
@@ -1503,17 +1682,29 @@ def validate_monitoring_schema(doc: dict, ref: str, problems: Problems) -> None:
         problems.add(ref, f"invalid at {'/'.join(str(p) for p in e.path)}: {e.message}")
 
 
-def exported_metrics() -> set[str]:
-    names = set(PROMISED_METRICS)
-    for src in (REPO / "crates").rglob("*.rs"):
-        names.update(re.findall(r'"(huddle_[a-z0-9_]+)"', src.read_text()))
-    return names
+# Metrics rules use that no Huddle process serves, with who serves them.
+EXTERNAL_METRICS = {
+    "up": "Prometheus, per scrape target",
+    "kube_job_failed": "kube-state-metrics (kube-prometheus-stack)",
+}
+
+
+def served_metrics(cli: Cli | None) -> set[str]:
+    """Metric families a real scrape of `huddle all` served (live.py)."""
+    if cli is None or cli.observed is None:
+        raise SystemExit("deploy-check: the monitoring check needs the binary observed (load_cli(..., observe=True))")
+    return set(cli.observed.metrics)
 
 
 def used_metrics(expr: str) -> set[str]:
+    """Metric names an expression selects: `huddle_*` tokens and any name
+    right before a `{` selector (minus histogram suffixes of served
+    histograms)."""
     found = set()
-    for name in re.findall(r"\b(huddle_[a-z0-9_]+)", expr):
-        found.add(re.sub(r"_(bucket|sum|count)$", "", name))
+    expr = re.sub(r'"[^"]*"', '""', expr)  # label values are not names
+    names = set(re.findall(r"\b(huddle_[a-z0-9_]+)", expr)) | set(re.findall(r"(?<![\w:])([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expr))
+    for name in names:
+        found.add(re.sub(r"_(bucket|sum|count)$", "", name) if name.startswith("huddle_") else name)
     return found
 
 
@@ -1524,13 +1715,17 @@ def readme_anchors() -> set[str]:
     }
 
 
-def check_monitoring(m: Manifests, problems: Problems, promtool: str, dashboard: dict | None = None) -> None:
+def check_monitoring(
+    m: Manifests, problems: Problems, promtool: str, cli: Cli | None = None, dashboard: dict | None = None,
+    rule_tests: str | None = None,
+) -> None:
     rules = m.of_kind("PrometheusRule")
     monitors = m.of_kind("PodMonitor")
     if m.name == "prod" and not (rules and monitors):
         problems.add(m.name, "no PodMonitors/PrometheusRules (deploy/k8s/monitoring)")
-    known = exported_metrics()
+    known = served_metrics(cli) | set(EXTERNAL_METRICS)
     anchors = readme_anchors()
+    check_discovery(m, problems)
     for pm in monitors:
         ref = f"{m.name}: PodMonitor/{pm['metadata']['name']}"
         pods = [w for w in m.workloads() if selects(pm["spec"].get("selector"), w.labels)]
@@ -1546,14 +1741,17 @@ def check_monitoring(m: Manifests, problems: Problems, promtool: str, dashboard:
         with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
             yaml.safe_dump({"groups": groups}, f)
         out = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True)
-        os.unlink(f.name)
         if out.returncode != 0:
             problems.add(ref, f"promtool check rules: {out.stdout.strip()} {out.stderr.strip()}")
+        else:
+            test_rules(ref, groups, f.name, promtool, problems, rule_tests)
+        os.unlink(f.name)
+        recorded = {r["record"] for g in groups for r in g.get("rules") or [] if "record" in r}
         for g in groups:
             for r in g.get("rules") or []:
                 name = r.get("alert") or r.get("record")
-                for metric in sorted(used_metrics(str(r.get("expr", ""))) - known):
-                    problems.add(ref, f"{name}: metric {metric} is exported by nothing in crates/")
+                for metric in sorted(used_metrics(str(r.get("expr", ""))) - known - recorded):
+                    problems.add(ref, f"{name}: metric {metric} is not served by `huddle all` (its /metrics scrape) nor listed in EXTERNAL_METRICS")
                 if "alert" in r:
                     runbook = (r.get("annotations") or {}).get("runbook", "")
                     anchor = runbook.split("#", 1)[1] if "#" in runbook else ""
@@ -1562,7 +1760,83 @@ def check_monitoring(m: Manifests, problems: Problems, promtool: str, dashboard:
     if m.name == "prod":
         if dashboard is None:
             dashboard = json.loads((MONITORING / "dashboards" / "huddle.json").read_text())
-        check_dashboard(dashboard, known, problems)
+        recorded = {r["record"] for d in rules for g in d["spec"].get("groups") or [] for r in g.get("rules") or [] if "record" in r}
+        check_dashboard(dashboard, known | recorded, problems)
+        panels = " ".join(t.get("expr", "") for p in dashboard.get("panels") or [] for t in p.get("targets") or [])
+        alerts = " ".join(str(r.get("expr", "")) for d in rules for g in d["spec"].get("groups") or [] for r in g.get("rules") or [])
+        for what, text in (("alert", alerts), ("dashboard panel", panels)):
+            if not re.search(r'huddle_rate_limit_decisions_total\{[^}]*decision="failed_open"', text):
+                problems.add(m.name, f"no {what} reads huddle_rate_limit_decisions_total{{decision=\"failed_open\"}}: rate limits switched off go unseen")
+
+
+RULE_TESTS = MONITORING / "rules-test.yaml"
+# The two-day cases, evaluated every 5 minutes instead of every minute.
+RULE_TESTS_DAILY = MONITORING / "rules-test-daily.yaml"
+_PROMTOOL_TESTS: dict[str, str] = {}  # (rules, cases) -> promtool's complaint ("" when it passed)
+
+
+def test_rules(ref: str, groups: list, rules_file: str, promtool: str, problems: Problems, text: str | None) -> None:
+    """`promtool test rules` on rules-test.yaml (`text` replaces it) and
+    rules-test-daily.yaml, and every alert has a case where it fires and
+    one where it stays silent."""
+    texts = [RULE_TESTS.read_text() if text is None else text, RULE_TESTS_DAILY.read_text()]
+    docs = [yaml.safe_load(t) or {} for t in texts]
+    fires, silent = set(), set()
+    for doc in docs:
+        for t in doc.get("tests") or []:
+            for a in t.get("alert_rule_test") or []:
+                (fires if a.get("exp_alerts") else silent).add(a.get("alertname"))
+    for g in groups:
+        for r in g.get("rules") or []:
+            if "alert" in r:
+                for cases, what in ((fires, "fires"), (silent, "stays silent")):
+                    if r["alert"] not in cases:
+                        problems.add(ref, f"{r['alert']}: no case in {RULE_TESTS.name} where it {what}")
+    # promtool takes ~15 s here; the self-test asks the same question often.
+    key = yaml.safe_dump(groups) + "\0" + "\0".join(texts)
+    if key not in _PROMTOOL_TESTS:
+        files = []
+        for doc in docs:
+            with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+                doc["rule_files"] = [rules_file]
+                yaml.safe_dump(doc, f)
+            files.append(f.name)
+        out = subprocess.run([promtool, "test", "rules", *files], capture_output=True, text=True)
+        for name in files:
+            os.unlink(name)
+        _PROMTOOL_TESTS[key] = "" if out.returncode == 0 else f"{out.stdout.strip()}\n{out.stderr.strip()}"
+    if _PROMTOOL_TESTS[key]:
+        problems.add(ref, f"promtool test rules (rules-test.yaml, rules-test-daily.yaml) failed:\n{_PROMTOOL_TESTS[key]}")
+
+
+def check_discovery(m: Manifests, problems: Problems) -> None:
+    """A default kube-prometheus-stack selects PodMonitors and
+    PrometheusRules by `release: <its Helm release>`, and its Grafana
+    sidecar loads dashboards from its own namespace only: the overlay names
+    both in cluster.yaml, and the objects must agree."""
+    if m.name != "prod":
+        return
+    cluster = cluster_config(m)
+    release = cluster.get("prometheusRelease")
+    if not release:
+        problems.add(m.name, "cluster.yaml names no prometheusRelease (the kube-prometheus-stack Helm release)")
+    for doc in m.of_kind("PodMonitor", "PrometheusRule"):
+        got = (doc["metadata"].get("labels") or {}).get("release")
+        if release and got != release:
+            problems.add(
+                f"{m.name}: {doc['kind']}/{doc['metadata']['name']}",
+                f"label release={got!r}, not {release!r}: kube-prometheus-stack's Prometheus would not pick it up",
+            )
+    monitoring = cluster.get("monitoringNamespace", "monitoring")
+    dashboards = [d for d in m.of_kind("ConfigMap") if (d["metadata"].get("labels") or {}).get("grafana_dashboard")]
+    if not dashboards:
+        problems.add(m.name, "no ConfigMap labelled grafana_dashboard (the Grafana sidecar's default label)")
+    for d in dashboards:
+        if d["metadata"].get("namespace") != monitoring:
+            problems.add(
+                f"{m.name}: ConfigMap/{d['metadata']['name']}",
+                f"in namespace {d['metadata'].get('namespace')!r}, not {monitoring!r}: the Grafana sidecar searches its own namespace only by default",
+            )
 
 
 def check_dashboard(d: dict, known: set[str], problems: Problems) -> None:
@@ -1586,7 +1860,7 @@ def check_dashboard(d: dict, known: set[str], problems: Problems) -> None:
             if not expr:
                 problems.add(pref, "a query without expr")
             for metric in sorted(used_metrics(expr) - known):
-                problems.add(pref, f"metric {metric} is exported by nothing in crates/")
+                problems.add(pref, f"metric {metric} is not served by `huddle all` (its /metrics scrape)")
             for var in re.findall(r"\$(\w+)", expr):
                 if var not in variables and not var.startswith("__"):
                     problems.add(pref, f"uses ${var}, which the dashboard does not define")

@@ -63,7 +63,7 @@ class DriftCheck(unittest.TestCase):
         problems = check.Problems()
         m = check.Manifests("prod", docs)
         check.check_drift(m, self.cli, problems)
-        check.check_monitoring(m, problems, self.promtool)
+        check.check_monitoring(m, problems, self.promtool, self.cli, rule_tests=getattr(self, "rule_tests", None))
         for d in docs:
             if d["apiVersion"].startswith("monitoring.coreos.com/"):
                 check.validate_monitoring_schema(d, f"prod: {d['kind']}", problems)
@@ -361,9 +361,9 @@ class DriftCheck(unittest.TestCase):
     def test_a_service_with_the_migration_role(self) -> None:
         def mutate(docs):
             c = container(docs, "Deployment", "user")
-            env_entry(c, "HUDDLE_DATABASE_URL")["valueFrom"]["secretKeyRef"]["key"] = "HUDDLE_MIGRATE_DATABASE_URL"
+            env_entry(c, "HUDDLE_DATABASE_URL")["valueFrom"]["secretKeyRef"]["name"] = "huddle-migrate"
 
-        self.assertFlags(mutate, "uses the migrate Job's database credentials")
+        self.assertFlags(mutate, "reads Secret huddle-migrate, which holds the migrate Job's database credentials")
 
     def test_a_redis_password_in_a_configmap(self) -> None:
         def mutate(docs):
@@ -455,8 +455,8 @@ class DriftCheck(unittest.TestCase):
         def mutate(docs):
             find(docs, "ConfigMap", "huddle-datastores")["data"]["HUDDLE_DB_POOL_SIZE"] = "20"
 
-        # prod: 4 services × (20 + 5) × 20 + 1 Job > 500
-        self.assertFlags(mutate, "up to 2001 connections", prod=True)
+        # prod: 3 services × (20 + 5) × (20 + 1) + (20 + 5) × (20 + 2) + 1 Job > 600
+        self.assertFlags(mutate, "up to 2126 connections", prod=True)
 
     # -- monitoring (item 4) ---------------------------------------------------
 
@@ -476,7 +476,7 @@ class DriftCheck(unittest.TestCase):
         def mutate(docs):
             find(docs, "PrometheusRule", "huddle")["spec"]["groups"][0]["rules"][0]["expr"] = "huddle_cache_brekaer_state == 1"
 
-        self.assertFlags(mutate, "metric huddle_cache_brekaer_state is exported by nothing", prod=True)
+        self.assertFlags(mutate, "metric huddle_cache_brekaer_state is not served by `huddle all`", prod=True)
 
     def test_a_pod_monitor_on_a_missing_port(self) -> None:
         def mutate(docs):
@@ -497,9 +497,194 @@ class DriftCheck(unittest.TestCase):
         dashboard["panels"][0]["targets"][0]["expr"] = "rate(huddle_http_requests_totl{namespace=\"$ns\"}[5m]"
         dashboard["panels"][1]["id"] = dashboard["panels"][0]["id"]
         problems = check.Problems()
-        check.check_dashboard(dashboard, check.exported_metrics(), problems)
-        for fragment in ("huddle_http_requests_totl is exported by nothing", "uses $ns", "unbalanced", "duplicate id"):
+        check.check_dashboard(dashboard, check.served_metrics(self.cli), problems)
+        for fragment in ("huddle_http_requests_totl is not served", "uses $ns", "unbalanced", "duplicate id"):
             self.assertTrue(any(fragment in p for p in problems), (fragment, problems))
+
+    # -- day one in prod (issue 20) --------------------------------------------
+
+    def test_the_binary_is_observed_running(self) -> None:
+        """live.py ran `huddle all`: its scrape serves the failure counters
+        the alerts use (at 0 from the start), the gateway dialled Redis,
+        and each service holds LISTEN connections outside its pool.
+        Seen to fail before the counters were pre-initialised:
+        huddle_cache_fills_rejected_total was absent from the scrape."""
+        obs = self.cli.observed
+        self.assertIn("huddle_rate_limit_decisions_total", obs.metrics)
+        self.assertIn("huddle_cache_fills_rejected_total", obs.metrics)
+        self.assertRegex(obs.scrape, r'huddle_rate_limit_decisions_total\{decision="failed_open",limit="meeting_create"\} 0')
+        self.assertIn("gateway", obs.redis_readers)
+        self.assertGreaterEqual(obs.outside_pool["huddle_chat"], 2)
+        for db in ("huddle_user", "huddle_meeting", "huddle_recording"):
+            self.assertGreaterEqual(obs.outside_pool[db], 1, db)
+
+    def test_the_gateway_without_redis(self) -> None:
+        """Item 1. Seen to fail on main's prod overlay as rendered: the
+        gateway had no HUDDLE_REDIS_CLUSTER_NODES and nothing said so."""
+
+        def mutate(docs):
+            c = container(docs, "Deployment", "gateway")
+            c["env"] = [e for e in c["env"] if e["name"] != "HUDDLE_REDIS_CLUSTER_NODES"]
+
+        self.assertFlags(mutate, "Deployment/gateway container huddle: `huddle gateway` dials Redis", prod=True)
+
+    def test_the_budget_counts_the_listeners(self) -> None:
+        """Item 2: with the connections held outside the pools the prod sum
+        is 526; the old arithmetic (pool only) gave 401. Seen to fail with
+        `outside_pool` ignored: 401."""
+        m = check.Manifests("prod", copy.deepcopy(self.prod_docs))
+        services = [w for w in m.workloads() if check.huddle_subcommand(w) in self.cli.service_names()]
+        jobs = [w for w in m.workloads() if check.huddle_subcommand(w) == "migrate"]
+        used, terms = check.connection_budget(m, self.cli, services, jobs, check.Problems())
+        self.assertEqual(used, 526, terms)
+        blind = copy.copy(self.cli)
+        blind.observed = copy.copy(self.cli.observed)
+        blind.observed.outside_pool = {db: 0 for db in self.cli.observed.outside_pool}
+        self.assertEqual(check.connection_budget(m, blind, services, jobs, check.Problems())[0], 401)
+
+    def test_a_job_naming_a_hashed_configmap(self) -> None:
+        """Item 4. Seen to fail on main's render: the Job's envFrom named
+        huddle-config-<hash>."""
+
+        def mutate(docs):
+            name = find(docs, "ConfigMap", "huddle-config")["metadata"]["name"]
+            container(docs, "Job", "migrate").setdefault("envFrom", []).append({"configMapRef": {"name": name}})
+
+        self.assertFlags(mutate, "a config-only change makes the next `kubectl apply` fail on this Job", prod=True)
+
+    def test_a_config_only_change_leaves_the_job_alone(self) -> None:
+        """Item 4, from outside: render prod, change one config value,
+        render again: the ConfigMap's name changes, the Job does not, so
+        `kubectl apply` has nothing immutable to refuse. Seen to fail on
+        main: the Job's envFrom changed with the hash."""
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            k8s = Path(tmp) / "k8s"
+            shutil.copytree(check.K8S, k8s)
+            kubectl = check.find_tool("kubectl", None)
+            _, before = check.render(kubectl, k8s / "overlays" / "prod")
+            env = k8s / "base" / "config.env"
+            env.write_text(env.read_text().replace("LOG_FORMAT=json", "LOG_FORMAT=text"))
+            _, after = check.render(kubectl, k8s / "overlays" / "prod")
+        self.assertNotEqual(find(before, "ConfigMap", "huddle-config")["metadata"]["name"], find(after, "ConfigMap", "huddle-config")["metadata"]["name"])
+        self.assertEqual(find(before, "Job", "migrate"), find(after, "Job", "migrate"))
+
+    def test_the_migration_url_in_the_runtime_secret(self) -> None:
+        """Item 10. Seen to fail on main: huddle-secrets carried
+        HUDDLE_MIGRATE_DATABASE_URL, read by every service pod."""
+
+        def mutate(docs):
+            secret = find(docs, "Secret", "huddle-secrets")
+            secret["data"]["HUDDLE_MIGRATE_DATABASE_URL"] = secret["data"]["HUDDLE_DATABASE_URL"]
+
+        self.assertFlags(mutate, "Secret/huddle-secrets: carries HUDDLE_MIGRATE_DATABASE_URL")
+
+    def test_monitoring_a_default_kube_prometheus_stack_would_miss(self) -> None:
+        """Item 8. Seen to fail on main: no release label, the dashboard
+        in namespace huddle."""
+
+        def mutate(docs):
+            del find(docs, "PodMonitor", "huddle-services")["metadata"]["labels"]["release"]
+            find(docs, "ConfigMap", "huddle-dashboard")["metadata"]["namespace"] = "huddle"
+
+        self.assertFlags(
+            mutate,
+            "PodMonitor/huddle-services: label release=None, not 'kube-prometheus-stack'",
+            "ConfigMap/huddle-dashboard: in namespace 'huddle', not 'monitoring'",
+            prod=True,
+        )
+
+    def test_nothing_watches_the_rate_limiter_fail_open(self) -> None:
+        """Item 1. Seen to fail on main: no rule read failed_open."""
+
+        def mutate(docs):
+            for g in find(docs, "PrometheusRule", "huddle")["spec"]["groups"]:
+                g["rules"] = [r for r in g["rules"] if r.get("alert") != "HuddleRateLimiterFailingOpen"]
+
+        self.assertFlags(mutate, 'no alert reads huddle_rate_limit_decisions_total{decision="failed_open"}', prod=True)
+
+    def test_an_alert_without_a_silent_case(self) -> None:
+        import re
+
+        self.rule_tests = re.sub(
+            r"- name: pool waiting in 1 scrape of 10 is silent.*?(?=\n- name: )",
+            "",
+            check.RULE_TESTS.read_text(),
+            flags=re.S,
+        )
+        try:
+            self.assertFlags(lambda docs: None, "HuddleDbPoolExhausted: no case in rules-test.yaml where it stays silent", prod=True)
+        finally:
+            del self.rule_tests
+
+    def test_the_alert_cases_catch_the_old_rules(self) -> None:
+        """Item 7: the rules as they were on main, put back one at a time,
+        fail their promtool cases (seen: each of these failed there)."""
+        old = {
+            "HuddleDbPoolExhausted": "max by (namespace, pod) (huddle_db_pool_waiting) > 0",
+            "HuddleGrpcCallsUnreachable": 'sum by (namespace, service) (rate(huddle_grpc_client_requests_total{code=~"Unavailable|DeadlineExceeded"}[5m])) / sum by (namespace, service) (rate(huddle_grpc_client_requests_total[5m])) > 0.01',
+            "HuddleHttp5xxRate": 'sum by (namespace) (rate(huddle_http_requests_total{status=~"5.."}[5m])) / sum by (namespace) (rate(huddle_http_requests_total[5m])) > 0.01',
+            "HuddleHttpLatencyP99": "histogram_quantile(0.99, sum by (namespace, le) (rate(huddle_http_request_duration_seconds_bucket[5m]))) > 0.5",
+            "HuddleCacheBreakerOpen": "max by (namespace, pod) (huddle_cache_breaker_state == 1) > 0",
+        }
+        for alert, expr in old.items():
+
+            def mutate(docs, alert=alert, expr=expr):
+                for g in find(docs, "PrometheusRule", "huddle")["spec"]["groups"]:
+                    for r in g["rules"]:
+                        if r.get("alert") == alert:
+                            r["expr"] = expr
+
+            with self.subTest(alert=alert):
+                self.assertFlags(mutate, "promtool test rules (rules-test.yaml, rules-test-daily.yaml) failed", alert, prod=True)
+
+    def test_spreads_that_give_way(self) -> None:
+        """Item 10. Seen to fail on main: ScheduleAnyway over zones."""
+
+        def mutate(docs):
+            spec = find(docs, "Deployment", "meeting")["spec"]["template"]["spec"]
+            for t in spec["topologySpreadConstraints"]:
+                t["whenUnsatisfiable"] = "ScheduleAnyway"
+
+        self.assertFlags(mutate, "Deployment/meeting: prod: no topologySpreadConstraint over zones", "over nodes", prod=True)
+
+    def test_memory_below_the_stream_cap(self) -> None:
+        """Item 10. Seen to fail on main: 256Mi for 10000 streams."""
+
+        def mutate(docs):
+            for name in ("gateway", "chat"):
+                res = container(docs, "Deployment", name)["resources"]
+                res["requests"]["memory"] = res["limits"]["memory"] = "256Mi"
+
+        self.assertFlags(
+            mutate,
+            "Deployment/gateway: memory limit 256 MiB < 753 MiB its 10000 streams (HUDDLE_SSE_MAX_STREAMS)",
+            "Deployment/chat: memory limit 256 MiB < 753 MiB its 10000 streams (HUDDLE_CHAT_STREAM_MAX)",
+            prod=True,
+        )
+
+    def test_docs_that_drift(self) -> None:
+        """Items 3 and 10: main's README (16 characters, 10 s preStop,
+        grants for two databases) is flagged; this one is not."""
+        import subprocess
+
+        old = subprocess.run(["git", "-C", str(check.REPO), "show", "main:deploy/README.md"], capture_output=True, text=True).stdout
+        broken = check.README.read_text().replace("huddle_meeting huddle_chat huddle_recording", "huddle_meeting")
+        for text in (old, broken):
+            problems = check.Problems()
+            check.check_docs(problems, text)
+            joined = "\n".join(problems)
+            self.assertIn("misses huddle_chat", joined)
+            self.assertIn("misses huddle_recording", joined)
+        problems = check.Problems()
+        check.check_docs(problems, old)
+        self.assertTrue(any("16 characters" in p for p in problems), problems)
+        self.assertTrue(any("preStop sleep is 10 s" in p for p in problems), problems)
+        problems = check.Problems()
+        check.check_docs(problems)
+        self.assertEqual(problems, [])
 
     # -- schemas, checkov, Dockerfile ----------------------------------------
 

@@ -48,7 +48,7 @@ impl CacheMetrics {
         ];
         let slow = vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
         let (breaker_state, breaker_rejections, outbox_pending) = Self::register_gauges(registry)?;
-        Ok(Self {
+        let metrics = Self {
             lookups: counter(
                 "huddle_cache_lookups_total",
                 "Cache lookups by key name and result (hit, miss, not_found_hit, coalesced)",
@@ -102,7 +102,21 @@ impl CacheMetrics {
                 "Outbox entries applied to Redis",
                 &["service"],
             )?,
-        })
+        };
+        // The failure counters exist from the start, at 0, per key name: an
+        // alert's `rate()` then sees the first failures, and a rule on them
+        // names a series a scrape of any process shows.
+        for name in KeyName::ALL {
+            for counter in [
+                &metrics.load_errors,
+                &metrics.redis_errors,
+                &metrics.fills_rejected,
+                &metrics.lease_waits,
+            ] {
+                counter.with_label_values(&[name.as_str()]);
+            }
+        }
+        Ok(metrics)
     }
 
     fn register_gauges(

@@ -274,6 +274,14 @@ impl Limiter {
         registry
             .register(Box::new(decisions.clone()))
             .map_err(|e| LimiterError::Config(e.to_string()))?;
+        // Every series exists from the start, at 0: an alert on
+        // `rate(…{decision="failed_open"})` sees the first failure, not only
+        // those after a series happened to appear.
+        for rule in rules() {
+            for decision in ["allowed", "limited", "failed_open"] {
+                decisions.with_label_values(&[rule.name, decision]);
+            }
+        }
         let backend = config
             .redis
             .as_ref()
