@@ -40,6 +40,7 @@ ORDER = ("none", "pause", "kill", "cut", "failover", "cancel", "sentinel")
 # The baseline (no fault) runs only when asked for: it proves the checker
 # quiet on a healthy system, but costs a share of the budget.
 DEFAULT = tuple(f for f in ORDER if f != "none")
+TEARDOWN = 1.5  # seconds kept for stopping everything at the end
 
 
 def env_int(name, default):
@@ -125,7 +126,7 @@ def main():
                 print(line(res, min_reads, min_writes), flush=True)
                 continue
             left = len(running) - running.index(fault)
-            remaining = budget - (time.monotonic() - started)
+            remaining = budget - TEARDOWN - (time.monotonic() - started)
             run_secs = max(3.0, remaining / left - overhead)
             t_phase = time.monotonic()
             res = run_phase(topo, fault, number, n_clients, seed + number, run_secs, log, started)

@@ -137,15 +137,20 @@ class History:
 
 
 class ChatRegisters(defaultdict):
+    """Per meeting, a Register over message indices in H; `acked` holds the
+    same knowledge from acknowledgements alone."""
     t0 = 0.0
+    acked = None
 
 
 def _chat_knowledge(hist, index):
-    """Per meeting, a Register over message indices in H."""
     regs = ChatRegisters(lambda: Register(initial=-1))
+    regs.acked = defaultdict(lambda: Register(initial=-1))
     for p in hist.posts:
         if p["t_ack"] is not None and p["id"] in index.get(p["meeting"], {}):
-            regs[p["meeting"]].ack(p["t_ack"], index[p["meeting"]][p["id"]])
+            i = index[p["meeting"]][p["id"]]
+            regs[p["meeting"]].ack(p["t_ack"], i)
+            regs.acked[p["meeting"]].ack(p["t_ack"], i)
     for r in hist.reads:
         for f in r["facts"]:
             if f[0] == "window" and f[2]:
@@ -163,8 +168,9 @@ def _chat_knowledge(hist, index):
             i = index[s["meeting"]].get(eid)
             if i is not None:
                 regs[s["meeting"]].ack(t_recv, i)
-    for reg in regs.values():
+    for reg in (*regs.values(), *regs.acked.values()):
         reg.seal()
+    regs.t0 = hist.t0
     return regs
 
 
@@ -219,7 +225,6 @@ def check(hist, name):
     index = {m: {msg["id"]: i for i, msg in enumerate(h)} for m, h in hist.histories.items()}
     ack_view = _observe(hist)
     chats = _chat_knowledge(hist, index)
-    chats.t0 = hist.t0
     _check_history(hist, index, res)
     for r in hist.reads:
         judged, stale = 0, []
@@ -255,7 +260,7 @@ def _check_stream_names(hist, ack_view, res):
             if name is None or eid not in sent:
                 continue
             read = {"route": "sse", "t_send": sent[eid], "t_recv": sent[eid]}
-            verdict = _judge(hist, ack_view, {}, {}, read, ("name", *name), res)
+            verdict = _judge(hist, ack_view, None, {}, read, ("name", *name), res)
             if verdict:
                 res.stale += 1
                 res.stale_routes["sse"] += 1
@@ -327,20 +332,18 @@ def _judge_pcount(hist, ack_view, r, f):
     return (how, f"participant count of {meeting[:8]} {count} outside [{low}, {high}]")
 
 
-def hist_t0(chats):
-    return getattr(chats, "t0", 0.0)
-
-
 def _judge_chat(chats, index, r, f, res):
     meeting, ts = f[1], r["t_send"]
     if meeting not in index:
         return None
     idx = index[meeting]
     known = chats[meeting].known(ts) if meeting in chats else -1
+    acked = chats.acked[meeting].known(ts) if meeting in chats.acked else -1
     if f[0] == "ccount":
         return "" if f[2] >= known + 1 else (
-            "ack", f"chat count of {meeting[:8]} {f[2]} < {known + 1} known")
-    t0 = hist_t0(chats)
+            "ack" if f[2] < acked + 1 else "seen",
+            f"chat count of {meeting[:8]} {f[2]} < {known + 1} known")
+    t0 = chats.t0
     ids = f[2]
     positions = [idx.get(i) for i in ids]
     if f[0] == "newest":
@@ -370,8 +373,8 @@ def _judge_chat(chats, index, r, f, res):
     if end >= known:
         return ""
     when = chats[meeting].since(known)
-    return ("ack", f"{f[0]} of {meeting[:8]} ends at #{end}, #{known} known "
-                   f"since +{when - t0:.3f}s")
+    return ("ack" if end < acked else "seen",
+            f"{f[0]} of {meeting[:8]} ends at #{end}, #{known} known since +{when - t0:.3f}s")
 
 
 def _check_history(hist, index, res):

@@ -93,7 +93,8 @@ class Chats(unittest.TestCase):
         h = chat(["a", "b", "c"], posts=[("c", 1, 1.1)])
         h.reads.append(read("chats", 2, 2.1, ("window", M, ["id0", "id1"])))
         h.reads.append(read("chats", 2, 2.1, ("window", M, ["id0", "id1", "id2"])))
-        self.assertEqual(check(h, "t").stale, 1)
+        r = check(h, "t")
+        self.assertEqual((r.stale, r.stale_ack), (1, 1))
 
     def test_window_behind_the_stream(self):
         h = chat(["a", "b"])
@@ -101,7 +102,7 @@ class Chats(unittest.TestCase):
                           "events": [("id0", 0.5, None), ("id1", 1.0, None)]})
         h.reads.append(read("chats", 1.01, 1.1, ("window", M, ["id0"])))
         r = check(h, "t")
-        self.assertEqual((r.stale, r.lost), (1, 0))
+        self.assertEqual((r.stale, r.stale_seen, r.lost), (1, 1, 0))
 
     def test_count_behind(self):
         h = chat(["a", "b"], posts=[("b", 1, 1.1)])
