@@ -8,6 +8,8 @@
 #                embedded in 10k cached values, the webhook burst, chat posts
 #                and post -> delivery latency (not a test)
 #   make fmt     format the workspace
+#   make chaos   consistency under faults, from outside (scripts/chaos/;
+#                CHAOS_SECONDS=600 make chaos for a longer run)
 
 CARGO ?= cargo
 
@@ -28,7 +30,7 @@ SETUP_FLAGS ?=
 HUDDLE_DEPLOY_TOOLS ?= /var/tmp/huddle-deploy-tools
 export HUDDLE_DEPLOY_TOOLS
 
-.PHONY: setup build run test check-gateway-deps deploy-check fuzz bench lint fmt
+.PHONY: setup build run test check-gateway-deps deploy-check fuzz bench lint fmt chaos
 
 setup:
 	bash scripts/setup.sh $(SETUP_FLAGS)
@@ -110,6 +112,19 @@ bench: setup
 	$(CARGO) bench -p huddle --bench meeting_delete
 	bash scripts/bench-webhooks.sh
 	HUDDLE_BIN=$(HUDDLE_RELEASE_BIN) bash scripts/bench-chat.sh
+
+# SPEC §6 checked from outside: a private Postgres, a Redis primary, replica
+# and Sentinel, one `huddle` per service and two gateways (each process's
+# Redis link behind a proxy it can lose alone); clients write and read back
+# versioned values through every route and SSE while a nemesis pauses,
+# kills, cuts and fails Redis over and requests are abandoned mid-write.
+# One line per fault; fails on any stale, lost, duplicated or reordered
+# result and on fewer than 1,000 reads / 100 writes checked per fault.
+# Bounded: CHAOS_SECONDS (default 60) covers setup and every fault.
+CHAOS_SECONDS ?= 60
+CHAOS_BIN ?= $(HUDDLE_BIN)
+chaos: setup build
+	HUDDLE_BIN=$(CHAOS_BIN) CHAOS_SECONDS=$(CHAOS_SECONDS) python3 scripts/chaos/chaos.py
 
 lint:
 	$(CARGO) fmt --all -- --check
