@@ -20,6 +20,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+mod proxies;
+pub use proxies::Proxies;
+use proxies::user_redis_link;
+
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 
 /// The LiveKit key pair the test stack verifies webhooks with.
@@ -105,65 +109,6 @@ pub struct TestOptions {
     pub stream_limits: Option<gateway::chats::StreamLimits>,
     /// The gateway's read window (default: production's).
     pub read_window: Option<Duration>,
-}
-
-/// Cut-able links between the parts (see `TestOptions::proxies`).
-pub struct Proxies {
-    pub user_db: TcpProxy,
-    pub user_grpc: TcpProxy,
-    pub meeting_grpc: TcpProxy,
-    /// recording-service, as the gateway and meeting-service dial it.
-    pub recording_grpc: TcpProxy,
-}
-
-impl Proxies {
-    async fn start(user_db_url: &str) -> (Self, String) {
-        let (user_db, url) = proxied(user_db_url, 5432).await;
-        let proxies = Self {
-            user_db,
-            user_grpc: TcpProxy::unpointed().await.unwrap(),
-            meeting_grpc: TcpProxy::unpointed().await.unwrap(),
-            recording_grpc: TcpProxy::unpointed().await.unwrap(),
-        };
-        (proxies, url)
-    }
-}
-
-/// A proxy in front of the server `url` names, and `url` pointed at it.
-async fn proxied(url: &str, default_port: u16) -> (TcpProxy, String) {
-    let mut url = url::Url::parse(url).unwrap();
-    let server = (
-        url.host_str().unwrap().to_owned(),
-        url.port().unwrap_or(default_port),
-    );
-    let server = tokio::net::lookup_host(server)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = TcpProxy::start(server).await.unwrap();
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(proxy.addr().port())).unwrap();
-    (proxy, url.to_string())
-}
-
-/// With `TestOptions::user_redis_proxy`: a cache client of its own (same
-/// prefix, its own metrics registry) reaching `config`'s Redis via a proxy.
-async fn user_redis_link(
-    options: &TestOptions,
-    config: &CacheConfig,
-) -> (Option<TcpProxy>, Option<Cache>) {
-    if !options.user_redis_proxy {
-        return (None, None);
-    }
-    assert!(config.cluster_nodes.is_empty(), "a single Redis only");
-    let (proxy, redis_url) = proxied(&config.redis_url, 6379).await;
-    let config = CacheConfig {
-        redis_url,
-        ..config.clone()
-    };
-    let metrics = CacheMetrics::register(&prometheus::Registry::new()).unwrap();
-    (Some(proxy), Some(Cache::new(&config, metrics).unwrap()))
 }
 
 pub fn shared_redis_url() -> String {
