@@ -7,7 +7,7 @@ use rand::Rng;
 
 use super::{
     Cache,
-    scripts::{FILL_IF_LEASED, READ_OR_LEASE, RELEASE_LEASE, invoke, is_noscript},
+    scripts::{FILL_IF_LEASED, READ_OR_LEASE, RELEASE_LEASE, SCRIPT_LOADS, invoke, is_noscript},
 };
 use crate::{
     error::{CacheError, unavailable},
@@ -115,17 +115,21 @@ impl Cache {
             pipe.invoke_script(READ_OR_LEASE.key(key).arg(token).arg(lease_ms));
         }
         self.call(name.as_str(), async |conn| {
-            match pipe.query_async::<Vec<Option<String>>>(&mut *conn).await {
-                // A pipeline does not load scripts by itself: load, retry once.
-                Err(e) if is_noscript(&e) => {
-                    READ_OR_LEASE
-                        .prepare_invoke()
-                        .load_async(&mut *conn)
-                        .await
-                        .map_err(unavailable)?;
-                    pipe.query_async(conn).await.map_err(unavailable)
+            // A pipeline does not load scripts by itself: load and retry,
+            // as often as `invoke` would.
+            let mut loads = 0;
+            loop {
+                match pipe.query_async::<Vec<Option<String>>>(&mut *conn).await {
+                    Err(e) if is_noscript(&e) && loads < SCRIPT_LOADS => {
+                        loads += 1;
+                        READ_OR_LEASE
+                            .prepare_invoke()
+                            .load_async(&mut *conn)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                    other => return other.map_err(unavailable),
                 }
-                other => other.map_err(unavailable),
             }
         })
         .await

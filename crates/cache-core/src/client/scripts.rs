@@ -184,15 +184,24 @@ return #ARGV
     )
 });
 
-/// Runs a script by SHA. redis-rs loads it once on NOSCRIPT; if the server
-/// forgot it again before the retry (a concurrent `SCRIPT FLUSH`, a failover
-/// to a replica that never saw it), load and retry once more.
+/// How many times a script is loaded for one call before the call fails.
+/// Each NOSCRIPT after a load means the server forgot it again in between
+/// (a `SCRIPT FLUSH`, a failover to a replica that never saw it); a few
+/// such flushes in a row are survivable, an endless stream is an outage.
+pub(super) const SCRIPT_LOADS: usize = 4;
+
+/// Runs a script by SHA. redis-rs loads it on NOSCRIPT and retries once; if
+/// the server forgot it again before that retry, load and retry again, up
+/// to [`SCRIPT_LOADS`] times.
 pub(super) async fn invoke<T: FromRedisValue>(
     invocation: &ScriptInvocation<'_>,
     conn: &mut Conn,
 ) -> Result<T, CacheError> {
-    match invocation.invoke_async(&mut *conn).await {
-        Err(e) if is_noscript(&e) => invocation.invoke_async(conn).await.map_err(unavailable),
-        other => other.map_err(unavailable),
+    let mut loads = 1;
+    loop {
+        match invocation.invoke_async(&mut *conn).await {
+            Err(e) if is_noscript(&e) && loads < SCRIPT_LOADS => loads += 1,
+            other => return other.map_err(unavailable),
+        }
     }
 }
