@@ -407,6 +407,10 @@ class Bench:
     def main(self) -> None:
         try:
             self.start_redis()
+            # A fresh machine has empty databases: `huddle all` checks the
+            # schema, it does not create it (nor does `make bench` run `make run`).
+            subprocess.run([self.args.huddle, "migrate"], env=self.env(True), check=True,
+                           stdout=subprocess.DEVNULL)
             self.start_huddle(cache_reads=True)
             self.seed()
             files = self.scenarios()
