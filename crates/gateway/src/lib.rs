@@ -5,6 +5,7 @@
 pub mod allow;
 pub mod auth;
 pub mod chats;
+pub mod coalesce;
 pub mod error;
 pub mod health;
 pub mod idempotency;
@@ -17,7 +18,6 @@ pub mod request_id;
 pub mod route;
 pub mod users;
 pub mod validate;
-pub mod window;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -85,13 +85,9 @@ pub struct GatewayConfig {
     /// Serve Swagger UI at `/api/docs/` (off in production; the document
     /// itself, `/api/openapi.json`, is always served: it is the contract).
     pub swagger_ui: bool,
-    /// How long a hot read's answer is reused ([`window`]); zero turns
-    /// reuse off.
-    pub read_window: Duration,
-    /// How long every write's answer and every chat stream event waits:
-    /// at least the longest `read_window` in the fleet (checked against
-    /// this replica's at start).
-    pub read_fence: Duration,
+    /// Concurrent hot reads share backend calls ([`coalesce`]); `false`
+    /// (`HUDDLE_CACHE_READS=false`) sends each to the backend on its own.
+    pub coalesce_reads: bool,
 }
 
 /// Hand-written so the secret never reaches a log line.
@@ -108,8 +104,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("request_timeout", &self.request_timeout)
             .field("workers", &self.workers)
             .field("rate_limit", &self.rate_limit)
-            .field("read_window", &self.read_window)
-            .field("read_fence", &self.read_fence)
+            .field("coalesce_reads", &self.coalesce_reads)
             .finish()
     }
 }
@@ -124,8 +119,6 @@ pub enum GatewayError {
     },
     #[error("jwt secret must not be empty")]
     EmptySecret,
-    #[error("{0}")]
-    Fence(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -204,7 +197,7 @@ pub struct AppState {
     allowed: web::Data<allow::AllowedMethods>,
     limiter: web::Data<ratelimit::Limiter>,
     streams: web::Data<chats::Streams>,
-    window: web::Data<window::ReadWindow>,
+    reads: web::Data<coalesce::Coalescer>,
     metrics: HttpMetrics,
     swagger_ui: bool,
 }
@@ -237,7 +230,6 @@ impl AppState {
         if config.jwt_secret.is_empty() {
             return Err(GatewayError::EmptySecret);
         }
-        window::check_fence(config.read_window, config.read_fence).map_err(GatewayError::Fence)?;
         let channel = lazy_channel(&config.user_addr, config.request_timeout, &grpc)?;
         let meeting_channel = lazy_channel(&config.meeting_addr, config.request_timeout, &grpc)?;
         let recording_channel =
@@ -245,7 +237,7 @@ impl AppState {
         let chat_channel = lazy_channel(&config.chat_addr, config.request_timeout, &grpc)?;
         let metrics = HttpMetrics::register(&registry)?;
         let limiter = ratelimit::Limiter::new(&config.rate_limit, &registry)?;
-        let window = window::ReadWindow::new(config.read_window, config.read_fence, &registry)?;
+        let reads = coalesce::Coalescer::new(config.coalesce_reads, &registry)?;
         Ok(Self {
             backends: web::Data::new(Backends {
                 users: UserServiceClient::new(channel.clone()),
@@ -277,7 +269,7 @@ impl AppState {
             allowed: web::Data::new(allow::AllowedMethods::from_openapi()),
             limiter: web::Data::new(limiter),
             streams: web::Data::new(chats::Streams::new(config.streams.clone(), shutdown)),
-            window: web::Data::new(window),
+            reads: web::Data::new(reads),
             metrics,
             swagger_ui: config.swagger_ui,
         })
@@ -327,7 +319,7 @@ pub fn app(
         .app_data(state.allowed)
         .app_data(state.limiter)
         .app_data(state.streams)
-        .app_data(state.window)
+        .app_data(state.reads)
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_BODY_BYTES)
@@ -347,11 +339,9 @@ pub fn app(
         .configure(|cfg| openapi::routes(cfg, swagger_ui))
         .default_service(web::to(error::no_route))
         // Listed innermost first: limits are counted before any handler
-        // runs, a write's answer waits out the read window, the envelope is
-        // applied before metrics record the status (and the wait), and the
-        // request id wraps everything.
+        // runs, the envelope is applied before metrics record the status,
+        // and the request id wraps everything.
         .wrap(from_fn(ratelimit::middleware))
-        .wrap(from_fn(window::fence))
         .wrap(from_fn(error::ensure_envelope))
         .wrap(from_fn(move |req, next| {
             metrics::middleware(metrics.clone(), req, next)

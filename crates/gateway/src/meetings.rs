@@ -21,11 +21,11 @@ pub use self::participants::*;
 use self::dto::{Deleted, Meeting, MeetingDetails};
 use self::input::{CreateMeetingBody, UpdateMeetingBody, create_request, update_request};
 use crate::auth::Principal;
+use crate::coalesce::{Coalescer, ReadKey};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::IdempotencyKey;
 use crate::request_id::RequestId;
 use crate::route::resource;
-use crate::window::{ReadWindow, WindowKey};
 use crate::{Backends, Success, success};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -119,13 +119,13 @@ pub async fn get_meeting(
     principal: Principal,
     rid: RequestId,
     backends: web::Data<Backends>,
-    window: web::Data<ReadWindow>,
+    reads: web::Data<Coalescer>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = ids::parse("id", &id)?;
     let caller = caller(&principal)?;
-    window
-        .serve(WindowKey::Meeting { caller, id }, || async {
+    reads
+        .serve(ReadKey::Meeting { caller, id }, || async {
             let message = pb::GetMeetingRequest {
                 caller_id: caller.to_string(),
                 id: id.to_string(),

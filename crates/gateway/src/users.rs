@@ -9,11 +9,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{Admin, Principal};
+use crate::coalesce::{Coalescer, ReadKey};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::IdempotencyKey;
 use crate::request_id::RequestId;
 use crate::route::resource;
-use crate::window::{ReadWindow, WindowKey};
 use crate::{Backends, Success, success};
 use huddle_domain::{id as ids, time, user as rules};
 
@@ -210,16 +210,16 @@ pub async fn get_user(
     principal: Principal,
     rid: RequestId,
     backends: web::Data<Backends>,
-    window: web::Data<ReadWindow>,
+    reads: web::Data<Coalescer>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = ids::parse("id", &id)?;
     let show_email = principal.admin || principal.is_user(id);
-    let key = WindowKey::User {
+    let key = ReadKey::User {
         id,
         email: show_email,
     };
-    window
+    reads
         .serve(key, || async {
             let message = GetUserRequest { id: id.to_string() };
             let user = backends

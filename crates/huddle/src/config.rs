@@ -308,8 +308,9 @@ pub struct Global {
     #[arg(long, global = true, env = "HUDDLE_ENV", default_value = "dev",
           value_parser = ["dev", "test", "prod"])]
     pub env: String,
-    /// `false`: every read goes to Postgres and nothing is cached (for
-    /// `make bench`'s uncached column and diagnosis; never in production).
+    /// `false`: every read goes to Postgres, nothing is cached and the
+    /// gateway coalesces no reads (for `make bench`'s uncached column and
+    /// diagnosis; never in production).
     #[arg(long, global = true, env = "HUDDLE_CACHE_READS", default_value_t = true,
           action = clap::ArgAction::Set)]
     pub cache_reads: bool,
@@ -318,21 +319,6 @@ pub struct Global {
     #[arg(long, global = true, env = "HUDDLE_SWAGGER_UI", default_value_t = true,
           action = clap::ArgAction::Set)]
     pub swagger_ui: bool,
-    /// The gateway's read window in ms (0 to 1000): a hot read's answer is
-    /// reused this long (ARCHITECTURE.md, "The read window"). 0 turns it
-    /// off, and so does `HUDDLE_CACHE_READS=false`. No gateway's window may
-    /// exceed any gateway's fence.
-    #[arg(long, global = true, env = "HUDDLE_READ_WINDOW_MS", default_value_t = gateway::window::DEFAULT_READ_WINDOW_MS,
-          value_parser = clap::value_parser!(u64).range(0..=1000))]
-    pub read_window_ms: u64,
-    /// The gateway's write fence in ms (0 to 1000, at least the window):
-    /// every write's answer and every chat stream event waits this long, so
-    /// no replica's window still holds a read older than it. Kept when
-    /// `HUDDLE_CACHE_READS=false`. To raise the window across a fleet,
-    /// raise every fence first (deploy/README.md).
-    #[arg(long, global = true, env = "HUDDLE_READ_FENCE_MS", default_value_t = gateway::window::DEFAULT_READ_FENCE_MS,
-          value_parser = clap::value_parser!(u64).range(0..=1000))]
-    pub read_fence_ms: u64,
     /// Per gRPC call deadline at the gateway, in ms (1 to 300000).
     #[arg(long, global = true, env = "HUDDLE_REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=MAX_REQUEST_TIMEOUT_MS))]
@@ -383,23 +369,6 @@ impl Global {
                 .collect(),
             sentinel_master: self.redis_sentinel_master.clone(),
             ..cache_core::CacheConfig::default()
-        }
-    }
-
-    /// The fence, checked against the window in force: the gateway refuses
-    /// to start with a fence shorter than its own window.
-    pub fn read_fence(&self) -> Result<Duration, String> {
-        let fence = Duration::from_millis(self.read_fence_ms);
-        gateway::window::check_fence(self.read_window(), fence)?;
-        Ok(fence)
-    }
-
-    /// Zero when reads bypass the cache: then nothing is reused anywhere.
-    pub fn read_window(&self) -> Duration {
-        if self.cache_reads {
-            Duration::from_millis(self.read_window_ms)
-        } else {
-            Duration::ZERO
         }
     }
 

@@ -67,8 +67,7 @@ fn gateway_config(
         workers: 2,
         rate_limit: global.rate_limit_config(),
         swagger_ui: global.swagger_ui,
-        read_window: global.read_window(),
-        read_fence: global.read_fence()?,
+        coalesce_reads: global.cache_reads,
     })
 }
 

@@ -107,8 +107,8 @@ pub struct TestOptions {
     /// (default: production's, with a 1 s heartbeat).
     pub chat_stream: Option<chat_service::StreamConfig>,
     pub stream_limits: Option<gateway::chats::StreamLimits>,
-    /// The gateway's read window (default: production's).
-    pub read_window: Option<Duration>,
+    /// Turn the gateway's read coalescing off (default: on, production's).
+    pub no_coalescing: bool,
 }
 
 pub fn shared_redis_url() -> String {
@@ -476,16 +476,7 @@ fn gateway_config(options: &TestOptions) -> gateway::GatewayConfig {
         rate_limit: gateway::ratelimit::RateLimitConfig::default(),
         swagger_ui: true,
         // Production's default, so every guarantee test runs through it.
-        read_window: options.read_window.unwrap_or(Duration::from_millis(
-            gateway::window::DEFAULT_READ_WINDOW_MS,
-        )),
-        // Covers the window a test sets.
-        read_fence: options
-            .read_window
-            .unwrap_or_default()
-            .max(Duration::from_millis(
-                gateway::window::DEFAULT_READ_FENCE_MS,
-            )),
+        coalesce_reads: !options.no_coalescing,
     }
 }
 

@@ -13,7 +13,7 @@
 //! reconnect, with `Last-Event-ID`, to a replica that is serving.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -38,7 +38,6 @@ use crate::auth::{AuthError, JwtVerifier, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::meetings::access;
 use crate::request_id::RequestId;
-use crate::window::ReadWindow;
 use tokio::time::Instant;
 
 /// The standard header a reconnecting EventSource sends.
@@ -198,7 +197,6 @@ pub async fn stream_chats(
     rid: RequestId,
     backends: web::Data<Backends>,
     streams: web::Data<Streams>,
-    window: web::Data<ReadWindow>,
     verifier: web::Data<JwtVerifier>,
     id: web::Path<String>,
     query: web::Query<StreamQuery>,
@@ -218,10 +216,7 @@ pub async fn stream_chats(
     let upstream = backends.chats().subscribe(request).await?.into_inner();
     let body = events(
         upstream,
-        Pace {
-            heartbeat: streams.limits.heartbeat,
-            fence: window.fence(),
-        },
+        streams.limits.heartbeat,
         streams.shutdown.clone(),
         admission,
     );
@@ -233,25 +228,8 @@ pub async fn stream_chats(
         .streaming(body))
 }
 
-/// Messages received but not yet due, at most: past it, upstream is not
-/// read (chat-service cuts off a subscriber that falls that far behind).
-const MAX_HELD_BACK: usize = 256;
-
-/// When the body speaks.
-struct Pace {
-    heartbeat: Duration,
-    /// Each event leaves this long after chat-service sent it: as a
-    /// write's answer does, so no replica's read window still holds a read
-    /// from before the message's cache effects were applied (`window`).
-    fence: Duration,
-}
-
 struct State {
     upstream: Streaming<pb::ChatMessage>,
-    upstream_done: bool,
-    /// Received messages with when they arrived, oldest first.
-    held_back: VecDeque<(Instant, pb::ChatMessage)>,
-    fence: Duration,
     heartbeat: tokio::time::Interval,
     stopped: BoxFuture<'static, ()>,
     started: bool,
@@ -259,22 +237,20 @@ struct State {
 }
 
 /// The SSE body: a first comment (the client knows it is subscribed),
-/// then events (each a fence after it arrived, in order) and heartbeats
-/// until the upstream or the gateway ends.
+/// then events (in order, each as it arrives: chat-service sends a message
+/// only once its cache effects are applied, and the gateway's reads reuse
+/// no answer from before, `coalesce`) and heartbeats until the upstream or
+/// the gateway ends.
 fn events(
     upstream: Streaming<pb::ChatMessage>,
-    pace: Pace,
+    every: Duration,
     shutdown: Shutdown,
     admission: Admission,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let every = pace.heartbeat;
     let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = State {
         upstream,
-        upstream_done: false,
-        held_back: VecDeque::new(),
-        fence: pace.fence,
         heartbeat,
         stopped: Box::pin(shutdown.wait()),
         started: false,
@@ -293,39 +269,19 @@ fn events(
     })
 }
 
-/// The next thing to write; `None` ends the body. Keeps reading upstream
-/// while a message waits out its fence, so each waits once, not behind
-/// the ones before it.
+/// The next thing to write; `None` ends the body.
 async fn next_chunk(state: &mut State) -> Option<Bytes> {
-    loop {
-        if state.upstream_done && state.held_back.is_empty() {
-            return None;
-        }
-        let due = state.held_back.front().map(|(at, _)| *at + state.fence);
-        let may_read = !state.upstream_done && state.held_back.len() < MAX_HELD_BACK;
-        tokio::select! {
-            () = &mut state.stopped => return None,
-            () = until(due) => {
-                let (_, message) = state.held_back.pop_front()?;
-                return event(message);
+    tokio::select! {
+        () = &mut state.stopped => None,
+        next = state.upstream.message() => match next {
+            Ok(Some(message)) => event(message),
+            Ok(None) => None,
+            Err(status) => {
+                tracing::debug!(code = ?status.code(), message = status.message(), "chat stream ended by chat-service");
+                None
             }
-            next = state.upstream.message(), if may_read => match next {
-                Ok(Some(message)) => state.held_back.push_back((Instant::now(), message)),
-                Ok(None) => state.upstream_done = true,
-                Err(status) => {
-                    tracing::debug!(code = ?status.code(), message = status.message(), "chat stream ended by chat-service");
-                    state.upstream_done = true;
-                }
-            },
-            _ = state.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
-        }
-    }
-}
-
-async fn until(due: Option<Instant>) {
-    match due {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+        },
+        _ = state.heartbeat.tick() => Some(Bytes::from_static(b": heartbeat\n\n")),
     }
 }
 

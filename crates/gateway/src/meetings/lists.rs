@@ -7,9 +7,9 @@ use huddle_proto::meeting::v1 as pb;
 
 use super::dto::{self, LiveMeeting, Meeting, MeetingStats, Participation, ScheduledMeeting};
 use crate::auth::Principal;
+use crate::coalesce::{Coalescer, ReadKey};
 use crate::error::{ApiError, ErrorBody};
 use crate::request_id::RequestId;
-use crate::window::{ReadWindow, WindowKey};
 use crate::{Backends, Success, success};
 
 /// The 20 LIVE meetings that started last, newest first.
@@ -27,10 +27,10 @@ pub async fn live_meetings(
     _principal: Principal,
     rid: RequestId,
     backends: web::Data<Backends>,
-    window: web::Data<ReadWindow>,
+    reads: web::Data<Coalescer>,
 ) -> Result<HttpResponse, ApiError> {
-    window
-        .serve(WindowKey::Live, || async {
+    reads
+        .serve(ReadKey::Live, || async {
             let list = backends
                 .meetings()
                 .list_live_meetings(backends.request(pb::ListLiveMeetingsRequest {}, &rid))

@@ -43,8 +43,7 @@ fn config(user_addr: String) -> GatewayConfig {
         workers: 1,
         rate_limit: ratelimit::RateLimitConfig::default(),
         swagger_ui: true,
-        read_window: Duration::from_millis(crate::window::DEFAULT_READ_WINDOW_MS),
-        read_fence: Duration::from_millis(crate::window::DEFAULT_READ_FENCE_MS),
+        coalesce_reads: true,
     }
 }
 
