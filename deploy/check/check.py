@@ -991,11 +991,17 @@ def gateway_routes() -> set[str]:
 
 
 def gateway_drain_secs() -> int:
+    """The longest drain after SIGTERM: the gateway's (actix) or a gRPC
+    server's (`huddle_serve::DRAIN_BOUND`), whichever the code sets longer."""
     text = (REPO / "crates" / "gateway" / "src" / "lib.rs").read_text()
     found = re.search(r"GRACEFUL_SHUTDOWN_SECS:\s*u64\s*=\s*(\d+)", text)
     if not found:
         raise SystemExit("GRACEFUL_SHUTDOWN_SECS not found in crates/gateway/src/lib.rs")
-    return int(found.group(1))
+    serve = (REPO / "crates" / "serve" / "src" / "lib.rs").read_text()
+    bound = re.search(r"DRAIN_BOUND:\s*Duration\s*=\s*Duration::from_secs\((\d+)\)", serve)
+    if not bound:
+        raise SystemExit("DRAIN_BOUND not found in crates/serve/src/lib.rs")
+    return max(int(found.group(1)), int(bound.group(1)))
 
 
 def check_non_clap_env(problems: Problems) -> None:
