@@ -62,6 +62,8 @@ HUDDLE_IMAGE = "huddle"
 # there, so this list cannot go stale silently.
 NON_CLAP_ENV = {
     "RUST_LOG": "crates/common/src/telemetry.rs",  # EnvFilter::try_from_default_env
+    # rustls-native-certs' trust store, for Postgres and Redis TLS.
+    "SSL_CERT_FILE": "crates/db/src/tls.rs",
 }
 
 # Which services each service calls: the call graph of ARCHITECTURE.md
@@ -991,11 +993,17 @@ def gateway_routes() -> set[str]:
 
 
 def gateway_drain_secs() -> int:
+    """The longest drain after SIGTERM: the gateway's (actix) or a gRPC
+    server's (`huddle_serve::DRAIN_BOUND`), whichever the code sets longer."""
     text = (REPO / "crates" / "gateway" / "src" / "lib.rs").read_text()
     found = re.search(r"GRACEFUL_SHUTDOWN_SECS:\s*u64\s*=\s*(\d+)", text)
     if not found:
         raise SystemExit("GRACEFUL_SHUTDOWN_SECS not found in crates/gateway/src/lib.rs")
-    return int(found.group(1))
+    serve = (REPO / "crates" / "serve" / "src" / "lib.rs").read_text()
+    bound = re.search(r"DRAIN_BOUND:\s*Duration\s*=\s*Duration::from_secs\((\d+)\)", serve)
+    if not bound:
+        raise SystemExit("DRAIN_BOUND not found in crates/serve/src/lib.rs")
+    return max(int(found.group(1)), int(bound.group(1)))
 
 
 def check_non_clap_env(problems: Problems) -> None:
@@ -1384,6 +1392,36 @@ def check_swagger_ui_off(m: Manifests, problems: Problems) -> None:
         problems.add(f"{m.name}: ConfigMap huddle-config", "HUDDLE_SWAGGER_UI is not \"false\": Swagger UI would be served in production")
 
 
+def check_datastore_ca(m: Manifests, huddle: list[Workload], problems: Problems) -> None:
+    """Issue 20, item 5: the managed datastores' CAs are not in Debian's
+    store, so every huddle container (all dial Postgres or Redis, init
+    containers and the migrate Job included) gets SSL_CERT_FILE pointing
+    into a mounted ConfigMap or Secret: the operator's CA bundle. Not in
+    dev, whose in-cluster datastores speak plain TCP (HUDDLE_ENV=dev)."""
+    if m.name == "dev":
+        return
+    for w in huddle:
+        volumes = {
+            v["name"]: v for v in w.pod.get("volumes") or [] if "configMap" in v or "secret" in v or "projected" in v
+        }
+        for c in w.containers() + list(w.pod.get("initContainers") or []):
+            if not is_huddle_image(c.get("image", "")):
+                continue
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            path = env.get("SSL_CERT_FILE")
+            mounts = [
+                vm["mountPath"].rstrip("/") + "/"
+                for vm in c.get("volumeMounts") or []
+                if vm.get("name") in volumes
+            ]
+            if not path or not any(path.startswith(mp) for mp in mounts):
+                problems.add(
+                    f"{m.name}: {w.ref} container {c['name']}",
+                    "no CA bundle for the datastores: SSL_CERT_FILE must point into a mounted ConfigMap or Secret "
+                    "(the RDS, Cloud SQL, Memorystore CAs are not in Debian's store; verify-full fails without it)",
+                )
+
+
 def check_production(m: Manifests, cli: Cli, problems: Problems) -> None:
     check_swagger_ui_off(m, problems)
     huddle = [w for w in m.workloads() if huddle_subcommand(w)]
@@ -1458,6 +1496,7 @@ def check_production(m: Manifests, cli: Cli, problems: Problems) -> None:
                         f"carries HUDDLE_MIGRATE_DATABASE_URL and is read by {w.ref}: the migration role belongs in the Job's own Secret",
                     )
     check_job_templates(m, jobs, problems)
+    check_datastore_ca(m, huddle, problems)
     for cm in m.of_kind("ConfigMap"):
         for k, v in (cm.get("data") or {}).items():
             if k in DATASTORE_URL_VARS + ("HUDDLE_MIGRATE_DATABASE_URL",):

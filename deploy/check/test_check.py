@@ -531,6 +531,21 @@ class DriftCheck(unittest.TestCase):
 
         self.assertFlags(mutate, "Deployment/gateway container huddle: `huddle gateway` dials Redis", prod=True)
 
+    def test_a_container_without_the_datastore_ca(self) -> None:
+        """Item 5: no Deployment mounted a CA bundle. Seen to fail with
+        `check_datastore_ca` not called: nothing flagged."""
+
+        def no_env(docs):
+            c = container(docs, "Deployment", "gateway")
+            c["env"] = [e for e in c["env"] if e["name"] != "SSL_CERT_FILE"]
+
+        def no_mount(docs):
+            spec = find(docs, "Deployment", "user")["spec"]["template"]["spec"]
+            del spec["initContainers"][0]["volumeMounts"]
+
+        self.assertFlags(no_env, "Deployment/gateway container huddle", "no CA bundle", prod=True)
+        self.assertFlags(no_mount, "Deployment/user container", "no CA bundle", prod=True)
+
     def test_the_budget_counts_the_listeners(self) -> None:
         """Item 2: with the connections held outside the pools the prod sum
         is 526; the old arithmetic (pool only) gave 401. Seen to fail with

@@ -117,11 +117,19 @@ impl Breaker {
         }
     }
 
+    /// The state as the next call would find it: an open breaker whose
+    /// cooldown is over is half-open (that call is the probe), though the
+    /// step is only taken, in [`Breaker::allow`], when a call comes. So an
+    /// idle process whose Redis recovered reports half-open, not open.
     pub(crate) fn state(&self) -> BreakerState {
+        self.state_at(Instant::now())
+    }
+
+    fn state_at(&self, now: Instant) -> BreakerState {
         match *self.lock() {
             State::Closed { .. } => BreakerState::Closed,
-            State::Open { .. } => BreakerState::Open,
-            State::HalfOpen { .. } => BreakerState::HalfOpen,
+            State::Open { until } if now < until => BreakerState::Open,
+            State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
 }
@@ -167,6 +175,25 @@ mod tests {
         assert!(breaker.allow_at(t0 + 20 * MS));
         assert!(!breaker.allow_at(t0 + 39 * MS));
         assert!(breaker.allow_at(t0 + 40 * MS));
+    }
+
+    /// Seen to fail with `state_at` reading `Open { .. }` as open whatever
+    /// the clock: "an idle breaker past its cooldown is half-open".
+    #[test]
+    fn an_idle_breaker_past_its_cooldown_reports_half_open() {
+        let t0 = Instant::now();
+        let breaker = Breaker::new(1, 20 * MS);
+        assert_eq!(breaker.state_at(t0), BreakerState::Closed);
+        breaker.failure_at(t0);
+        assert_eq!(breaker.state_at(t0 + 19 * MS), BreakerState::Open);
+        assert_eq!(
+            breaker.state_at(t0 + 20 * MS),
+            BreakerState::HalfOpen,
+            "an idle breaker past its cooldown is half-open"
+        );
+        // Reading the state takes no step: a call is still let through.
+        assert!(breaker.allow_at(t0 + 21 * MS));
+        assert_eq!(breaker.state_at(t0 + 21 * MS), BreakerState::HalfOpen);
     }
 
     #[test]

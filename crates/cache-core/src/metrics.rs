@@ -2,11 +2,15 @@
 //! per process), never in a global one, so tests and co-hosted services do
 //! not collide.
 
+use std::sync::{Arc, Mutex, Weak};
+
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    core::{Collector, Desc},
+    proto::MetricFamily,
 };
 
-use crate::keys::KeyName;
+use crate::{breaker::Breaker, keys::KeyName};
 
 fn registered<C: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
@@ -14,6 +18,34 @@ fn registered<C: prometheus::core::Collector + Clone + 'static>(
 ) -> prometheus::Result<C> {
     registry.register(Box::new(collector.clone()))?;
     Ok(collector)
+}
+
+/// `huddle_cache_breaker_state`, read from the breaker and the clock at
+/// scrape time: set on transitions only, it never showed half-open (that
+/// step is taken inside a call) and an idle process kept showing open long
+/// after its cooldown.
+#[derive(Clone)]
+struct BreakerGauge {
+    gauge: IntGauge,
+    breaker: Arc<Mutex<Weak<Breaker>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A `Weak` cannot be left half-written by a panic.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Collector for BreakerGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let breaker = lock(&self.breaker).upgrade();
+        let state = breaker.map_or(0, |b| b.state().as_gauge());
+        self.gauge.set(state);
+        self.gauge.collect()
+    }
 }
 
 #[derive(Clone)]
@@ -28,7 +60,7 @@ pub struct CacheMetrics {
     pub(crate) load_seconds: HistogramVec,
     pub(crate) lease_waits: IntCounterVec,
     pub(crate) fills_rejected: IntCounterVec,
-    pub(crate) breaker_state: IntGauge,
+    breaker_state: BreakerGauge,
     pub(crate) breaker_rejections: IntCounter,
     outbox_pending: IntGaugeVec,
     outbox_applied: IntCounterVec,
@@ -121,14 +153,18 @@ impl CacheMetrics {
 
     fn register_gauges(
         registry: &Registry,
-    ) -> prometheus::Result<(IntGauge, IntCounter, IntGaugeVec)> {
+    ) -> prometheus::Result<(BreakerGauge, IntCounter, IntGaugeVec)> {
         Ok((
             registered(
                 registry,
-                IntGauge::new(
-                    "huddle_cache_breaker_state",
-                    "Redis circuit breaker: 0 closed, 1 open, 2 half-open",
-                )?,
+                BreakerGauge {
+                    gauge: IntGauge::new(
+                        "huddle_cache_breaker_state",
+                        "Redis circuit breaker: 0 closed, 1 open, 2 half-open (cooldown over: \
+                         the next call probes)",
+                    )?,
+                    breaker: Arc::default(),
+                },
             )?,
             registered(
                 registry,
@@ -148,6 +184,12 @@ impl CacheMetrics {
                 )?,
             )?,
         ))
+    }
+
+    /// The breaker the state gauge shows (the last cache built on these
+    /// metrics: one per process).
+    pub(crate) fn show_breaker(&self, breaker: &Arc<Breaker>) {
+        *lock(&self.breaker_state.breaker) = Arc::downgrade(breaker);
     }
 
     pub(crate) fn lookup(&self, key: KeyName, result: &str) {

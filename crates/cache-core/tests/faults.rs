@@ -16,6 +16,10 @@ use uuid::Uuid;
 type Infallible = std::convert::Infallible;
 
 fn cache(redis_url: String) -> Cache {
+    cache_in(redis_url, &prometheus::Registry::new())
+}
+
+fn cache_in(redis_url: String, registry: &prometheus::Registry) -> Cache {
     let config = CacheConfig {
         redis_url,
         prefix: "huddle:test-faults:".to_owned(),
@@ -24,11 +28,59 @@ fn cache(redis_url: String) -> Cache {
         breaker_cooldown: Duration::from_millis(300),
         ..CacheConfig::default()
     };
-    Cache::new(
-        &config,
-        CacheMetrics::register(&prometheus::Registry::new()).unwrap(),
-    )
-    .unwrap()
+    Cache::new(&config, CacheMetrics::register(registry).unwrap()).unwrap()
+}
+
+/// `huddle_cache_breaker_state` as a scrape of `registry` shows it.
+fn scraped_breaker_state(registry: &prometheus::Registry) -> f64 {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("huddle_cache_breaker_state "))
+        .expect("the scrape shows huddle_cache_breaker_state")
+        .parse()
+        .unwrap()
+}
+
+/// The breaker gauge tells the truth on an idle process: open (1) while
+/// the cooldown runs, half-open (2) once it is over although no call has
+/// come to take the step, closed (0) after the probe succeeded.
+///
+/// Seen to fail with `Breaker::state` reading an open breaker as open
+/// whatever the clock (what the gauge, set on transitions only, showed
+/// before): the scrape after the cooldown read 1, "idle and past its
+/// cooldown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_gauge_shows_half_open_on_an_idle_process() {
+    let mut redis = TestRedis::start();
+    let registry = prometheus::Registry::new();
+    let cache = cache_in(redis.url(), &registry);
+    let key = CacheKey::user(Uuid::new_v4());
+    let calls = AtomicUsize::new(0);
+    read(&cache, &key, &calls).await;
+    assert_eq!(scraped_breaker_state(&registry), 0.0);
+
+    redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.breaker_state() != BreakerState::Open {
+        assert!(Instant::now() < deadline, "the breaker never opened");
+        read(&cache, &key, &calls).await;
+    }
+    assert_eq!(scraped_breaker_state(&registry), 1.0, "open");
+
+    redis.restart();
+    // No call at all: the process is idle. The cooldown is 300 ms.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        scraped_breaker_state(&registry),
+        2.0,
+        "idle and past its cooldown"
+    );
+    assert_eq!(cache.breaker_state(), BreakerState::HalfOpen);
+
+    read(&cache, &key, &calls).await;
+    assert_eq!(scraped_breaker_state(&registry), 0.0, "the probe closed it");
 }
 
 async fn read(cache: &Cache, key: &CacheKey, calls: &AtomicUsize) -> Option<String> {

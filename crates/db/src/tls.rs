@@ -66,6 +66,15 @@ impl FromStr for TlsMode {
     }
 }
 
+/// The `sslmode` a database URL asks for (`prefer` when it names none), as
+/// [`PgTarget::parse`] reads it, without opening any trust store.
+pub fn url_tls_mode(url: &str) -> Result<TlsMode, DbError> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| DbError::Unavailable(format!("invalid database URL: {e}")))?;
+    let mode = parsed.query_pairs().find(|(k, _)| k == "sslmode");
+    mode.map_or(Ok(TlsMode::Prefer), |(_, v)| v.parse())
+}
+
 /// A parsed database URL: where to connect and how, built once per pool so
 /// the trust store is read once, not per connection.
 #[derive(Clone)]
@@ -89,12 +98,12 @@ impl PgTarget {
         let invalid =
             |e: &dyn std::fmt::Display| DbError::Unavailable(format!("invalid database URL: {e}"));
         let mut parsed = url::Url::parse(url).map_err(|e| invalid(&e))?;
-        let mut mode = TlsMode::Prefer;
+        let mode = url_tls_mode(url)?;
         let mut root_cert = None;
         let mut rest = Vec::new();
         for (k, v) in parsed.query_pairs() {
             match &*k {
-                "sslmode" => mode = v.parse()?,
+                "sslmode" => {}
                 "sslrootcert" => root_cert = Some(v.into_owned()),
                 _ => rest.push((k.into_owned(), v.into_owned())),
             }

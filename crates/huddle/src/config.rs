@@ -498,5 +498,8 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+mod prod_tls;
+pub use prod_tls::Uses;
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -22,7 +22,39 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let logs = huddle_common::telemetry::init(cli.global.log_format);
-    let result = match cli.command {
+    let result = match cli
+        .global
+        .refuse_plain_datastores_in_prod(datastores(&cli.command))
+    {
+        Err(e) => Err(e.into()),
+        Ok(()) => run(cli).await,
+    };
+    // Buffered log lines first, so the error is the last thing printed.
+    drop(logs);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What `command` connects to, for the prod TLS rule.
+fn datastores(command: &Command) -> config::Uses {
+    let (postgres, redis) = match command {
+        Command::All(_) | Command::User | Command::Meeting | Command::Recording | Command::Chat => {
+            (true, true)
+        }
+        Command::Gateway | Command::Cache(_) => (false, true),
+        Command::Migrate(_) | Command::Seed => (true, false),
+        Command::Token(_) | Command::LivekitWebhook(_) => (false, false),
+    };
+    config::Uses { postgres, redis }
+}
+
+async fn run(cli: Cli) -> run::CmdResult {
+    match cli.command {
         Command::All(args) => run::all(&cli.global, args).await,
         Command::Gateway => run::gateway(&cli.global).await,
         Command::User => run::user(&cli.global).await,
@@ -34,14 +66,5 @@ async fn main() -> ExitCode {
         Command::Token(args) => setup_cmds::token(&cli.global, &args),
         Command::Cache(cmd) => cache_cmd::run(&cli.global, cmd).await,
         Command::LivekitWebhook(args) => livekit_cmd::post_webhook(&cli.global, &args).await,
-    };
-    // Buffered log lines first, so the error is the last thing printed.
-    drop(logs);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
     }
 }

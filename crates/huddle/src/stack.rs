@@ -50,6 +50,7 @@ pub struct Stack {
     pub http_addr: SocketAddr,
     gateway: Server,
     shutdown: Shutdown,
+    services_shutdown: Shutdown,
 }
 
 pub async fn start(
@@ -58,6 +59,12 @@ pub async fn start(
     shared: Shared,
 ) -> Result<Stack, Error> {
     let shutdown = shared.shutdown.clone();
+    // The services stop after the gateway (see `Stack::run`).
+    let services_shutdown = Shutdown::new();
+    let shared = Shared {
+        shutdown: services_shutdown.clone(),
+        ..shared
+    };
     let grpc = shared.grpc_metrics.clone();
     let user_shared = match config.user_cache.take() {
         Some(cache) => Shared {
@@ -121,20 +128,34 @@ pub async fn start(
         http_addr,
         gateway: Box::pin(async move { Ok(gateway.await?) }),
         shutdown,
+        services_shutdown,
     })
 }
 
 impl Stack {
     /// Serves until shutdown. When one server stops (error or not) the
     /// others are stopped too: a half-running process is worse than none.
+    ///
+    /// In order: the gateway stops accepting and drains (its chat streams
+    /// end at once), which drops its channels to the services; only then
+    /// do the gRPC servers stop, each draining within
+    /// [`huddle_serve::DRAIN_BOUND`]. The services stopping first left the
+    /// gateway's in-flight calls refused, and its channels (clients in this
+    /// very process) holding connections the servers waited on.
     pub async fn run(self) -> Result<(), Error> {
         let shutdown = self.shutdown;
+        let services = self.services_shutdown;
+        let gateway = async {
+            let result = stop_all_on_exit(self.gateway, &shutdown).await;
+            services.trigger();
+            result
+        };
         let (user, meeting, recording, chat, gateway) = tokio::join!(
             stop_all_on_exit(self.user.server, &shutdown),
             stop_all_on_exit(self.meeting.service.server, &shutdown),
             stop_all_on_exit(self.recording.server, &shutdown),
             stop_all_on_exit(self.chat.service.server, &shutdown),
-            stop_all_on_exit(self.gateway, &shutdown),
+            gateway,
         );
         user?;
         meeting?;

@@ -5,7 +5,7 @@
 //! v1alpha), the request layer (spans, metrics) and the background relays,
 //! and drains everything on shutdown.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use cache_core::Cache;
 use diesel_migrations::EmbeddedMigrations;
@@ -204,14 +204,14 @@ impl Kit {
             )));
             tasks.push(tokio::spawn(readiness.run(shutdown.clone())));
             tracing::info!(%addr, service = S::NAME, "listening");
-            let result = tonic::transport::Server::builder()
+            let serving = tonic::transport::Server::builder()
                 .layer(layer::RequestLayer::new(shared.grpc_metrics))
                 .add_service(health)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
                 .add_service(api)
-                .serve_with_incoming_shutdown(incoming(listener), shutdown.wait())
-                .await;
+                .serve_with_incoming_shutdown(incoming(listener), shutdown.clone().wait());
+            let result = bounded_drain(serving, shutdown, DRAIN_BOUND, S::NAME).await;
             for task in tasks {
                 task.abort();
             }
@@ -227,6 +227,40 @@ impl Kit {
             failpoints,
             server: Box::pin(server),
         })
+    }
+}
+
+/// How long a gRPC server drains after shutdown before it stops waiting for
+/// its connections: the drain part of deploy/README.md's shutdown budget
+/// (preStop 20 s + drain 30 s + margin = terminationGracePeriodSeconds 60).
+pub const DRAIN_BOUND: Duration = Duration::from_secs(30);
+
+/// Runs `serving` until it ends, or until `bound` after `shutdown` fired.
+/// tonic's graceful shutdown waits for every connection to close, with no
+/// limit: one peer that stops reading (the server's GOAWAY and PING left
+/// unread) held processes on SIGTERM for over an hour (issue 20, item 9).
+/// Past the bound the connections left are cut when the process exits.
+pub async fn bounded_drain<E>(
+    serving: impl Future<Output = Result<(), E>>,
+    shutdown: Shutdown,
+    bound: Duration,
+    service: &str,
+) -> Result<(), E> {
+    let mut serving = std::pin::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result,
+        () = shutdown.wait() => {}
+    }
+    match tokio::time::timeout(bound, serving).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                service,
+                ?bound,
+                "drain cut short: connections still open past the bound are dropped"
+            );
+            Ok(())
+        }
     }
 }
 

@@ -81,7 +81,7 @@ struct Inner {
     epoch: Arc<Epoch>,
     config: CacheConfig,
     metrics: CacheMetrics,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
     /// Woken when the breaker closes: Redis is back, so whoever holds
     /// deferred work (the invalidation outbox) should retry now.
     recovered: tokio::sync::Notify,
@@ -100,13 +100,18 @@ impl Cache {
         config.validate()?;
         let epoch = Arc::new(Epoch::new(&config.prefix));
         let backend = Backend::new(config, &epoch)?;
+        let breaker = Arc::new(Breaker::new(
+            config.breaker_threshold,
+            config.breaker_cooldown,
+        ));
+        metrics.show_breaker(&breaker);
         Ok(Self {
             scope: None,
             inner: Arc::new(Inner {
                 backend,
                 prefix: config.prefix.clone(),
                 epoch,
-                breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+                breaker,
                 config: config.clone(),
                 metrics,
                 recovered: tokio::sync::Notify::new(),
@@ -326,7 +331,6 @@ impl Cache {
 
     fn breaker_changed(&self, state: BreakerState) {
         let inner = &self.inner;
-        inner.metrics.breaker_state.set(state.as_gauge());
         match state {
             BreakerState::Open => tracing::warn!(
                 cooldown = ?inner.config.breaker_cooldown,
