@@ -167,6 +167,21 @@ pub async fn stream_start(
     conn: &mut AsyncPgConnection,
     meeting: Uuid,
 ) -> Result<Option<Cursor>, DbError> {
+    match oldest_pending(conn, meeting).await? {
+        None => latest(conn, meeting).await,
+        Some(place) => {
+            let before = before(conn, meeting, Some(place), 1).await?;
+            Ok(<[MessageRow]>::first(&before).map(MessageRow::cursor))
+        }
+    }
+}
+
+/// The oldest message of `meeting` whose cache effects are neither applied
+/// nor held for ([`Delivery::Pending`]), if any.
+pub async fn oldest_pending(
+    conn: &mut AsyncPgConnection,
+    meeting: Uuid,
+) -> Result<Option<Cursor>, DbError> {
     let waiting: Option<Place> = diesel::sql_query(
         "SELECT m.sent_at, m.id FROM cache_outbox o \
          JOIN chat_messages m ON m.outbox_id = o.id \
@@ -177,17 +192,10 @@ pub async fn stream_start(
     .get_result(conn)
     .await
     .optional()?;
-    match waiting {
-        None => latest(conn, meeting).await,
-        Some(p) => {
-            let place = Cursor {
-                sent_at: p.sent_at,
-                id: p.id,
-            };
-            let before = before(conn, meeting, Some(place), 1).await?;
-            Ok(<[MessageRow]>::first(&before).map(MessageRow::cursor))
-        }
-    }
+    Ok(waiting.map(|p| Cursor {
+        sent_at: p.sent_at,
+        id: p.id,
+    }))
 }
 
 /// After a post's apply: marks it `held` if its cache effects are held for
@@ -230,6 +238,47 @@ pub async fn recent(
     let mut rows = before(conn, meeting, None, limit).await?;
     rows.reverse();
     Ok(rows)
+}
+
+#[derive(QueryableByName)]
+struct Shown {
+    #[diesel(embed)]
+    message: MessageRow,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    held: bool,
+}
+
+/// What history may show: up to `limit` messages before `cursor` (all,
+/// without one), newest first, stopping short of the oldest message that is
+/// neither applied nor held for (the stream's rule, [`Delivery`]). The flag:
+/// some message shown is only held for, so the caller must hold its
+/// replica's reads before answering. One statement, one snapshot: a post
+/// committing meanwhile is either wholly in or out.
+pub async fn visible_before(
+    conn: &mut AsyncPgConnection,
+    meeting: Uuid,
+    cursor: Option<Cursor>,
+    limit: u32,
+) -> Result<(Vec<MessageRow>, bool), DbError> {
+    let rows: Vec<Shown> = diesel::sql_query(
+        "WITH stop AS ( \
+           SELECT p.sent_at, p.id FROM cache_outbox o JOIN chat_messages p ON p.outbox_id = o.id \
+           WHERE p.meeting_id = $1 AND NOT p.held ORDER BY p.sent_at, p.id LIMIT 1) \
+         SELECT m.id, m.meeting_id, m.user_id, m.message, m.sent_at, \
+           (m.held AND EXISTS (SELECT 1 FROM cache_outbox o WHERE o.id = m.outbox_id)) AS held \
+         FROM chat_messages m \
+         WHERE m.meeting_id = $1 AND ($2::timestamptz IS NULL OR (m.sent_at, m.id) < ($2, $3)) \
+           AND NOT EXISTS (SELECT 1 FROM stop WHERE (m.sent_at, m.id) >= (stop.sent_at, stop.id)) \
+         ORDER BY m.sent_at DESC, m.id DESC LIMIT $4",
+    )
+    .bind::<SqlUuid, _>(meeting)
+    .bind::<Nullable<Timestamptz>, _>(cursor.map(|c| c.sent_at))
+    .bind::<SqlUuid, _>(cursor.map_or(Uuid::nil(), |c| c.id))
+    .bind::<BigInt, _>(i64::from(limit))
+    .load(conn)
+    .await?;
+    let held = rows.iter().any(|r| r.held);
+    Ok((rows.into_iter().map(|r| r.message).collect(), held))
 }
 
 /// The message `id` of `meeting`, if there is one.

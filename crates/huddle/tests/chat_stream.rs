@@ -143,6 +143,39 @@ async fn stored_order(app: &TestApp, token: &str, meeting: &str) -> Vec<String> 
     ids
 }
 
+/// How many messages of the meeting are committed, read in Postgres
+/// itself: the API shows none before its cache effects are applied.
+async fn committed_count(app: &TestApp, meeting: &str) -> i64 {
+    let meeting = meeting.parse().unwrap();
+    chat_service::db::count(&mut app.chat_db.conn().await.unwrap(), meeting)
+        .await
+        .unwrap()
+}
+
+/// Posts `text` through `app` in a task of its own (so the caller can
+/// watch what others see meanwhile); the task yields the answer's status.
+fn spawn_post(
+    app: &TestApp,
+    token: &str,
+    meeting: &str,
+    text: String,
+) -> tokio::task::JoinHandle<StatusCode> {
+    let (url, http, token) = (
+        format!("{}/api/meetings/{meeting}/chats", app.base),
+        app.http.clone(),
+        token.to_owned(),
+    );
+    tokio::spawn(async move {
+        http.post(url)
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "message": text }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    })
+}
+
 /// Posts `n` messages through `app` from two posters at once.
 async fn post_many(app: &TestApp, tokens: [&str; 2], meeting: &str, n: usize) {
     let mut tasks = Vec::new();
@@ -382,23 +415,7 @@ async fn windows_missing_what_the_stream_showed(
     assert_eq!(reader.get(&chats, &guest).await.status, StatusCode::OK);
     let mut missing = 0;
     for i in 0..n {
-        let post = {
-            let (base, http, host, path) = (
-                poster.base.clone(),
-                poster.http.clone(),
-                host.clone(),
-                chats.clone(),
-            );
-            tokio::spawn(async move {
-                http.post(format!("{base}{path}"))
-                    .bearer_auth(host)
-                    .json(&serde_json::json!({ "message": format!("m{i}") }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        };
+        let post = spawn_post(poster, &host, &meeting, format!("m{i}"));
         let shown = sse.take(1).await.remove(0);
         let window = reader.get(&chats, &guest).await;
         assert_eq!(window.status, StatusCode::OK, "{:?}", window.body);
@@ -487,25 +504,9 @@ async fn an_unapplied_post_holds_back_the_ones_after_it() {
         .failpoints()
         .delay_apply_ms
         .store(1500, std::sync::atomic::Ordering::SeqCst);
-    let slow = {
-        let (base, http, host, meeting) = (
-            poster.base.clone(),
-            poster.http.clone(),
-            host.clone(),
-            meeting.clone(),
-        );
-        tokio::spawn(async move {
-            http.post(format!("{base}/api/meetings/{meeting}/chats"))
-                .bearer_auth(host)
-                .json(&serde_json::json!({ "message": "first" }))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let slow = spawn_post(&poster, &host, &meeting, "first".into());
     let committed = eventually(Duration::from_secs(5), async || {
-        !stored_order(&reader, &host, &meeting).await.is_empty()
+        committed_count(&reader, &meeting).await == 1
     })
     .await;
     assert!(committed);
@@ -539,23 +540,7 @@ async fn a_read_after_an_event_counts_its_message() {
     for n in 1..=3 {
         let before = app.get(&details, &guest).await;
         assert_eq!(before.body["data"]["_count"]["chatMessages"], n - 1);
-        let post = {
-            let (base, http, host, meeting) = (
-                app.base.clone(),
-                app.http.clone(),
-                host.clone(),
-                meeting.clone(),
-            );
-            tokio::spawn(async move {
-                http.post(format!("{base}/api/meetings/{meeting}/chats"))
-                    .bearer_auth(host)
-                    .json(&serde_json::json!({ "message": "counted" }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        };
+        let post = spawn_post(&app, &host, &meeting, "counted".into());
         sse.take(1).await;
         let after = app.get(&details, &guest).await;
         assert_eq!(
@@ -564,4 +549,60 @@ async fn a_read_after_an_event_counts_its_message() {
         );
         assert_eq!(post.await.unwrap(), StatusCode::CREATED);
     }
+}
+
+/// History is read from Postgres, never cached, yet it never shows a
+/// message before the cached window can (SPEC §6, "seen"): a page that
+/// reaches a post committed but not yet applied waits for the apply, so a
+/// window read after it holds the message too; a post whose apply stays
+/// pending past the wait (2 s) makes history answer 503, never a page that
+/// hides what a window fill may already have shown.
+///
+/// Seen to fail with history reading every committed row (main's
+/// `db::before`): history showed the message while the warm window, read
+/// right after it, did not — the "stale (seen)" `make chaos` reported in
+/// its failover phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_never_shows_a_message_before_the_window_does() {
+    let app = TestApp::spawn().await;
+    let (meeting, host, guest) = live_meeting(&app).await;
+    let chats = format!("/api/meetings/{meeting}/chats");
+    let history = format!("{chats}/history?limit=10");
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(app.get(&chats, &guest).await.status, StatusCode::OK);
+    for (delay_ms, posted) in [(1_000, 1), (4_000, 2)] {
+        app.chat_outbox
+            .failpoints()
+            .delay_apply_ms
+            .store(delay_ms, std::sync::atomic::Ordering::SeqCst);
+        let post = spawn_post(&app, &host, &meeting, "pending".into());
+        let committed = eventually(Duration::from_secs(5), async || {
+            committed_count(&app, &meeting).await == posted
+        })
+        .await;
+        assert!(committed);
+        let shown = app.get(&history, &guest).await;
+        let window = app.get(&chats, &guest).await;
+        if delay_ms < 2_000 {
+            assert_eq!(shown.status, StatusCode::OK, "{:?}", shown.body);
+            let shown = ids(&shown.body["data"]["messages"]);
+            assert_eq!(shown.len(), 1);
+            assert_eq!(
+                ids(&window.body["data"]),
+                shown,
+                "history showed a message the window read after it lacked"
+            );
+        } else {
+            assert_error(&shown, 503, "UNAVAILABLE");
+        }
+        assert_eq!(post.await.unwrap(), StatusCode::CREATED);
+    }
+    let shown = app.get(&history, &guest).await;
+    assert_eq!(ids(&shown.body["data"]["messages"]).len(), 2);
 }
