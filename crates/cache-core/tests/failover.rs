@@ -285,3 +285,40 @@ async fn a_lease_whose_delete_was_lost_lets_no_old_fill_land() {
     filler.await.unwrap().unwrap();
     assert_eq!(read(&cache, &key, "new").await, "new");
 }
+
+/// (e) A primary demoted under open connections (Sentinel switched, or
+/// `REPLICAOF` by an operator): its data may lack the new primary's
+/// deletes, so not even a hit may be read from it. The read script is
+/// flagged as writing (`#!lua`), which a replica refuses whole; the call
+/// fails within the second before the connection's next identity check,
+/// the connection is dropped, and the read loads from the database.
+///
+/// Seen to fail with the `#!lua` line removed: the read answered the
+/// demoted server's "v1" (a replica serves a plain script's GET).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_primary_serves_no_read_on_its_open_connections() {
+    let redis = TestRedis::start();
+    let config = CacheConfig {
+        redis_url: format!("redis://127.0.0.1:{}", redis.port()),
+        ..config(WaitReplicas::Off)
+    };
+    let cache = cache(&config);
+    let key = CacheKey::user(Uuid::new_v4());
+    assert_eq!(read(&cache, &key, "v1").await, "v1");
+    assert_eq!(read(&cache, &key, "db").await, "v1", "a hit before the demotion");
+    // A replica of a primary that never answers: read-only at once, and it
+    // keeps (and would serve) what it holds.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port().to_string();
+    drop(dead);
+    assert!(
+        redis
+            .command(&["REPLICAOF", "127.0.0.1", &dead_port])
+            .is_some_and(|out| out.trim() == "OK")
+    );
+    assert_eq!(
+        read(&cache, &key, "db").await,
+        "db",
+        "a read was answered by a server that is no longer a primary"
+    );
+}

@@ -16,9 +16,19 @@ use crate::{
 /// GET the key; if absent, take a lease on it (the placeholder expires by
 /// itself if its holder dies). Returns the stored string, or nil when the
 /// caller now holds the lease.
+///
+/// The `#!lua` line flags it as a script that may write, so a replica
+/// refuses it whole (`READONLY`) even when the key is there. Every read
+/// goes through it: a connection to a primary that was demoted meanwhile
+/// (Sentinel switched; the pool kept its connections) cannot answer a hit
+/// from data that may lack the new primary's deletes — the call fails, the
+/// connection is dropped and the read loads from the database. Without the
+/// flag only a miss (the lease's SET) would fail there. (A flagged script
+/// is also refused while the primary is out of memory under `noeviction`
+/// or short of `min-replicas-to-write`: reads then load from the database.)
 pub(super) static READ_OR_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"
+        r"#!lua
 local v = redis.call('GET', KEYS[1])
 if v then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
