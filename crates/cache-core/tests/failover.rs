@@ -305,7 +305,11 @@ async fn a_demoted_primary_serves_no_read_on_its_open_connections() {
     let cache = cache(&config);
     let key = CacheKey::user(Uuid::new_v4());
     assert_eq!(read(&cache, &key, "v1").await, "v1");
-    assert_eq!(read(&cache, &key, "db").await, "v1", "a hit before the demotion");
+    assert_eq!(
+        read(&cache, &key, "db").await,
+        "v1",
+        "a hit before the demotion"
+    );
     // A replica of a primary that never answers: read-only at once, and it
     // keeps (and would serve) what it holds.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

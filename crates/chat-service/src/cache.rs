@@ -11,6 +11,7 @@
 use cache_core::{Cache, CacheKey, RECENT_CHATS_LIMIT, WindowEntry};
 use chrono::{DateTime, Utc};
 use huddle_db::{Database, DbError};
+use huddle_serve::Outbox;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -69,17 +70,35 @@ impl WindowMessage {
     }
 }
 
-/// The last 50 messages, oldest first.
+/// The last 50 messages, oldest first. Its fill shows only settled
+/// messages (`db::settled_through`), as history does, and one only held
+/// for holds this replica's reads first, as the stream does before sending
+/// it. Messages committed after the fill's start are left to the append
+/// (it finds the fill's lease or its value), never lost.
 pub async fn recent(
     cache: &Cache,
     db: &Database,
+    outbox: &Outbox,
     meeting: Uuid,
 ) -> Result<Vec<MessageRow>, DbError> {
     let key = CacheKey::recent_chats(meeting, RECENT_CHATS_LIMIT);
     let window: Option<Vec<WindowMessage>> = cache
         .get_or_load(&key, key.ttl(), &[], || async {
-            let rows = db::recent(&mut *db.conn().await?, meeting, RECENT_CHATS_LIMIT).await?;
-            Ok::<_, DbError>(Some(rows.iter().map(WindowMessage::from).collect()))
+            let Some(upto) = db::settled_through(db, meeting, None).await? else {
+                return Ok::<_, DbError>(Some(Vec::new()));
+            };
+            let (rows, held) = db::settled_before(
+                &mut *db.conn().await?,
+                meeting,
+                None,
+                upto,
+                RECENT_CHATS_LIMIT,
+            )
+            .await?;
+            if held {
+                outbox.hold_for_pending();
+            }
+            Ok(Some(rows.iter().rev().map(WindowMessage::from).collect()))
         })
         .await?;
     Ok(window
@@ -89,11 +108,24 @@ pub async fn recent(
         .collect())
 }
 
-pub async fn count(cache: &Cache, db: &Database, meeting: Uuid) -> Result<u64, DbError> {
+/// The number of messages, filled like the window (settled ones only).
+pub async fn count(
+    cache: &Cache,
+    db: &Database,
+    outbox: &Outbox,
+    meeting: Uuid,
+) -> Result<u64, DbError> {
     let key = CacheKey::meeting_chat_count(meeting);
     let count: Option<i64> = cache
         .get_or_load(&key, key.ttl(), &[], || async {
-            Ok::<_, DbError>(Some(db::count(&mut *db.conn().await?, meeting).await?))
+            let Some(upto) = db::settled_through(db, meeting, None).await? else {
+                return Ok::<_, DbError>(Some(0));
+            };
+            let (n, held) = db::count_through(&mut *db.conn().await?, meeting, upto).await?;
+            if held {
+                outbox.hold_for_pending();
+            }
+            Ok(Some(n))
         })
         .await?;
     Ok(count.unwrap_or(0).max(0) as u64)

@@ -11,8 +11,10 @@ use diesel::{
     prelude::*,
     sql_types::{BigInt, Int2, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
+use std::time::Duration;
+
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use huddle_db::DbError;
+use huddle_db::{Database, DbError};
 use uuid::Uuid;
 
 use crate::schema::{chat_meetings, chat_messages};
@@ -248,37 +250,104 @@ struct Shown {
     held: bool,
 }
 
-/// What history may show: up to `limit` messages before `cursor` (all,
-/// without one), newest first, stopping short of the oldest message that is
-/// neither applied nor held for (the stream's rule, [`Delivery`]). The flag:
-/// some message shown is only held for, so the caller must hold its
-/// replica's reads before answering. One statement, one snapshot: a post
-/// committing meanwhile is either wholly in or out.
-pub async fn visible_before(
+/// How long a read waits for the messages it would show to settle (a
+/// post's apply takes at most its 300 ms budget plus one `WAIT`).
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
+const SETTLE_POLL: Duration = Duration::from_millis(5);
+
+/// Reads answered from Postgres (history, and the fills of the window and
+/// the count) see a post at commit, before its window append and count
+/// delete are applied: shown then, it could be followed by a cached
+/// window or count without it (SPEC §6, "seen"). So such a read shows only
+/// messages up to the newest one committed when it started, `P`, and
+/// first waits until none of those is pending ([`Delivery`]): each is
+/// applied, or held for (the caller holds its reads when it shows one).
+/// Messages committed after `P` are left out (nobody can have seen them
+/// before this read began). `below`: only messages before it matter (a
+/// history page). `None`: the meeting has no message yet. Past
+/// [`SETTLE_WAIT`] (a poster died between commit and apply and a relay
+/// has not applied its row yet) the read answers 503 rather than show
+/// less than a fill may already have shown.
+pub async fn settled_through(
+    db: &Database,
+    meeting: Uuid,
+    below: Option<Cursor>,
+) -> Result<Option<Cursor>, DbError> {
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    let mut conn = db.conn().await?;
+    let Some(upto) = latest(&mut conn, meeting).await? else {
+        return Ok(None);
+    };
+    loop {
+        let pending = oldest_pending(&mut conn, meeting).await?;
+        if pending.is_none_or(|p| p > upto || below.is_some_and(|b| p >= b)) {
+            return Ok(Some(upto));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DbError::Unavailable(
+                "a chat message's cache effects are still being applied; retry".into(),
+            ));
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// Up to `limit` messages before `cursor` (all, without one) and at or
+/// before `upto`, newest first; the flag: one of them is only held for.
+pub async fn settled_before(
     conn: &mut AsyncPgConnection,
     meeting: Uuid,
     cursor: Option<Cursor>,
+    upto: Cursor,
     limit: u32,
 ) -> Result<(Vec<MessageRow>, bool), DbError> {
     let rows: Vec<Shown> = diesel::sql_query(
-        "WITH stop AS ( \
-           SELECT p.sent_at, p.id FROM cache_outbox o JOIN chat_messages p ON p.outbox_id = o.id \
-           WHERE p.meeting_id = $1 AND NOT p.held ORDER BY p.sent_at, p.id LIMIT 1) \
-         SELECT m.id, m.meeting_id, m.user_id, m.message, m.sent_at, \
+        "SELECT m.id, m.meeting_id, m.user_id, m.message, m.sent_at, \
            (m.held AND EXISTS (SELECT 1 FROM cache_outbox o WHERE o.id = m.outbox_id)) AS held \
          FROM chat_messages m \
-         WHERE m.meeting_id = $1 AND ($2::timestamptz IS NULL OR (m.sent_at, m.id) < ($2, $3)) \
-           AND NOT EXISTS (SELECT 1 FROM stop WHERE (m.sent_at, m.id) >= (stop.sent_at, stop.id)) \
-         ORDER BY m.sent_at DESC, m.id DESC LIMIT $4",
+         WHERE m.meeting_id = $1 AND (m.sent_at, m.id) <= ($4, $5) \
+           AND ($2::timestamptz IS NULL OR (m.sent_at, m.id) < ($2, $3)) \
+         ORDER BY m.sent_at DESC, m.id DESC LIMIT $6",
     )
     .bind::<SqlUuid, _>(meeting)
     .bind::<Nullable<Timestamptz>, _>(cursor.map(|c| c.sent_at))
     .bind::<SqlUuid, _>(cursor.map_or(Uuid::nil(), |c| c.id))
+    .bind::<Timestamptz, _>(upto.sent_at)
+    .bind::<SqlUuid, _>(upto.id)
     .bind::<BigInt, _>(i64::from(limit))
     .load(conn)
     .await?;
     let held = rows.iter().any(|r| r.held);
     Ok((rows.into_iter().map(|r| r.message).collect(), held))
+}
+
+#[derive(QueryableByName)]
+struct Counted {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    held: bool,
+}
+
+/// How many messages are at or before `upto`, and whether one of them is
+/// only held for.
+pub async fn count_through(
+    conn: &mut AsyncPgConnection,
+    meeting: Uuid,
+    upto: Cursor,
+) -> Result<(i64, bool), DbError> {
+    let counted: Counted = diesel::sql_query(
+        "SELECT (SELECT count(*) FROM chat_messages m \
+                 WHERE m.meeting_id = $1 AND (m.sent_at, m.id) <= ($2, $3)) AS n, \
+           EXISTS (SELECT 1 FROM cache_outbox o JOIN chat_messages h ON h.outbox_id = o.id \
+                   WHERE h.meeting_id = $1 AND h.held AND (h.sent_at, h.id) <= ($2, $3)) AS held",
+    )
+    .bind::<SqlUuid, _>(meeting)
+    .bind::<Timestamptz, _>(upto.sent_at)
+    .bind::<SqlUuid, _>(upto.id)
+    .get_result(conn)
+    .await?;
+    Ok((counted.n, counted.held))
 }
 
 /// The message `id` of `meeting`, if there is one.

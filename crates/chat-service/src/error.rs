@@ -17,11 +17,6 @@ pub enum ChatError {
     NoSuchMessage(String),
     #[error("too many open streams on this chat-service instance")]
     TooManyStreams,
-    /// A committed message's cache effects stayed pending past the wait
-    /// (its poster died between commit and apply): showing what is before
-    /// it could be older than what a fill already showed.
-    #[error("a message's cache effects are still being applied; retry")]
-    DeliveryPending,
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -54,7 +49,7 @@ impl ServiceError for ChatError {
             Self::TooManyStreams => ErrorCode::TooManyRequests,
             Self::Db(e) => db_code(e),
             Self::Idempotency(e) => e.code(),
-            Self::Users(_) | Self::Crashed(_) | Self::DeliveryPending => ErrorCode::Unavailable,
+            Self::Users(_) | Self::Crashed(_) => ErrorCode::Unavailable,
         }
     }
 }

@@ -25,11 +25,6 @@ use crate::{
     stream::{Hubs, MessageStream},
 };
 
-/// How long a history read waits for a pending message (a post's apply
-/// takes at most its 300 ms budget plus one `WAIT` before it settles).
-const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-const PENDING_POLL: std::time::Duration = std::time::Duration::from_millis(5);
-
 #[derive(Clone)]
 pub struct ChatApi {
     db: Database,
@@ -146,7 +141,19 @@ impl ChatApi {
             Some(id) => Some(cursor_of(&mut *self.db.conn().await?, meeting, "before", id).await?),
             None => None,
         };
-        let (mut rows, held) = self.visible_history(meeting, cursor, limit + 1).await?;
+        let (mut rows, held) = match db::settled_through(&self.db, meeting, cursor).await? {
+            None => (Vec::new(), false),
+            Some(upto) => {
+                db::settled_before(
+                    &mut *self.db.conn().await?,
+                    meeting,
+                    cursor,
+                    upto,
+                    limit + 1,
+                )
+                .await?
+            }
+        };
         if held {
             self.outbox.hold_for_pending();
         }
@@ -159,35 +166,6 @@ impl ChatApi {
             messages: messages_pb(&self.users, ctx, rows).await?,
             next_before,
         })
-    }
-
-    /// History is read from Postgres, where a post is committed before its
-    /// window append is applied: shown then, a message could be followed by
-    /// a cached window without it (SPEC §6, "seen"). Hidden while pending, it
-    /// could be one a window fill (which reads every committed row) already
-    /// showed. So a page that would reach a pending message waits for it to
-    /// be applied or held for — within the request's own apply budget, as a
-    /// post answers only after that — and answers 503 past `PENDING_WAIT`
-    /// (its poster died between commit and apply; the relay applies it).
-    async fn visible_history(
-        &self,
-        meeting: Uuid,
-        cursor: Option<db::Cursor>,
-        limit: u32,
-    ) -> Result<(Vec<MessageRow>, bool), ChatError> {
-        let deadline = tokio::time::Instant::now() + PENDING_WAIT;
-        loop {
-            let mut conn = self.db.conn().await?;
-            let pending = db::oldest_pending(&mut conn, meeting).await?;
-            if pending.is_none_or(|p| cursor.is_some_and(|c| p >= c)) {
-                return Ok(db::visible_before(&mut conn, meeting, cursor, limit).await?);
-            }
-            drop(conn);
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ChatError::DeliveryPending);
-            }
-            tokio::time::sleep(PENDING_POLL).await;
-        }
     }
 
     async fn delete_data(&self, meeting: Uuid) -> Result<u64, ChatError> {
@@ -270,7 +248,7 @@ impl ChatService for ChatApi {
         let ctx = RequestCtx::from_request(&req);
         async {
             let meeting = id::parse("meetingId", &req.get_ref().meeting_id)?;
-            let rows = cache::recent(&self.cache, &self.db, meeting).await?;
+            let rows = cache::recent(&self.cache, &self.db, &self.outbox, meeting).await?;
             Ok(Response::new(ChatMessages {
                 messages: messages_pb(&self.users, &ctx, rows).await?,
             }))
@@ -293,7 +271,7 @@ impl ChatService for ChatApi {
     ) -> Result<Response<MessageCount>, Status> {
         async {
             let meeting = id::parse("meetingId", &req.get_ref().meeting_id)?;
-            let count = cache::count(&self.cache, &self.db, meeting).await?;
+            let count = cache::count(&self.cache, &self.db, &self.outbox, meeting).await?;
             Ok(Response::new(MessageCount { count }))
         }
         .await

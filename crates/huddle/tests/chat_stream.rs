@@ -606,3 +606,55 @@ async fn history_never_shows_a_message_before_the_window_does() {
     let shown = app.get(&history, &guest).await;
     assert_eq!(ids(&shown.body["data"]["messages"]).len(), 2);
 }
+
+/// The window and the count are filled from Postgres, where a post is
+/// committed before its append and count delete apply: a fill counting or
+/// listing it then could be followed by the other, still cached, without
+/// it. Each fill waits for what it would show to settle, so whichever is
+/// read first, the other agrees. (1) Window warm, count cold: the count's
+/// fill may not count the pending post before the window holds it. (2)
+/// Count warm, window cold: the window's fill may not list it before the
+/// count counts it.
+///
+/// Seen to fail with the fills reading every committed row (main's
+/// `db::count` and `db::recent`): (1) count 1 while the window read after
+/// it was empty; (2) a window of 1 while the count read after it said 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_and_count_fills_never_run_ahead_of_each_other() {
+    let app = TestApp::spawn().await;
+    for warm_window in [true, false] {
+        let (meeting, host, guest) = live_meeting(&app).await;
+        let chats = format!("/api/meetings/{meeting}/chats");
+        let details = format!("/api/meetings/{meeting}");
+        let warm = if warm_window { &chats } else { &details };
+        assert_eq!(app.get(warm, &guest).await.status, StatusCode::OK);
+        app.chat_outbox
+            .failpoints()
+            .delay_apply_ms
+            .store(1_000, std::sync::atomic::Ordering::SeqCst);
+        let post = spawn_post(&app, &host, &meeting, "pending".into());
+        let committed = eventually(Duration::from_secs(5), async || {
+            committed_count(&app, &meeting).await == 1
+        })
+        .await;
+        assert!(committed);
+        let window_len = |r: &common::Response| r.body["data"].as_array().unwrap().len();
+        let count_of = |r: &common::Response| r.body["data"]["_count"]["chatMessages"].as_u64();
+        if warm_window {
+            let count = count_of(&app.get(&details, &guest).await).unwrap();
+            let window = window_len(&app.get(&chats, &guest).await);
+            assert!(
+                window as u64 >= count,
+                "count {count}, then a window of {window}"
+            );
+        } else {
+            let window = window_len(&app.get(&chats, &guest).await);
+            let count = count_of(&app.get(&details, &guest).await).unwrap();
+            assert!(
+                count >= window as u64,
+                "a window of {window}, then count {count}"
+            );
+        }
+        assert_eq!(post.await.unwrap(), StatusCode::CREATED);
+    }
+}
