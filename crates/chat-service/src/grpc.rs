@@ -60,8 +60,16 @@ impl ChatApi {
         let mut conn = self.db.conn().await?;
         let (answer, settle) = conn
             .transaction::<_, ChatError, _>(async |conn| {
-                // A replay answers the first post (its poster card as then).
-                if let Some(first) = idempotency::claim(key.as_ref(), conn).await? {
+                // A replay answers the first post, with the poster's card as
+                // it is now (user-service's data, composed per answer: a
+                // rename acknowledged since must show).
+                if let Some(mut first) =
+                    idempotency::claim::<pb::ChatMessage>(key.as_ref(), conn).await?
+                {
+                    if let (Some(kept), Some(card)) = (first.user.as_mut(), cards.get(&user)) {
+                        kept.name.clone_from(&card.name);
+                        kept.image.clone_from(&card.image);
+                    }
                     return Ok((first, None));
                 }
                 let sent_at = db::next_sent_at(conn, meeting)

@@ -477,3 +477,40 @@ async fn fresh_soon_after_commit(
         since.elapsed()
     );
 }
+
+/// A replay answers the first write, but the cards it shows are another
+/// service's data, composed per answer: a rename acknowledged between the
+/// first join (or post) and its replay shows in the replay (SPEC §6: no
+/// answer older than an acknowledged write).
+///
+/// Seen to fail with the kept answer returned as stored: the replayed join
+/// showed the host's old name (`make chaos`, cancel phase, found it), and
+/// so did the replayed post.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_shows_cards_as_they_are_now() {
+    let app = TestApp::spawn().await;
+    let (host_id, host) = app.user("Host").await;
+    let meeting = app.create_live_meeting(&host, "Replayed").await;
+    let (guest_id, guest) = app.user("Guest").await;
+    let join_body = json!({ "inviteCode": meeting["inviteCode"] });
+    let chats = format!("/api/meetings/{}/chats", meeting["id"].as_str().unwrap());
+    let (join_key, post_key) = (fresh_key(), fresh_key());
+    let join = post(&app, "/api/meetings/join", &guest, join_key.clone(), &join_body).await;
+    assert_eq!(join.0, StatusCode::OK, "{:?}", join.1);
+    assert_eq!(join.1["data"]["meeting"]["host"]["name"], "Host");
+    let posted = post(&app, &chats, &guest, post_key.clone(), &json!({ "message": "hi" })).await;
+    assert_eq!(posted.0, StatusCode::CREATED, "{:?}", posted.1);
+    assert_eq!(posted.1["data"]["user"]["name"], "Guest");
+    for (id, token, name) in [(&host_id, &host, "Host v2"), (&guest_id, &guest, "Guest v2")] {
+        let renamed = app
+            .patch(&format!("/api/users/{id}"), token, json!({ "name": name }))
+            .await;
+        assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+    }
+    let replayed = post(&app, "/api/meetings/join", &guest, join_key, &join_body).await;
+    assert_eq!(replayed.1["data"]["participant"], join.1["data"]["participant"]);
+    assert_eq!(replayed.1["data"]["meeting"]["host"]["name"], "Host v2");
+    let replayed = post(&app, &chats, &guest, post_key, &json!({ "message": "hi" })).await;
+    assert_eq!(replayed.1["data"]["id"], posted.1["data"]["id"]);
+    assert_eq!(replayed.1["data"]["user"]["name"], "Guest v2");
+}

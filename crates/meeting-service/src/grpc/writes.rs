@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     CODE_ATTEMPTS, MeetingApi,
-    convert::{meeting_pb, participant_pb, preview_pb},
+    convert::{meeting_pb, participant_pb, preview_pb, user_pb},
     not_host, not_registered,
 };
 use crate::{
@@ -190,8 +190,19 @@ impl MeetingApi {
         let (answer, recorded) = conn
             .transaction::<_, MeetingError, _>(async |conn| {
                 // A replay answers what the first join did (a media token,
-                // once minted, must be minted afresh, never kept here).
-                if let Some(first) = idempotency::claim(key.as_ref(), conn).await? {
+                // once minted, must be minted afresh, never kept here), with
+                // the host's card as it is now: a card is user-service's data,
+                // composed per answer, and a rename acknowledged since must
+                // show (make chaos caught a replay showing the old name).
+                if let Some(mut first) =
+                    idempotency::claim::<pb::JoinMeetingResponse>(key.as_ref(), conn).await?
+                {
+                    if let Some(kept) = first.meeting.as_mut() {
+                        let host = kept.host.as_ref().and_then(|h| h.id.parse().ok());
+                        if let Some(card) = host.and_then(|h| cards.get(&h)) {
+                            kept.host = Some(user_pb(card));
+                        }
+                    }
                     return Ok((first, None));
                 }
                 // The row is authoritative: the code may have been rotated or
