@@ -369,6 +369,13 @@ install_test_tools() {
 		apt_install redis-sentinel
 	fi
 	log "tools: redis-sentinel ok"
+	# The PgBouncer probe (scripts/pgbouncer-probe.sh) starts a private
+	# pgbouncer; Debian's is in /usr/sbin.
+	if ! have pgbouncer && [ ! -x /usr/sbin/pgbouncer ]; then
+		is_root || need_root "missing package: pgbouncer" "sudo apt-get install -y pgbouncer"
+		apt_install pgbouncer
+	fi
+	log "tools: pgbouncer ok"
 }
 
 # `make bench`: wrk (the load generator) and redis-benchmark/redis-cli.

@@ -3,6 +3,13 @@
 
 use serde::Serialize;
 
+/// The message of an `Unavailable` answer caused by the service's own
+/// database (down, failing over): the one 5xx message a service sends
+/// that the gateway passes on, as it names no internals and tells the
+/// caller what still works.
+pub const DATABASE_UNAVAILABLE: &str = "the database is unavailable: writes and uncached reads fail until it is back (cached reads are \
+     still served), try again shortly";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {

@@ -49,9 +49,16 @@ impl From<DieselError> for DbError {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => Self::Unique {
                 constraint: info.constraint_name().unwrap_or_default().to_owned(),
             },
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                Self::Unavailable(info.message().to_owned())
-            }
+            // The connection broke (diesel-async reports a lost socket as
+            // "unable to send command"), or a failover left it on a
+            // demoted, read-only server: the database is unavailable, which
+            // callers answer with 503, not 500.
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand
+                | DatabaseErrorKind::ReadOnlyTransaction,
+                info,
+            ) => Self::Unavailable(info.message().to_owned()),
             other => Self::Query(other),
         }
     }

@@ -101,7 +101,8 @@ impl ResponseError for ApiError {
 impl From<tonic::Status> for ApiError {
     /// A service's 4xx message is meant for the caller and passes through; a
     /// 5xx message may carry internals (SQL, hostnames), so it is logged here
-    /// and replaced by a generic one.
+    /// and replaced by a generic one — except the service's fixed word that
+    /// its database is unavailable, which names nothing internal.
     fn from(status: tonic::Status) -> Self {
         let code = match status.code() {
             // Made on this side from a transport failure (the peer reset the
@@ -112,7 +113,10 @@ impl From<tonic::Status> for ApiError {
             }
             other => ErrorCode::from_grpc(other),
         };
-        if code.http_status() < 500 {
+        if code.http_status() < 500
+            || (code == ErrorCode::Unavailable
+                && status.message() == huddle_common::error::DATABASE_UNAVAILABLE)
+        {
             let message = if status.message().is_empty() {
                 default_message(code).to_owned()
             } else {

@@ -19,6 +19,9 @@ pub fn db_code(e: &DbError) -> ErrorCode {
     }
 }
 
+/// How `DbError::Unavailable` displays.
+const DB_UNAVAILABLE_TEXT: &str = "database unavailable:";
+
 /// The status a caller sees. Server-side failures (internal, unavailable)
 /// are logged in full and answered with their category only, so neither
 /// SQL nor peer addresses leak to clients.
@@ -26,6 +29,11 @@ pub fn to_status<E: ServiceError>(e: E) -> tonic::Status {
     let code = e.code();
     if matches!(code, ErrorCode::Internal | ErrorCode::Unavailable) {
         tracing::error!(error = %e, "request failed");
+        // Every service error wraps `DbError` transparently, so its text is
+        // the storage layer's (the unit test below pins the prefix).
+        if code == ErrorCode::Unavailable && e.to_string().starts_with(DB_UNAVAILABLE_TEXT) {
+            return code.status(huddle_common::error::DATABASE_UNAVAILABLE);
+        }
         return code.status(code.as_str().to_lowercase().replace('_', " "));
     }
     code.status(e.to_string())
@@ -63,6 +71,7 @@ mod tests {
         )));
         assert_eq!(down.code(), tonic::Code::Unavailable);
         assert!(!down.message().contains("10.0.0.7"), "{}", down.message());
+        assert_eq!(down.message(), huddle_common::error::DATABASE_UNAVAILABLE);
 
         let conflict = to_status(Demo::Db(DbError::Unique {
             constraint: "users_email_key".into(),

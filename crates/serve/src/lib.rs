@@ -189,8 +189,13 @@ impl Kit {
         let watched_db = db.clone();
         let first_pass = outbox.clone();
         let server = async move {
-            let (readiness, health) =
-                health::Readiness::start(watched_db.clone(), S::NAME, Some(migrations)).await;
+            let (readiness, health) = health::Readiness::start(
+                watched_db.clone(),
+                cache.clone(),
+                S::NAME,
+                Some(migrations),
+            )
+            .await;
             // Rows a crash left behind are applied before the first request
             // is served (until then the outbox holds reads off Redis; if
             // this pass fails, they stay held and the relay retries).

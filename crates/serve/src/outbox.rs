@@ -316,10 +316,10 @@ impl Outbox {
                 r = self.listen_once() => r,
                 _ = shutdown.clone().wait() => return,
             };
-            let postgres_answers = match &result {
-                Ok(()) | Err(ListenError::Silent(_)) => true,
-                Err(ListenError::Db(_)) => self.db_answers().await,
-            };
+            // Asked whatever ended the pass: a connection that closed or
+            // fell silent because Postgres went away (a failover) is no
+            // reason to hold reads that no write can make stale.
+            let postgres_answers = self.db_answers().await;
             if let Err(e) = result {
                 tracing::warn!(service = self.service, error = %e, "outbox listener reconnecting");
             }

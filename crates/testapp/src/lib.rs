@@ -63,6 +63,8 @@ pub struct TestApp {
     /// With `TestOptions::user_redis_proxy`: user-service's own link to
     /// Redis, which the test may cut while every other service keeps its own.
     pub user_redis: Option<TcpProxy>,
+    /// With `TestOptions::postgres_proxy`: every service's link to Postgres.
+    pub postgres: Option<TcpProxy>,
     shutdown: Shutdown,
     /// What a replica needs to share this app's data: database URLs and
     /// the cache settings (same Redis, same prefix).
@@ -74,7 +76,7 @@ pub struct TestApp {
 
 /// The databases a stack (and its replicas) use.
 #[derive(Clone)]
-struct DbUrls {
+pub(crate) struct DbUrls {
     user: String,
     meeting: String,
     recording: String,
@@ -109,6 +111,9 @@ pub struct TestOptions {
     pub stream_limits: Option<gateway::chats::StreamLimits>,
     /// Turn the gateway's read coalescing off (default: on, production's).
     pub no_coalescing: bool,
+    /// Every service reaches Postgres through one proxy the test can cut
+    /// (`TestApp::postgres`), as in a failover of the managed database.
+    pub postgres_proxy: bool,
 }
 
 pub fn shared_redis_url() -> String {
@@ -183,12 +188,7 @@ impl TestApp {
             grpc_metrics: huddle_serve::GrpcMetrics::register(&registry).unwrap(),
             shutdown: shutdown.clone(),
         };
-        let (proxies, user_service_db_url) = if options.proxies {
-            let (proxies, url) = Proxies::start(&urls.user).await;
-            (Some(proxies), url)
-        } else {
-            (None, urls.user.clone())
-        };
+        let (postgres, proxies, db) = proxies::database_links(options, &urls).await;
         let (user_redis, user_cache) = user_redis_link(options, &cache_config).await;
         let dial = |proxy: &TcpProxy| Some(format!("http://{}", proxy.addr()));
         let service = |url: &str| huddle_serve::ServiceConfig {
@@ -197,13 +197,13 @@ impl TestApp {
             db_pool_size: 4,
         };
         let config = huddle::stack::StackConfig {
-            user: service(&user_service_db_url),
-            meeting: service(&urls.meeting),
+            user: service(&db.user),
+            meeting: service(&db.meeting),
             recording: recording_service::RecordingConfig {
-                service: service(&urls.recording),
+                service: service(&db.recording),
                 livekit: livekit_keys(),
             },
-            chat: service(&urls.chat),
+            chat: service(&db.chat),
             chat_stream: options.chat_stream.clone().unwrap_or_default(),
             user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
             gateway: gateway_config(options),
@@ -245,6 +245,7 @@ impl TestApp {
             cache,
             proxies,
             user_redis,
+            postgres,
             shutdown,
             urls,
             cache_config,

@@ -4,7 +4,7 @@
 use cache_core::{Cache, CacheConfig, CacheMetrics};
 use huddle_testkit::proxy::TcpProxy;
 
-use crate::TestOptions;
+use crate::{DbUrls, TestOptions};
 
 /// Cut-able links between the parts (see `TestOptions::proxies`).
 pub struct Proxies {
@@ -26,6 +26,48 @@ impl Proxies {
         };
         (proxies, url)
     }
+}
+
+/// The URLs each service reaches its database at, through the proxies
+/// `options` ask for: every service's behind one (`postgres_proxy`), and
+/// user-service's behind `Proxies::user_db` (`proxies`).
+pub(crate) async fn database_links(
+    options: &TestOptions,
+    urls: &DbUrls,
+) -> (Option<TcpProxy>, Option<Proxies>, DbUrls) {
+    let (postgres, mut db) = if options.postgres_proxy {
+        let (proxy, urls) = postgres_link(urls).await;
+        (Some(proxy), urls)
+    } else {
+        (None, urls.clone())
+    };
+    let proxies = if options.proxies {
+        let (proxies, url) = Proxies::start(&urls.user).await;
+        db.user = url;
+        Some(proxies)
+    } else {
+        None
+    };
+    (postgres, proxies, db)
+}
+
+/// One proxy in front of the Postgres server of `urls` (every service's
+/// database is on it), and the URLs pointed at it.
+pub(crate) async fn postgres_link(urls: &DbUrls) -> (TcpProxy, DbUrls) {
+    let (proxy, user) = proxied(&urls.user, 5432).await;
+    let through = |url: &str| {
+        let mut url = url::Url::parse(url).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(proxy.addr().port())).unwrap();
+        url.to_string()
+    };
+    let urls = DbUrls {
+        user,
+        meeting: through(&urls.meeting),
+        recording: through(&urls.recording),
+        chat: through(&urls.chat),
+    };
+    (proxy, urls)
 }
 
 /// A proxy in front of the server `url` names, and `url` pointed at it.

@@ -118,6 +118,15 @@ impl TcpProxy {
         }
     }
 
+    /// The peer hangs, as a failed-over database host that vanished
+    /// without a reset does: open connections freeze and new ones are
+    /// accepted but never answered. [`Self::thaw`] and
+    /// `set_silent(false)` undo it.
+    pub fn hang(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+        self.freeze();
+    }
+
     /// Frozen connections forward again.
     pub fn thaw(&self) {
         for link in lock(&self.links).drain(..) {

@@ -183,7 +183,10 @@ impl Cache {
         }
     }
 
-    pub(crate) fn reads_held(&self) -> bool {
+    /// Whether this handle's reads skip Redis (held by a pending
+    /// invalidation, or cache reads turned off): such a service cannot
+    /// answer any read without Postgres, which its readiness needs to know.
+    pub fn reads_held(&self) -> bool {
         if !self.inner.config.reads {
             return true;
         }
