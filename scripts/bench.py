@@ -6,7 +6,10 @@ cached `GET /api/users/{id}`, cached `GET /api/meetings/{id}` (a composed
 value), `GET /api/meetings/live`, `POST /api/meetings/join` (a write and its
 invalidations), and a cold path (every request another user, cache flushed
 before each run); then the three reads again with `HUDDLE_CACHE_READS=false`
-(every read from Postgres); then `redis-benchmark GET` on the same Redis.
+(every read from Postgres); then `redis-benchmark GET` on the same Redis;
+then what `WAIT` costs a write: a replica of the private Redis on loopback,
+joins at 1 connection with `HUDDLE_REDIS_WAIT_REPLICAS=0` and `=1`, in
+alternating rounds (`--only wait` runs just that).
 The three reads run `--repeat` (3) interleaved rounds and report the
 median round (by CPU per request): on a shared 2-core machine one round's
 CPU per request swings by a third, which the cost ratios otherwise inherit.
@@ -43,7 +46,7 @@ import urllib.request
 CONNECTIONS = (1, 16, 64)
 BENCH_DOMAIN = "bench.huddle.test"
 JWT_SECRET = "bench-only-secret-0123456789abcdef"
-HTTP_PORT, REDIS_PORT = 18080, 16391
+HTTP_PORT, REDIS_PORT, REPLICA_PORT = 18080, 16391, 16392
 # Every service of `huddle all` on a port of the bench's own (name -> port).
 SERVICE_PORTS = {"USER": 15051, "MEETING": 15052, "CHAT": 15053, "RECORDING": 15054}
 USERS = 30_000
@@ -167,7 +170,7 @@ class Bench:
         self.results: dict = {"runs": [], "repetitions": [], "redis": []}
 
     # -- processes -------------------------------------------------------
-    def env(self, cache_reads: bool) -> dict:
+    def env(self, cache_reads: bool, extra: dict | None = None) -> dict:
         env = dict(os.environ)
         env.update({
             "HUDDLE_DATABASE_URL": self.db,
@@ -179,6 +182,7 @@ class Bench:
             "HUDDLE_RATE_LIMIT_MEETING_JOIN": "1000000/60s",
         })
         env.update({f"HUDDLE_{name}_ADDR": f"127.0.0.1:{port}" for name, port in SERVICE_PORTS.items()})
+        env.update(extra or {})
         return env
 
     def start_redis(self) -> None:
@@ -189,10 +193,10 @@ class Bench:
         )
         wait_port(REDIS_PORT, "redis-server")
 
-    def start_huddle(self, cache_reads: bool) -> None:
+    def start_huddle(self, cache_reads: bool, extra: dict | None = None) -> None:
         self.stop_huddle()
         self.huddle = subprocess.Popen(
-            [self.args.huddle, "all"], env=self.env(cache_reads),
+            [self.args.huddle, "all"], env=self.env(cache_reads, extra),
             stdout=open(os.path.join(self.tmp, "huddle.log"), "a"), stderr=subprocess.STDOUT,
         )
         wait_port(HTTP_PORT, "huddle all")
@@ -354,6 +358,61 @@ class Bench:
             print(f"  redis    GET      c={c:<3} {entry['rps']:9.0f} req/s  "
                   f"p50 {entry['p50_ms']:7.2f} ms  p99 {entry['p99_ms']:7.2f} ms", flush=True)
 
+    def wait_cost(self, rounds: int = 2) -> None:
+        """Joins at 1 connection with WAIT off and on (a replica on
+        loopback), each run with users that have not joined yet, so every
+        request is a write with its invalidations."""
+        replica = subprocess.Popen(
+            ["redis-server", "--port", str(REPLICA_PORT), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.tmp, "--replicaof", "127.0.0.1", str(REDIS_PORT)],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_port(REPLICA_PORT, "redis replica")
+            deadline = time.monotonic() + 30
+            while "master_link_status:up" not in subprocess.run(
+                    ["redis-cli", "-p", str(REPLICA_PORT), "INFO", "replication"],
+                    capture_output=True, text=True).stdout:
+                if time.monotonic() > deadline:
+                    sys.exit("bench: the replica never linked to the private Redis")
+                time.sleep(0.1)
+            fresh = iter(self.user_ids[USERS // 2:])
+            per_run = (USERS // 2) // (2 * rounds)
+            warm = self.write_requests("wait-warm", [
+                f"GET\t/api/users/{self.host}\t{jwt(self.host)}"])
+            runs: dict[str, list[dict]] = {"off": [], "on": []}
+            for rep in range(rounds):
+                for label, replicas in (("off", "0"), ("on", "1")):
+                    users = [next(fresh) for _ in range(per_run)]
+                    joins = self.write_requests(f"join-{label}-{rep}", [
+                        f"POST\t/api/meetings/join\t{jwt(u)}\t"
+                        + json.dumps({"inviteCode": self.meetings[i % MEETINGS][1]})
+                        for i, u in enumerate(users)])
+                    self.start_huddle(True, {"HUDDLE_REDIS_WAIT_REPLICAS": replicas})
+                    self.wrk(warm, 1, 1)
+                    before = cpu_seconds(self.huddle.pid)
+                    r = self.wrk(joins, 1, self.args.seconds)
+                    row = {"mode": f"wait-{label}", "scenario": "join", "connections": 1,
+                           "rps": round(r["requests"] / (r["duration_us"] / 1e6), 1),
+                           "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+                           "cpu_s_per_1k": round((cpu_seconds(self.huddle.pid) - before)
+                                                 / max(r["requests"], 1) * 1000, 4),
+                           "requests": r["requests"], "non_2xx": r["non_2xx"],
+                           "socket_errors": r["socket_errors"],
+                           "window_hit_share": None, "window_joined_share": None}
+                    if r["requests"] >= per_run:
+                        print("  (the run used up its fresh users: later joins were re-joins)")
+                    self.show(row)
+                    runs[label].append(row)
+            p50 = {k: sorted(r["p50_ms"] for r in v)[len(v) // 2] for k, v in runs.items()}
+            self.results["wait"] = {"p50_off_ms": p50["off"], "p50_on_ms": p50["on"],
+                                    "added_ms": round(p50["on"] - p50["off"], 3), "runs": runs}
+            print(f"  WAIT 1 replica on loopback adds {p50['on'] - p50['off']:+.2f} ms to a "
+                  f"join's p50 ({p50['off']:.2f} -> {p50['on']:.2f} ms; goal <= 1 ms)", flush=True)
+        finally:
+            replica.terminate()
+            replica.wait(timeout=10)
+
     def wanted(self, scenarios: tuple[str, ...]) -> list[str]:
         return [s for s in scenarios if not self.args.only or s in self.args.only]
 
@@ -416,6 +475,9 @@ class Bench:
             files = self.scenarios()
             print(f"huddle all (release) on 127.0.0.1:{HTTP_PORT}, {self.args.seconds} s per run, "
                   f"wrk 2 threads; {USERS} users, {MEETINGS} live meetings")
+            if self.args.only == ["wait"]:
+                self.wait_cost()
+                return
             # The reads the ratios compare are repeated; the writes and the
             # cold path (it flushes Redis) run once.
             self.repeated("cached", ("user", "meeting", "live"), files)
@@ -428,6 +490,7 @@ class Bench:
             self.start_huddle(cache_reads=False)
             self.repeated("uncached", ("user", "meeting", "live"), files)
             self.redis_benchmark()
+            self.wait_cost()
             self.report()
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True).stdout.strip() or "unknown"
@@ -466,7 +529,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="cached runs only: no uncached runs, redis-benchmark, report or JSON")
     parser.add_argument("--only", type=lambda v: v.split(","), default=[],
-                        help="comma-separated scenarios (user,meeting,live,join,cold); implies --quick")
+                        help="comma-separated scenarios (user,meeting,live,join,cold), or wait "
+                             "alone (WAIT off vs on); implies --quick")
     parser.add_argument("--connections", type=lambda v: [int(c) for c in v.split(",")],
                         default=list(CONNECTIONS), help="comma-separated connection counts")
     args = parser.parse_args()
