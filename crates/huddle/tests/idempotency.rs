@@ -495,20 +495,40 @@ async fn a_replay_shows_cards_as_they_are_now() {
     let join_body = json!({ "inviteCode": meeting["inviteCode"] });
     let chats = format!("/api/meetings/{}/chats", meeting["id"].as_str().unwrap());
     let (join_key, post_key) = (fresh_key(), fresh_key());
-    let join = post(&app, "/api/meetings/join", &guest, join_key.clone(), &join_body).await;
+    let join = post(
+        &app,
+        "/api/meetings/join",
+        &guest,
+        join_key.clone(),
+        &join_body,
+    )
+    .await;
     assert_eq!(join.0, StatusCode::OK, "{:?}", join.1);
     assert_eq!(join.1["data"]["meeting"]["host"]["name"], "Host");
-    let posted = post(&app, &chats, &guest, post_key.clone(), &json!({ "message": "hi" })).await;
+    let posted = post(
+        &app,
+        &chats,
+        &guest,
+        post_key.clone(),
+        &json!({ "message": "hi" }),
+    )
+    .await;
     assert_eq!(posted.0, StatusCode::CREATED, "{:?}", posted.1);
     assert_eq!(posted.1["data"]["user"]["name"], "Guest");
-    for (id, token, name) in [(&host_id, &host, "Host v2"), (&guest_id, &guest, "Guest v2")] {
+    for (id, token, name) in [
+        (&host_id, &host, "Host v2"),
+        (&guest_id, &guest, "Guest v2"),
+    ] {
         let renamed = app
             .patch(&format!("/api/users/{id}"), token, json!({ "name": name }))
             .await;
         assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
     }
     let replayed = post(&app, "/api/meetings/join", &guest, join_key, &join_body).await;
-    assert_eq!(replayed.1["data"]["participant"], join.1["data"]["participant"]);
+    assert_eq!(
+        replayed.1["data"]["participant"],
+        join.1["data"]["participant"]
+    );
     assert_eq!(replayed.1["data"]["meeting"]["host"]["name"], "Host v2");
     let replayed = post(&app, &chats, &guest, post_key, &json!({ "message": "hi" })).await;
     assert_eq!(replayed.1["data"]["id"], posted.1["data"]["id"]);
