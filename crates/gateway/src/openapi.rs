@@ -27,6 +27,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
         meetings::live_meetings,
         meetings::scheduled_meetings,
         meetings::join_meeting,
+        meetings::media_token,
         meetings::get_meeting,
         meetings::update_meeting,
         meetings::delete_meeting,
@@ -231,6 +232,7 @@ fn path_rules(doc: &mut Value) {
     for path in [
         "/api/meetings",
         "/api/meetings/join",
+        "/api/meetings/{id}/media-token",
         "/api/meetings/{id}/chats",
     ] {
         doc["paths"][path]["post"]["responses"]["429"] = too_many.clone();

@@ -8,7 +8,7 @@ use huddle_common::Shutdown;
 use huddle_serve::{GrpcMetrics, ServiceConfig, Shared};
 
 use crate::config::{AllArgs, Global};
-use crate::livekit_cmd::livekit_keys;
+use crate::livekit_cmd::{livekit_keys, media_config};
 
 pub type CmdResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -95,6 +95,7 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
                 recording_service::DATABASE_NAME,
             )?,
             livekit,
+            media: media_config(global),
         },
         chat: service_config(
             global,
@@ -188,6 +189,7 @@ pub async fn recording(global: &Global) -> CmdResult {
             recording_service::DATABASE_NAME,
         )?,
         livekit,
+        media: media_config(global),
     };
     let metrics = recording_service::WebhookMetrics::register(&registry)?;
     let bound = recording_service::bind(&config, shared, metrics).await?;

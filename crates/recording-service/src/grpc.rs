@@ -8,8 +8,9 @@ use huddle_db::Database;
 use huddle_domain::{id, time};
 use huddle_proto::recording::v1::{
     DeleteMeetingDataRequest, DeleteMeetingDataResponse, HandleWebhookRequest,
-    HandleWebhookResponse, ListRecordingsResponse, Recording, RecordingStatus, RecordingsRequest,
-    WebhookOutcome, recording_service_server::RecordingService,
+    HandleWebhookResponse, ListRecordingsResponse, MintRoomTokenRequest, Recording,
+    RecordingStatus, RecordingsRequest, RoomToken, WebhookOutcome,
+    recording_service_server::RecordingService,
 };
 use huddle_serve::Outbox;
 use livekit_api::webhooks::{WebhookError, WebhookReceiver};
@@ -18,10 +19,11 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    cache,
+    LivekitKeys, cache,
     db::{self, RecordingRow},
     egress::{self, Parsed, Seen},
     error::RecordingError,
+    media::MediaConfig,
     metrics::{WebhookMetrics, outcome},
 };
 
@@ -35,6 +37,8 @@ pub struct RecordingApi {
     outbox: Outbox,
     receiver: WebhookReceiver,
     metrics: WebhookMetrics,
+    pub(crate) keys: LivekitKeys,
+    pub(crate) media: MediaConfig,
 }
 
 /// What a verified egress webhook did.
@@ -52,15 +56,18 @@ impl RecordingApi {
         db: Database,
         cache: Cache,
         outbox: Outbox,
-        receiver: WebhookReceiver,
+        keys: LivekitKeys,
+        media: MediaConfig,
         metrics: WebhookMetrics,
     ) -> Self {
         Self {
             db,
             cache,
             outbox,
-            receiver,
+            receiver: keys.receiver(),
             metrics,
+            keys,
+            media,
         }
     }
 
@@ -239,6 +246,13 @@ impl RecordingService for RecordingApi {
         }
         .await
         .map_err(|e: RecordingError| Status::from(e))
+    }
+
+    async fn mint_room_token(
+        &self,
+        req: Request<MintRoomTokenRequest>,
+    ) -> Result<Response<RoomToken>, Status> {
+        Ok(Response::new(self.mint(req.get_ref())?))
     }
 }
 

@@ -18,11 +18,13 @@ pub mod egress;
 mod error;
 mod grpc;
 pub mod livekit;
+pub mod media;
 pub mod metrics;
 pub mod schema;
 
 pub use grpc::RecordingApi;
 pub use livekit::LivekitKeys;
+pub use media::MediaConfig;
 pub use metrics::WebhookMetrics;
 
 /// The database this service owns on the shared Postgres server.
@@ -35,6 +37,8 @@ pub struct RecordingConfig {
     pub service: ServiceConfig,
     /// The key and secret LiveKit signs its webhooks with.
     pub livekit: LivekitKeys,
+    /// Where LiveKit is and how long room tokens last.
+    pub media: MediaConfig,
 }
 
 /// Binds the listener (port 0 allowed) and builds the server; awaiting
@@ -50,7 +54,8 @@ pub async fn bind(
         kit.db.clone(),
         kit.cache.clone(),
         kit.outbox.clone(),
-        config.livekit.receiver(),
+        config.livekit.clone(),
+        config.media.clone(),
         metrics,
     );
     kit.serve(RecordingServiceServer::new(api))

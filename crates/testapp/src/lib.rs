@@ -27,6 +27,21 @@ use proxies::user_redis_link;
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 
 /// The LiveKit key pair the test stack verifies webhooks with.
+/// What a TestApp hands clients as LiveKit's URL (nothing listens there
+/// unless a test starts the stand-in).
+pub const LIVEKIT_TEST_URL: &str = "ws://127.0.0.1:7880";
+
+fn recording_config(service: huddle_serve::ServiceConfig) -> recording_service::RecordingConfig {
+    recording_service::RecordingConfig {
+        service,
+        livekit: livekit_keys(),
+        media: recording_service::MediaConfig {
+            url: Some(LIVEKIT_TEST_URL.to_owned()),
+            ..Default::default()
+        },
+    }
+}
+
 pub fn livekit_keys() -> recording_service::LivekitKeys {
     recording_service::LivekitKeys {
         api_key: "APItestkey".to_owned(),
@@ -199,10 +214,7 @@ impl TestApp {
         let config = huddle::stack::StackConfig {
             user: service(&user_service_db_url),
             meeting: service(&urls.meeting),
-            recording: recording_service::RecordingConfig {
-                service: service(&urls.recording),
-                livekit: livekit_keys(),
-            },
+            recording: recording_config(service(&urls.recording)),
             chat: service(&urls.chat),
             chat_stream: options.chat_stream.clone().unwrap_or_default(),
             user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),

@@ -189,8 +189,8 @@ impl MeetingApi {
         let mut conn = self.src.db.conn().await?;
         let (answer, recorded) = conn
             .transaction::<_, MeetingError, _>(async |conn| {
-                // A replay answers what the first join did (a media token,
-                // once minted, must be minted afresh, never kept here).
+                // A replay answers what the first join did; its room token
+                // is minted afresh by the handler, never kept here.
                 if let Some(first) = idempotency::claim(key.as_ref(), conn).await? {
                     return Ok((first, None));
                 }
@@ -217,6 +217,9 @@ impl MeetingApi {
                     meeting: Some(preview_pb(&meeting, cards.get(&meeting.host_id))),
                     participant: Some(participant_pb(&participant)),
                     joined_now: recorded.is_some(),
+                    // Minted per answer by the handler: a kept answer holds
+                    // no secret.
+                    livekit: None,
                 };
                 idempotency::keep(key.as_ref(), conn, &answer).await?;
                 Ok((answer, recorded))
