@@ -42,6 +42,8 @@ pub const DOCS_PATH: &str = "/api/docs/";
         recordings::livekit_webhook,
         recordings::get_recording,
         recordings::list_recordings,
+        crate::recording_control::start_recording,
+        crate::recording_control::stop_recording,
         chats::recent_chats,
         chats::post_chat,
         chats::chat_history,
@@ -255,6 +257,7 @@ fn idempotency_rules(doc: &mut Value) {
         "/api/meetings",
         "/api/meetings/join",
         "/api/meetings/{id}/chats",
+        "/api/meetings/{id}/recordings",
     ] {
         let post = &mut doc["paths"][path]["post"];
         match post["parameters"].as_array_mut() {

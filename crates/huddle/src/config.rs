@@ -262,10 +262,21 @@ pub struct Global {
     /// `huddle all` in dev starts its LiveKit stand-in.
     #[arg(long, global = true, env = "LIVEKIT_URL")]
     pub livekit_url: Option<String>,
+    /// Where the recording service calls LiveKit's server API (egress,
+    /// room listing): plain HTTP in the cluster, e.g.
+    /// http://livekit.livekit:7880. Default: LIVEKIT_URL.
+    #[arg(long, global = true, env = "LIVEKIT_API_URL")]
+    pub livekit_api_url: Option<String>,
     /// Lifetime of a LiveKit room token in seconds (60 to 21600 = 6 h).
     #[arg(long, global = true, env = "HUDDLE_MEDIA_TOKEN_TTL_SECS", default_value_t = 21600,
           value_parser = clap::value_parser!(u64).range(60..=21600))]
     pub media_token_ttl_secs: u64,
+    /// Where LiveKit's egress writes a recording: the file output's path
+    /// template (LiveKit's `{room_name}`, `{time}`); the storage (bucket or
+    /// volume) is the egress service's own configuration.
+    #[arg(long, global = true, env = "HUDDLE_RECORDING_FILEPATH",
+          default_value = recording_service::media::DEFAULT_RECORDING_FILEPATH)]
+    pub recording_filepath: String,
     /// Where a standalone service process serves Prometheus metrics.
     /// The chat service: where `huddle chat` listens, and where the gateway
     /// and the meeting service (deletion cascade) dial it.

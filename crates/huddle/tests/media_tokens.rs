@@ -10,7 +10,7 @@ mod common;
 
 use std::{io::Write, process::Stdio};
 
-use common::{LIVEKIT_TEST_URL, TestApp, assert_error, livekit_keys};
+use common::{TestApp, assert_error, livekit_keys};
 use diesel::sql_types::Bytea;
 use diesel_async::RunQueryDsl;
 use reqwest::StatusCode;
@@ -71,7 +71,7 @@ async fn tokens_carry_spec_claims_checked_by_livekits_own_verifier() {
         .join(&guest, meeting["inviteCode"].as_str().unwrap())
         .await;
     let livekit = &joined["livekit"];
-    assert_eq!(livekit["url"], LIVEKIT_TEST_URL, "{joined}");
+    assert_eq!(livekit["url"], app.livekit.url().as_str(), "{joined}");
     let secret = livekit_keys().api_secret;
     let claims = verify_with_livekit_sdk(livekit["token"].as_str().unwrap(), &secret).unwrap();
     assert_eq!(claims["sub"], guest_id.as_str());

@@ -78,6 +78,19 @@ pub async fn is_deleted(conn: &mut AsyncPgConnection, meeting: Uuid) -> Result<b
     )
 }
 
+/// The egress's row, unlocked.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    egress_id: &str,
+) -> Result<Option<RecordingRow>, DbError> {
+    Ok(recordings::table
+        .filter(recordings::egress_id.eq(egress_id))
+        .select(RecordingRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
 /// The egress's row, locked for the rest of the transaction.
 pub async fn find_for_update(
     conn: &mut AsyncPgConnection,

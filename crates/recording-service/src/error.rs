@@ -20,6 +20,8 @@ pub enum RecordingError {
     MediaUnavailable(String),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Idempotency(#[from] huddle_serve::IdempotencyError),
     /// Test-only fault injection (`Failpoints::crash_after_commit`).
     #[error(transparent)]
     Crashed(#[from] CrashedAfterCommit),
@@ -48,6 +50,7 @@ impl ServiceError for RecordingError {
             // and the retry finds the row.
             Self::Db(DbError::Unique { .. }) => ErrorCode::Unavailable,
             Self::Db(e) => db_code(e),
+            Self::Idempotency(e) => e.code(),
             Self::Crashed(_) => ErrorCode::Unavailable,
         }
     }

@@ -13,6 +13,7 @@ use huddle_proto::recording::v1::recording_service_server::RecordingServiceServe
 use huddle_serve::{Bound, Kit, ServeError, ServiceConfig, Shared};
 
 mod cache;
+mod control;
 pub mod db;
 pub mod egress;
 mod error;

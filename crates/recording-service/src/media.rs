@@ -21,15 +21,27 @@ pub struct MediaConfig {
     /// dialled for the server APIs; `None`: no LiveKit configured, so no
     /// token can be minted (503).
     pub url: Option<String>,
+    /// `LIVEKIT_API_URL`: where this service calls LiveKit's server API
+    /// (Twirp over plain HTTP, in the cluster); `None`: `url`.
+    pub api_url: Option<String>,
     /// Lifetime of a room token, at most [`MAX_TOKEN_TTL`].
     pub token_ttl: Duration,
+    /// Where LiveKit's egress writes a recording (its file output's
+    /// `filepath`, with LiveKit's `{room_name}` and `{time}` templates);
+    /// the storage itself is LiveKit's egress configuration.
+    pub recording_filepath: String,
 }
+
+/// The default file path template of a recording.
+pub const DEFAULT_RECORDING_FILEPATH: &str = "recordings/{room_name}-{time}.mp4";
 
 impl Default for MediaConfig {
     fn default() -> Self {
         Self {
             url: None,
+            api_url: None,
             token_ttl: MAX_TOKEN_TTL,
+            recording_filepath: DEFAULT_RECORDING_FILEPATH.to_owned(),
         }
     }
 }

@@ -27,16 +27,20 @@ use proxies::user_redis_link;
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 
 /// The LiveKit key pair the test stack verifies webhooks with.
-/// What a TestApp hands clients as LiveKit's URL (nothing listens there
-/// unless a test starts the stand-in).
-pub const LIVEKIT_TEST_URL: &str = "ws://127.0.0.1:7880";
+/// Where a gateway at `http_addr` takes LiveKit's webhooks.
+pub fn webhook_url(http_addr: std::net::SocketAddr) -> String {
+    format!("http://{http_addr}{}", gateway::recordings::WEBHOOK_PATH)
+}
 
-fn recording_config(service: huddle_serve::ServiceConfig) -> recording_service::RecordingConfig {
+fn recording_config(
+    service: huddle_serve::ServiceConfig,
+    livekit_url: String,
+) -> recording_service::RecordingConfig {
     recording_service::RecordingConfig {
         service,
         livekit: livekit_keys(),
         media: recording_service::MediaConfig {
-            url: Some(LIVEKIT_TEST_URL.to_owned()),
+            url: Some(livekit_url),
             ..Default::default()
         },
     }
@@ -51,6 +55,8 @@ pub fn livekit_keys() -> recording_service::LivekitKeys {
 
 pub struct TestApp {
     pub base: String,
+    /// The LiveKit stand-in this app's recording-service calls.
+    pub livekit: huddle::livekit_standin::StandIn,
     pub http: reqwest::Client,
     /// The user service's database handle; its checkout count is the number
     /// of database round trips the service made.
@@ -211,10 +217,12 @@ impl TestApp {
             database_url: url.to_owned(),
             db_pool_size: 4,
         };
+        // This app's own LiveKit stand-in, posting webhooks to its gateway.
+        let livekit = huddle::livekit_standin::StandIn::start(livekit_keys()).expect("stand-in");
         let config = huddle::stack::StackConfig {
             user: service(&user_service_db_url),
             meeting: service(&urls.meeting),
-            recording: recording_config(service(&urls.recording)),
+            recording: recording_config(service(&urls.recording), livekit.url()),
             chat: service(&urls.chat),
             chat_stream: options.chat_stream.clone().unwrap_or_default(),
             user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
@@ -237,7 +245,9 @@ impl TestApp {
             proxies.meeting_grpc.point_at(meeting_addr);
             proxies.recording_grpc.point_at(stack.recording.addr);
         }
+        livekit.set_webhook_url(webhook_url(stack.http_addr));
         let app = Self {
+            livekit,
             base: format!("http://{}", stack.http_addr),
             http: reqwest::Client::new(),
             user_db: stack.user.db.clone(),
