@@ -101,6 +101,7 @@ pub fn media_config(global: &Global) -> recording_service::MediaConfig {
             .filter(|u| !u.trim().is_empty()),
         token_ttl: std::time::Duration::from_secs(global.media_token_ttl_secs),
         recording_filepath: global.recording_filepath.clone(),
+        ..recording_service::MediaConfig::default()
     }
 }
 

@@ -227,3 +227,51 @@ async fn the_standin_refuses_calls_livekit_would_refuse() {
             .is_empty()
     );
 }
+
+/// A recording whose `egress_ended` webhook was dropped is READY after one
+/// reconciliation pass, which asks LiveKit (`ListEgress`) and applies its
+/// answer through the webhooks' path; a second pass changes nothing.
+/// Seen to fail with `pass` skipping `apply_in`: the pass changed nothing
+/// (0, not 1) and the row stayed PROCESSING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_egress_ended_is_settled_by_one_reconciliation_pass() {
+    let app = TestApp::spawn().await;
+    let (_, host) = app.user("Host").await;
+    let meeting = app.create_live_meeting(&host, "Lost").await;
+    let id = meeting["id"].as_str().unwrap();
+    let (_, body) = start(&app, id, &host, None).await;
+    let egress = body["data"]["egressId"].as_str().unwrap().to_owned();
+    recordings_until(&app, id, &host, |r| !r[0]["startedAt"].is_null()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.livekit.drop_webhooks(true);
+    assert_eq!(
+        stop(&app, id, &egress, &host).await.status,
+        StatusCode::ACCEPTED
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stuck = app.get(&recordings_path(id), &host).await;
+    assert_eq!(
+        stuck.body["data"][0]["status"], "PROCESSING",
+        "{:?}",
+        stuck.body
+    );
+
+    let keys = common::livekit_keys();
+    let client =
+        recording_service::control::egress_client(Some(&app.livekit.url()), &keys).unwrap();
+    let counter = prometheus::IntCounter::new("reconciled", "test").unwrap();
+    let reconciler = recording_service::reconcile::EgressReconciler::new(
+        app.recording_db.clone(),
+        app.recording_outbox.clone(),
+        client,
+        Duration::ZERO,
+        counter.clone(),
+    );
+    assert_eq!(reconciler.pass().await.unwrap(), 1);
+    let ready = app.get(&recordings_path(id), &host).await;
+    let ready = &ready.body["data"][0];
+    assert_eq!(ready["status"], "READY", "{ready}");
+    assert!(ready["fileUrl"].is_string() && ready["fileSizeBytes"].as_i64().unwrap() > 0);
+    assert_eq!(reconciler.pass().await.unwrap(), 0);
+    assert_eq!(counter.get(), 1);
+}

@@ -31,10 +31,7 @@ use crate::{
 const EGRESS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The Egress API client, when LiveKit is configured.
-pub(crate) fn egress_client(
-    url: Option<&str>,
-    keys: &crate::LivekitKeys,
-) -> Option<Arc<EgressClient>> {
+pub fn egress_client(url: Option<&str>, keys: &crate::LivekitKeys) -> Option<Arc<EgressClient>> {
     url.map(|url| {
         let client = EgressClient::with_api_key(url, &keys.api_key, &keys.api_secret)
             .with_request_timeout(EGRESS_CALL_TIMEOUT);
@@ -54,7 +51,7 @@ fn livekit_error(action: &str, e: &ServiceError) -> RecordingError {
 }
 
 /// An egress as LiveKit answered it, as if its webhook had said so.
-fn seen_of(info: EgressInfo, event: &str) -> Result<Box<egress::Seen>, RecordingError> {
+pub(crate) fn seen_of(info: EgressInfo, event: &str) -> Result<Box<egress::Seen>, RecordingError> {
     let event = WebhookEvent {
         event: event.to_owned(),
         egress_info: Some(info),

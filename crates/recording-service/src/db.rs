@@ -182,3 +182,20 @@ pub async fn delete_meeting(conn: &mut AsyncPgConnection, meeting: Uuid) -> Resu
             .await?,
     )
 }
+
+/// PROCESSING recordings created before `before`, oldest first: what the
+/// reconciliation pass asks LiveKit about.
+pub async fn processing_before(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<RecordingRow>, DbError> {
+    Ok(recordings::table
+        .filter(recordings::status.eq(Status::Processing.as_str()))
+        .filter(recordings::created_at.lt(before))
+        .order(recordings::created_at.asc())
+        .limit(limit)
+        .select(RecordingRow::as_select())
+        .load(conn)
+        .await?)
+}

@@ -13,7 +13,7 @@ use huddle_proto::recording::v1::recording_service_server::RecordingServiceServe
 use huddle_serve::{Bound, Kit, ServeError, ServiceConfig, Shared};
 
 mod cache;
-mod control;
+pub mod control;
 pub mod db;
 pub mod egress;
 mod error;
@@ -21,6 +21,7 @@ mod grpc;
 pub mod livekit;
 pub mod media;
 pub mod metrics;
+pub mod reconcile;
 pub mod schema;
 
 pub use grpc::RecordingApi;
@@ -51,6 +52,17 @@ pub async fn bind(
     metrics: WebhookMetrics,
 ) -> Result<Bound, ServeError> {
     let kit = Kit::bind("recording", MIGRATIONS, &config.service, shared).await?;
+    let media = &config.media;
+    let api_url = media.api_url.as_deref().or(media.url.as_deref());
+    let reconciler = control::egress_client(api_url, &config.livekit).map(|client| {
+        reconcile::EgressReconciler::new(
+            kit.db.untracked(),
+            kit.outbox.clone(),
+            client,
+            media.reconcile_after,
+            metrics.reconciled.clone(),
+        )
+    });
     let api = RecordingApi::new(
         kit.db.clone(),
         kit.cache.clone(),
@@ -59,6 +71,10 @@ pub async fn bind(
         config.media.clone(),
         metrics,
     );
+    let kit = match reconciler {
+        Some(reconciler) => kit.with_relay(reconciler, reconcile::POLICY),
+        None => kit,
+    };
     kit.serve(RecordingServiceServer::new(api))
 }
 

@@ -30,6 +30,9 @@ pub struct MediaConfig {
     /// `filepath`, with LiveKit's `{room_name}` and `{time}` templates);
     /// the storage itself is LiveKit's egress configuration.
     pub recording_filepath: String,
+    /// How long a recording may stay PROCESSING before the reconciliation
+    /// pass asks LiveKit about it.
+    pub reconcile_after: Duration,
 }
 
 /// The default file path template of a recording.
@@ -42,6 +45,7 @@ impl Default for MediaConfig {
             api_url: None,
             token_ttl: MAX_TOKEN_TTL,
             recording_filepath: DEFAULT_RECORDING_FILEPATH.to_owned(),
+            reconcile_after: Duration::from_secs(120),
         }
     }
 }

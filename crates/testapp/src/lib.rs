@@ -71,6 +71,7 @@ pub struct TestApp {
     /// The recording service's database handle, address and webhook counts.
     pub recording_db: Database,
     pub recording_addr: std::net::SocketAddr,
+    pub recording_outbox: huddle_serve::Outbox,
     pub webhook_metrics: recording_service::WebhookMetrics,
     /// The chat service's database handle, outbox and streams.
     pub chat_db: Database,
@@ -259,6 +260,7 @@ impl TestApp {
             meeting_failpoints: stack.meeting.service.failpoints.clone(),
             recording_db: stack.recording.db.clone(),
             recording_addr: stack.recording.addr,
+            recording_outbox: stack.recording.outbox.clone(),
             webhook_metrics: stack.webhook_metrics.clone(),
             chat_db: stack.chat.service.db.clone(),
             chat_addr: stack.chat.service.addr,
