@@ -18,7 +18,7 @@ impl MeetingApi {
     ) -> Result<pb::MediaToken, MeetingError> {
         let caller = id::parse("callerId", &req.caller_id)?;
         let id = id::parse("id", &req.id)?;
-        self.mint_for(ctx, id, caller).await
+        self.mint_for(ctx, id, caller, None).await
     }
 
     /// The token of a join's answer while the meeting is LIVE; `None` when
@@ -30,10 +30,11 @@ impl MeetingApi {
         ctx: &RequestCtx,
         answer: &pb::JoinMeetingResponse,
         caller: Uuid,
+        name: String,
     ) -> Option<pb::MediaToken> {
         let meeting = answer.meeting.as_ref()?;
         let id = Uuid::parse_str(&meeting.id).ok()?;
-        match self.mint_for(ctx, id, caller).await {
+        match self.mint_for(ctx, id, caller, Some(name)).await {
             Ok(token) => Some(token),
             Err(MeetingError::PermissionDenied(_) | MeetingError::NotFound) => None,
             Err(e) => {
@@ -44,12 +45,15 @@ impl MeetingApi {
     }
 
     /// Host, or active participant, of a LIVE meeting; a stranger is told
-    /// the meeting does not exist, like on every other route.
+    /// the meeting does not exist, like on every other route. `name`: the
+    /// caller's current name when the caller already has it (a join asked
+    /// user-service for it in its own batch call).
     async fn mint_for(
         &self,
         ctx: &RequestCtx,
         id: Uuid,
         caller: Uuid,
+        name: Option<String>,
     ) -> Result<pb::MediaToken, MeetingError> {
         let (meeting, membership) = self.member_view(id, caller).await?;
         let host = meeting.meeting.host_id == caller;
@@ -63,13 +67,18 @@ impl MeetingApi {
                 "only a participant in the meeting now gets a room token (join again first)",
             ));
         }
-        let cards = self.cards(ctx, vec![UserRef(caller)]).await?;
-        let name = cards.get(&caller).ok_or_else(not_registered)?.name.clone();
         let media = self.media.as_ref().ok_or_else(|| {
             MeetingError::Media(huddle_common::public_unavailable(
                 "LiveKit is not configured for this deployment",
             ))
         })?;
+        let name = match name {
+            Some(name) => name,
+            None => {
+                let cards = self.cards(ctx, vec![UserRef(caller)]).await?;
+                cards.get(&caller).ok_or_else(not_registered)?.name.clone()
+            }
+        };
         let token = (media.mint(id, caller, &name, host).await).map_err(MeetingError::Media)?;
         Ok(pb::MediaToken {
             url: token.url,

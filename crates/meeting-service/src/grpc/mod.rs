@@ -140,9 +140,9 @@ impl MeetingService for MeetingApi {
         let ctx = RequestCtx::from_request(&req);
         let caller = id::parse("callerId", &req.get_ref().caller_id).map_err(MeetingError::from)?;
         let this = self.clone();
-        let mut answer = to_completion(async move { Ok(this.join(&req).await?) }).await?;
+        let (mut answer, name) = to_completion(async move { Ok(this.join(&req).await?) }).await?;
         // After the write and outside its kept answer: a replay mints anew.
-        answer.livekit = self.join_token(&ctx, &answer, caller).await;
+        answer.livekit = self.join_token(&ctx, &answer, caller, name).await;
         Ok(Response::new(answer))
     }
 

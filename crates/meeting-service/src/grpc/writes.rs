@@ -167,7 +167,7 @@ impl MeetingApi {
     pub(super) async fn join(
         &self,
         request: &Request<pb::JoinMeetingRequest>,
-    ) -> Result<pb::JoinMeetingResponse, MeetingError> {
+    ) -> Result<(pb::JoinMeetingResponse, String), MeetingError> {
         let (ctx, req) = (&RequestCtx::from_request(request), request.get_ref());
         // A malformed code is refused before any Redis or Postgres call.
         let code = invite_code::parse(&req.invite_code)?;
@@ -182,9 +182,8 @@ impl MeetingApi {
         // One call: the host's card for the answer, and whether the caller
         // is a registered user.
         let cards = self.cards(ctx, vec![preview.host, UserRef(caller)]).await?;
-        if !cards.contains_key(&caller) {
-            return Err(not_registered());
-        }
+        // The caller's current name, for the room token the handler mints.
+        let name = cards.get(&caller).ok_or_else(not_registered)?.name.clone();
 
         let mut conn = self.src.db.conn().await?;
         let (answer, recorded) = conn
@@ -227,7 +226,7 @@ impl MeetingApi {
             .await?;
         drop(conn);
         self.outbox.after_commit(recorded).await?;
-        Ok(answer)
+        Ok((answer, name))
     }
 
     pub(super) async fn leave(
