@@ -217,6 +217,16 @@ fn path_rules(doc: &mut Value) {
         }
     }
 
+    // An egress id is single-line text of 1 to 200 characters (recording-service's rule).
+    if let Some(params) =
+        doc["paths"]["/api/meetings/{id}/recordings/{egressId}/stop"]["post"]["parameters"]
+            .as_array_mut()
+    {
+        for param in params.iter_mut().filter(|p| p["name"] == "egressId") {
+            param["schema"] = json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": TEXT_PATTERN});
+        }
+    }
+
     // An optional header is absent or a uuid, never `null`.
     if let Some(params) =
         doc["paths"]["/api/meetings/{id}/chats/stream"]["get"]["parameters"].as_array_mut()
