@@ -69,12 +69,17 @@ export LIVEKIT_API_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export HUDDLE_CHAT_ADDR=127.0.0.1:$(free_port)
 export HUDDLE_CACHE_PREFIX="huddle:fuzz-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n'):"
 export HUDDLE_JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
-export HUDDLE_ENV=test
+# dev: with LIVEKIT_URL unset, `huddle all` starts its LiveKit stand-in, so
+# room tokens and recording starts answer as with a LiveKit (a 503 would be
+# a finding). The secrets above are explicit, so no dev fallback is used.
+export HUDDLE_ENV=dev
+unset LIVEKIT_URL LIVEKIT_API_URL
 # Generated requests create meetings far faster than a person: the limits
 # themselves are tested in the gateway crate, not here.
 export HUDDLE_RATE_LIMIT_MEETING_CREATE=1000000/1s
 export HUDDLE_RATE_LIMIT_MEETING_JOIN=1000000/1s
 export HUDDLE_RATE_LIMIT_CHAT_POST=1000000/1s
+export HUDDLE_RATE_LIMIT_MEDIA_TOKEN=1000000/1s
 export LOG_FORMAT=json RUST_LOG=${RUST_LOG:-warn}
 BASE=http://$HUDDLE_HTTP_ADDR
 

@@ -129,6 +129,9 @@ impl From<tonic::Status> for ApiError {
             grpc_message = status.message(),
             "backend call failed"
         );
+        if huddle_common::is_public(&status) && !status.message().is_empty() {
+            return Self::new(code, status.message());
+        }
         Self::new(code, default_message(code))
     }
 }

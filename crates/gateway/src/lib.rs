@@ -13,6 +13,7 @@ pub mod meetings;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod recording_control;
 pub mod recordings;
 pub mod request_id;
 pub mod route;

@@ -7,6 +7,7 @@ mod access;
 pub mod dto;
 pub mod input;
 mod lists;
+mod media;
 mod participants;
 
 use actix_web::{HttpResponse, http::StatusCode, web};
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 pub use self::access::{access, in_live_meeting};
 pub use self::lists::*;
+pub use self::media::*;
 pub use self::participants::*;
 
 use self::dto::{Deleted, Meeting, MeetingDetails};
@@ -43,6 +45,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/meetings/{id}/start").route(web::post().to(start_meeting)))
         .service(resource("/api/meetings/{id}/end").route(web::post().to(end_meeting)))
         .service(resource("/api/meetings/{id}/leave").route(web::post().to(leave_meeting)))
+        .service(resource("/api/meetings/{id}/media-token").route(web::post().to(media_token)))
         .service(
             resource("/api/meetings/{id}/participants").route(web::get().to(list_participants)),
         )

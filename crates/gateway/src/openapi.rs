@@ -27,6 +27,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
         meetings::live_meetings,
         meetings::scheduled_meetings,
         meetings::join_meeting,
+        meetings::media_token,
         meetings::get_meeting,
         meetings::update_meeting,
         meetings::delete_meeting,
@@ -41,6 +42,8 @@ pub const DOCS_PATH: &str = "/api/docs/";
         recordings::livekit_webhook,
         recordings::get_recording,
         recordings::list_recordings,
+        crate::recording_control::start_recording,
+        crate::recording_control::stop_recording,
         chats::recent_chats,
         chats::post_chat,
         chats::chat_history,
@@ -214,6 +217,16 @@ fn path_rules(doc: &mut Value) {
         }
     }
 
+    // An egress id is single-line text of 1 to 200 characters (recording-service's rule).
+    if let Some(params) =
+        doc["paths"]["/api/meetings/{id}/recordings/{egressId}/stop"]["post"]["parameters"]
+            .as_array_mut()
+    {
+        for param in params.iter_mut().filter(|p| p["name"] == "egressId") {
+            param["schema"] = json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": TEXT_PATTERN});
+        }
+    }
+
     // An optional header is absent or a uuid, never `null`.
     if let Some(params) =
         doc["paths"]["/api/meetings/{id}/chats/stream"]["get"]["parameters"].as_array_mut()
@@ -231,6 +244,7 @@ fn path_rules(doc: &mut Value) {
     for path in [
         "/api/meetings",
         "/api/meetings/join",
+        "/api/meetings/{id}/media-token",
         "/api/meetings/{id}/chats",
     ] {
         doc["paths"][path]["post"]["responses"]["429"] = too_many.clone();
@@ -253,6 +267,7 @@ fn idempotency_rules(doc: &mut Value) {
         "/api/meetings",
         "/api/meetings/join",
         "/api/meetings/{id}/chats",
+        "/api/meetings/{id}/recordings",
     ] {
         let post = &mut doc["paths"][path]["post"];
         match post["parameters"].as_array_mut() {

@@ -117,6 +117,9 @@ impl std::fmt::Display for Limit {
 pub struct Limits {
     pub meeting_create: Limit,
     pub meeting_join: Limit,
+    /// LiveKit room tokens (`POST /api/meetings/{id}/media-token`), per
+    /// user across meetings.
+    pub media_token: Limit,
     /// Per meeting; applies once `POST /api/meetings/{id}/chats` exists.
     pub chat_post: Limit,
 }
@@ -126,6 +129,7 @@ impl Default for Limits {
         Self {
             meeting_create: Limit::per(30, Duration::from_secs(60)),
             meeting_join: Limit::per(30, Duration::from_secs(60)),
+            media_token: Limit::per(30, Duration::from_secs(60)),
             chat_post: Limit::per(20, Duration::from_secs(10)),
         }
     }
@@ -159,7 +163,7 @@ struct Rule {
     per_meeting: bool,
 }
 
-fn rules() -> [Rule; 3] {
+fn rules() -> [Rule; 4] {
     [
         Rule {
             method: Method::POST,
@@ -173,6 +177,13 @@ fn rules() -> [Rule; 3] {
             pattern: "/api/meetings/join",
             name: "meeting_join",
             limit: |l| l.meeting_join,
+            per_meeting: false,
+        },
+        Rule {
+            method: Method::POST,
+            pattern: "/api/meetings/{id}/media-token",
+            name: "media_token",
+            limit: |l| l.media_token,
             per_meeting: false,
         },
         Rule {

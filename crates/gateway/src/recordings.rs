@@ -28,7 +28,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(livekit_webhook)),
     )
     .service(resource("/api/meetings/{id}/recording").route(web::get().to(get_recording)))
-    .service(resource("/api/meetings/{id}/recordings").route(web::get().to(list_recordings)));
+    .service(
+        resource("/api/meetings/{id}/recordings")
+            .route(web::get().to(list_recordings))
+            .route(web::post().to(crate::recording_control::start_recording)),
+    )
+    .service(
+        resource("/api/meetings/{id}/recordings/{egressId}/stop")
+            .route(web::post().to(crate::recording_control::stop_recording)),
+    );
 }
 
 /// A recording of a meeting (one LiveKit egress).

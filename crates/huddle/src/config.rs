@@ -256,6 +256,27 @@ pub struct Global {
         hide_env_values = true
     )]
     pub livekit_api_secret: Option<String>,
+    /// LiveKit's URL (`wss://…`, or `ws://` locally), given to clients with
+    /// each room token and dialled by the recording service for the server
+    /// APIs. Unset: no room tokens or recording control (503), except that
+    /// `huddle all` in dev starts its LiveKit stand-in.
+    #[arg(long, global = true, env = "LIVEKIT_URL")]
+    pub livekit_url: Option<String>,
+    /// Where the recording service calls LiveKit's server API (egress,
+    /// room listing): plain HTTP in the cluster, e.g.
+    /// http://livekit.livekit:7880. Default: LIVEKIT_URL.
+    #[arg(long, global = true, env = "LIVEKIT_API_URL")]
+    pub livekit_api_url: Option<String>,
+    /// Lifetime of a LiveKit room token in seconds (60 to 21600 = 6 h).
+    #[arg(long, global = true, env = "HUDDLE_MEDIA_TOKEN_TTL_SECS", default_value_t = 21600,
+          value_parser = clap::value_parser!(u64).range(60..=21600))]
+    pub media_token_ttl_secs: u64,
+    /// Where LiveKit's egress writes a recording: the file output's path
+    /// template (LiveKit's `{room_name}`, `{time}`); the storage (bucket or
+    /// volume) is the egress service's own configuration.
+    #[arg(long, global = true, env = "HUDDLE_RECORDING_FILEPATH",
+          default_value = recording_service::media::DEFAULT_RECORDING_FILEPATH)]
+    pub recording_filepath: String,
     /// Where a standalone service process serves Prometheus metrics.
     /// The chat service: where `huddle chat` listens, and where the gateway
     /// and the meeting service (deletion cascade) dial it.
@@ -331,6 +352,10 @@ pub struct Global {
     #[arg(long, global = true, env = "HUDDLE_RATE_LIMIT_MEETING_JOIN",
           default_value = "30/60s", value_parser = gateway::ratelimit::Limit::parse)]
     pub rate_limit_meeting_join: gateway::ratelimit::Limit,
+    /// LiveKit room tokens (`POST /api/meetings/{id}/media-token`) per user.
+    #[arg(long, global = true, env = "HUDDLE_RATE_LIMIT_MEDIA_TOKEN",
+          default_value = "30/60s", value_parser = gateway::ratelimit::Limit::parse)]
+    pub rate_limit_media_token: gateway::ratelimit::Limit,
     /// Chat posts per user and meeting, e.g. 20/10s (once chat exists).
     #[arg(long, global = true, env = "HUDDLE_RATE_LIMIT_CHAT_POST",
           default_value = "20/10s", value_parser = gateway::ratelimit::Limit::parse)]
@@ -380,6 +405,7 @@ impl Global {
             limits: gateway::ratelimit::Limits {
                 meeting_create: self.rate_limit_meeting_create,
                 meeting_join: self.rate_limit_meeting_join,
+                media_token: self.rate_limit_media_token,
                 chat_post: self.rate_limit_chat_post,
             },
             redis: Some(gateway::ratelimit::LimiterRedis {

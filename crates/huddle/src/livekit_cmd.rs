@@ -91,6 +91,20 @@ pub fn livekit_keys(global: &Global, allow_dev_fallback: bool) -> Result<Livekit
     })
 }
 
+/// Where LiveKit is and how long room tokens last (recording-service's).
+pub fn media_config(global: &Global) -> recording_service::MediaConfig {
+    recording_service::MediaConfig {
+        url: global.livekit_url.clone().filter(|u| !u.trim().is_empty()),
+        api_url: global
+            .livekit_api_url
+            .clone()
+            .filter(|u| !u.trim().is_empty()),
+        token_ttl: std::time::Duration::from_secs(global.media_token_ttl_secs),
+        recording_filepath: global.recording_filepath.clone(),
+        ..recording_service::MediaConfig::default()
+    }
+}
+
 /// The webhook the arguments describe.
 pub fn webhook(args: &LivekitWebhookArgs) -> EgressWebhook {
     let status = match (args.status.as_deref(), args.event.as_str()) {

@@ -8,7 +8,7 @@ use huddle_common::Shutdown;
 use huddle_serve::{GrpcMetrics, ServiceConfig, Shared};
 
 use crate::config::{AllArgs, Global};
-use crate::livekit_cmd::livekit_keys;
+use crate::livekit_cmd::{livekit_keys, media_config};
 
 pub type CmdResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -77,7 +77,7 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let (registry, shared) = registry_and_shared(global, &shutdown)?;
-    let config = StackConfig {
+    let mut config = StackConfig {
         user: service_config(
             global,
             global.user_listen_addr()?,
@@ -94,7 +94,8 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
                 global.recording_listen_addr()?,
                 recording_service::DATABASE_NAME,
             )?,
-            livekit,
+            livekit: livekit.clone(),
+            media: media_config(global),
         },
         chat: service_config(
             global,
@@ -108,9 +109,17 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
         dial: stack::Dial::default(),
         user_cache: None,
     };
+    let standin = dev_livekit_standin(global, livekit, &mut config.recording.media)?;
     let stack = stack::start(config, registry, shared)
         .await
         .map_err(|e| e as Box<dyn std::error::Error>)?;
+    if let Some(standin) = &standin {
+        standin.set_webhook_url(format!(
+            "http://{}{}",
+            stack.http_addr,
+            gateway::recordings::WEBHOOK_PATH
+        ));
+    }
     if args.banner {
         print_banner(stack.http_addr, &jwt_secret)?;
     }
@@ -118,6 +127,23 @@ pub async fn all(global: &Global, args: AllArgs) -> CmdResult {
         .run()
         .await
         .map_err(|e| e as Box<dyn std::error::Error>)
+}
+
+/// `huddle all` in dev with no LIVEKIT_URL: LiveKit's stand-in on a free
+/// loopback port, with the webhook receiver's key pair, so joins carry
+/// tokens and recordings start with nothing else running. Never outside dev.
+fn dev_livekit_standin(
+    global: &Global,
+    keys: recording_service::LivekitKeys,
+    media: &mut recording_service::MediaConfig,
+) -> Result<Option<huddle::livekit_standin::StandIn>, Box<dyn std::error::Error>> {
+    if media.url.is_some() || !global.is_dev() {
+        return Ok(None);
+    }
+    let standin = huddle::livekit_standin::StandIn::start(keys)?;
+    tracing::warn!(url = %standin.url(), "LIVEKIT_URL is not set; LiveKit stand-in started (HUDDLE_ENV=dev)");
+    media.url = Some(standin.url());
+    Ok(Some(standin))
 }
 
 pub async fn gateway(global: &Global) -> CmdResult {
@@ -188,6 +214,7 @@ pub async fn recording(global: &Global) -> CmdResult {
             recording_service::DATABASE_NAME,
         )?,
         livekit,
+        media: media_config(global),
     };
     let metrics = recording_service::WebhookMetrics::register(&registry)?;
     let bound = recording_service::bind(&config, shared, metrics).await?;

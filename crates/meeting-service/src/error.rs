@@ -25,6 +25,10 @@ pub enum MeetingError {
     /// user-service failed or is unreachable.
     #[error("user service: {0}")]
     Users(#[from] tonic::Status),
+    /// recording-service could not mint a room token; a status marked
+    /// public (`huddle_common::is_public`) passes through as it is.
+    #[error("recording service: {0}")]
+    Media(tonic::Status),
     /// Test-only fault injection (`Failpoints::crash_after_commit`).
     #[error(transparent)]
     Crashed(#[from] CrashedAfterCommit),
@@ -45,13 +49,16 @@ impl ServiceError for MeetingError {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Db(e) => db_code(e),
             Self::Idempotency(e) => e.code(),
-            Self::Users(_) | Self::Crashed(_) => ErrorCode::Unavailable,
+            Self::Users(_) | Self::Media(_) | Self::Crashed(_) => ErrorCode::Unavailable,
         }
     }
 }
 
 impl From<MeetingError> for tonic::Status {
     fn from(e: MeetingError) -> Self {
-        huddle_serve::to_status(e)
+        match e {
+            MeetingError::Media(status) if huddle_common::is_public(&status) => status,
+            other => huddle_serve::to_status(other),
+        }
     }
 }

@@ -41,8 +41,9 @@ pub struct MeetingConfig {
     pub user_addr: String,
     /// Deadline of each call to user-service (and to the cascade's targets).
     pub user_call_timeout: Duration,
-    /// Where recording-service is dialled for the deletion cascade; `None`
-    /// only in tests that run meeting-service without it.
+    /// Where recording-service is dialled for the deletion cascade and room
+    /// tokens; `None` only in tests that run meeting-service without it
+    /// (joins then carry no token, media tokens are 503).
     pub recording_addr: Option<String>,
     /// Where chat-service is dialled for the deletion cascade (`None`: no
     /// chat-service in this deployment, e.g. a test of the meeting service
@@ -62,12 +63,11 @@ pub struct Bound {
 fn cascade_targets(
     config: &MeetingConfig,
     kit: &Kit,
+    recordings: Option<&recordings::Recordings>,
 ) -> Result<Vec<Arc<dyn CascadeTarget>>, ServeError> {
     let mut targets: Vec<Arc<dyn CascadeTarget>> = Vec::new();
-    if let Some(addr) = &config.recording_addr {
-        let timeout = config.user_call_timeout;
-        let recordings = recordings::Recordings::new(addr, timeout, kit.grpc_metrics())?;
-        targets.push(Arc::new(recordings));
+    if let Some(recordings) = recordings {
+        targets.push(Arc::new(recordings.clone()));
     }
     if let Some(addr) = &config.chat_addr {
         targets.push(Arc::new(cascade::ChatTarget::new(
@@ -88,7 +88,14 @@ pub async fn bind(config: &MeetingConfig, shared: Shared) -> Result<Bound, Serve
         config.user_call_timeout,
         kit.grpc_metrics(),
     )?);
-    let cascade = Cascade::new(kit.db.untracked(), cascade_targets(config, &kit)?);
+    let recordings = (config.recording_addr.as_deref())
+        .map(|addr| {
+            let timeout = config.user_call_timeout;
+            recordings::Recordings::new(addr, timeout, kit.grpc_metrics())
+        })
+        .transpose()?;
+    let targets = cascade_targets(config, &kit, recordings.as_ref())?;
+    let cascade = Cascade::new(kit.db.untracked(), targets);
     let api = MeetingApi::new(
         cache::Sources {
             db: kit.db.clone(),
@@ -97,6 +104,7 @@ pub async fn bind(config: &MeetingConfig, shared: Shared) -> Result<Bound, Serve
         },
         kit.outbox.clone(),
         cascade.clone(),
+        recordings,
     );
     // Deletes deleted meetings' data in the services that own it.
     let service = kit

@@ -78,6 +78,19 @@ pub async fn is_deleted(conn: &mut AsyncPgConnection, meeting: Uuid) -> Result<b
     )
 }
 
+/// The egress's row, unlocked.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    egress_id: &str,
+) -> Result<Option<RecordingRow>, DbError> {
+    Ok(recordings::table
+        .filter(recordings::egress_id.eq(egress_id))
+        .select(RecordingRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
 /// The egress's row, locked for the rest of the transaction.
 pub async fn find_for_update(
     conn: &mut AsyncPgConnection,
@@ -168,4 +181,21 @@ pub async fn delete_meeting(conn: &mut AsyncPgConnection, meeting: Uuid) -> Resu
             .execute(conn)
             .await?,
     )
+}
+
+/// PROCESSING recordings created before `before`, oldest first: what the
+/// reconciliation pass asks LiveKit about.
+pub async fn processing_before(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<RecordingRow>, DbError> {
+    Ok(recordings::table
+        .filter(recordings::status.eq(Status::Processing.as_str()))
+        .filter(recordings::created_at.lt(before))
+        .order(recordings::created_at.asc())
+        .limit(limit)
+        .select(RecordingRow::as_select())
+        .load(conn)
+        .await?)
 }

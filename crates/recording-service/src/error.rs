@@ -14,8 +14,14 @@ pub enum RecordingError {
     BadSignature(String),
     #[error("recording not found")]
     NotFound,
+    /// LiveKit is not configured, unreachable or answered an error: said to
+    /// the client as it is (no internals: the text is ours).
+    #[error("{0}")]
+    MediaUnavailable(String),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Idempotency(#[from] huddle_serve::IdempotencyError),
     /// Test-only fault injection (`Failpoints::crash_after_commit`).
     #[error(transparent)]
     Crashed(#[from] CrashedAfterCommit),
@@ -39,10 +45,12 @@ impl ServiceError for RecordingError {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Self::BadSignature(_) => ErrorCode::Unauthenticated,
             Self::NotFound => ErrorCode::NotFound,
+            Self::MediaUnavailable(_) => ErrorCode::Unavailable,
             // Two first deliveries of one egress racing: LiveKit retries,
             // and the retry finds the row.
             Self::Db(DbError::Unique { .. }) => ErrorCode::Unavailable,
             Self::Db(e) => db_code(e),
+            Self::Idempotency(e) => e.code(),
             Self::Crashed(_) => ErrorCode::Unavailable,
         }
     }
@@ -50,6 +58,10 @@ impl ServiceError for RecordingError {
 
 impl From<RecordingError> for tonic::Status {
     fn from(e: RecordingError) -> Self {
+        if let RecordingError::MediaUnavailable(why) = &e {
+            tracing::warn!(%why, "livekit unavailable");
+            return huddle_common::public_unavailable(why);
+        }
         huddle_serve::to_status(e)
     }
 }

@@ -8,7 +8,8 @@ use huddle_db::Database;
 use huddle_domain::{id, time};
 use huddle_proto::recording::v1::{
     DeleteMeetingDataRequest, DeleteMeetingDataResponse, HandleWebhookRequest,
-    HandleWebhookResponse, ListRecordingsResponse, Recording, RecordingStatus, RecordingsRequest,
+    HandleWebhookResponse, ListRecordingsResponse, MintRoomTokenRequest, Recording,
+    RecordingStatus, RecordingsRequest, RoomToken, StartRecordingRequest, StopRecordingRequest,
     WebhookOutcome, recording_service_server::RecordingService,
 };
 use huddle_serve::Outbox;
@@ -18,10 +19,11 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    cache,
+    LivekitKeys, cache,
     db::{self, RecordingRow},
     egress::{self, Parsed, Seen},
     error::RecordingError,
+    media::MediaConfig,
     metrics::{WebhookMetrics, outcome},
 };
 
@@ -30,15 +32,19 @@ const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct RecordingApi {
-    db: Database,
+    pub(crate) db: Database,
     cache: Cache,
-    outbox: Outbox,
+    pub(crate) outbox: Outbox,
     receiver: WebhookReceiver,
     metrics: WebhookMetrics,
+    pub(crate) keys: LivekitKeys,
+    pub(crate) media: MediaConfig,
+    /// LiveKit's Egress API (`None`: no LIVEKIT_URL).
+    pub(crate) egress: Option<std::sync::Arc<livekit_api::services::egress::EgressClient>>,
 }
 
 /// What a verified egress webhook did.
-enum Applied {
+pub(crate) enum Applied {
     /// The row was created or changed; its keys were invalidated.
     Changed,
     /// A replay, or older than the row.
@@ -52,15 +58,22 @@ impl RecordingApi {
         db: Database,
         cache: Cache,
         outbox: Outbox,
-        receiver: WebhookReceiver,
+        keys: LivekitKeys,
+        media: MediaConfig,
         metrics: WebhookMetrics,
     ) -> Self {
         Self {
             db,
             cache,
             outbox,
-            receiver,
+            receiver: keys.receiver(),
             metrics,
+            egress: crate::control::egress_client(
+                media.api_url.as_deref().or(media.url.as_deref()),
+                &keys,
+            ),
+            keys,
+            media,
         }
     }
 
@@ -94,41 +107,7 @@ impl RecordingApi {
     async fn apply(&self, seen: &Seen) -> Result<Applied, RecordingError> {
         let mut conn = self.db.conn().await?;
         let (applied, recorded) = conn
-            .transaction::<_, RecordingError, _>(async |conn| {
-                db::lock_meeting(conn, seen.meeting).await?;
-                if db::is_deleted(conn, seen.meeting).await? {
-                    return Ok((Applied::MeetingDeleted, None));
-                }
-                match db::find_for_update(conn, &seen.egress_id).await? {
-                    None => {
-                        db::insert(
-                            conn,
-                            seen.meeting,
-                            &seen.egress_id,
-                            &egress::first_state(seen),
-                        )
-                        .await?
-                    }
-                    Some(row) if row.meeting_id != seen.meeting => {
-                        tracing::warn!(egress = %seen.egress_id, stored = %row.meeting_id,
-                            room = %seen.meeting, "egress reported for another room: ignored");
-                        return Ok((Applied::Unchanged, None));
-                    }
-                    Some(row) => {
-                        let current = row.state();
-                        let next = egress::merge(&current, seen);
-                        if next == current {
-                            return Ok((Applied::Unchanged, None));
-                        }
-                        db::update(conn, row.id, &next).await?;
-                    }
-                }
-                let invalidation = Invalidation::recording_status_change(seen.meeting);
-                Ok((
-                    Applied::Changed,
-                    Some(Outbox::record(conn, invalidation).await?),
-                ))
-            })
+            .transaction::<_, RecordingError, _>(async |conn| apply_in(conn, seen).await)
             .await?;
         drop(conn);
         self.outbox.after_commit(recorded).await?;
@@ -240,6 +219,35 @@ impl RecordingService for RecordingApi {
         .await
         .map_err(|e: RecordingError| Status::from(e))
     }
+
+    async fn mint_room_token(
+        &self,
+        req: Request<MintRoomTokenRequest>,
+    ) -> Result<Response<RoomToken>, Status> {
+        Ok(Response::new(self.mint(req.get_ref())?))
+    }
+
+    async fn start_recording(
+        &self,
+        req: Request<StartRecordingRequest>,
+    ) -> Result<Response<Recording>, Status> {
+        let this = self.clone();
+        huddle_serve::to_completion(
+            async move { Ok(Response::new(this.start_recording(&req).await?)) },
+        )
+        .await
+    }
+
+    async fn stop_recording(
+        &self,
+        req: Request<StopRecordingRequest>,
+    ) -> Result<Response<Recording>, Status> {
+        let this = self.clone();
+        huddle_serve::to_completion(async move {
+            Ok(Response::new(this.stop_recording(req.get_ref()).await?))
+        })
+        .await
+    }
 }
 
 impl RecordingApi {
@@ -263,7 +271,48 @@ impl RecordingApi {
     }
 }
 
-fn to_proto(row: RecordingRow) -> Recording {
+/// Creates or moves the egress's row in the caller's transaction, under the
+/// meeting's lock; records the invalidation only when the row changed.
+pub(crate) async fn apply_in(
+    conn: &mut diesel_async::AsyncPgConnection,
+    seen: &Seen,
+) -> Result<(Applied, Option<huddle_serve::Recorded>), RecordingError> {
+    db::lock_meeting(conn, seen.meeting).await?;
+    if db::is_deleted(conn, seen.meeting).await? {
+        return Ok((Applied::MeetingDeleted, None));
+    }
+    match db::find_for_update(conn, &seen.egress_id).await? {
+        None => {
+            db::insert(
+                conn,
+                seen.meeting,
+                &seen.egress_id,
+                &egress::first_state(seen),
+            )
+            .await?
+        }
+        Some(row) if row.meeting_id != seen.meeting => {
+            tracing::warn!(egress = %seen.egress_id, stored = %row.meeting_id,
+                room = %seen.meeting, "egress reported for another room: ignored");
+            return Ok((Applied::Unchanged, None));
+        }
+        Some(row) => {
+            let current = row.state();
+            let next = egress::merge(&current, seen);
+            if next == current {
+                return Ok((Applied::Unchanged, None));
+            }
+            db::update(conn, row.id, &next).await?;
+        }
+    }
+    let invalidation = Invalidation::recording_status_change(seen.meeting);
+    Ok((
+        Applied::Changed,
+        Some(Outbox::record(conn, invalidation).await?),
+    ))
+}
+
+pub(crate) fn to_proto(row: RecordingRow) -> Recording {
     let status = match row.status() {
         egress::Status::Processing => RecordingStatus::Processing,
         egress::Status::Ready => RecordingStatus::Ready,

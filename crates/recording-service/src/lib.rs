@@ -13,16 +13,20 @@ use huddle_proto::recording::v1::recording_service_server::RecordingServiceServe
 use huddle_serve::{Bound, Kit, ServeError, ServiceConfig, Shared};
 
 mod cache;
+pub mod control;
 pub mod db;
 pub mod egress;
 mod error;
 mod grpc;
 pub mod livekit;
+pub mod media;
 pub mod metrics;
+pub mod reconcile;
 pub mod schema;
 
 pub use grpc::RecordingApi;
 pub use livekit::LivekitKeys;
+pub use media::MediaConfig;
 pub use metrics::WebhookMetrics;
 
 /// The database this service owns on the shared Postgres server.
@@ -35,6 +39,8 @@ pub struct RecordingConfig {
     pub service: ServiceConfig,
     /// The key and secret LiveKit signs its webhooks with.
     pub livekit: LivekitKeys,
+    /// Where LiveKit is and how long room tokens last.
+    pub media: MediaConfig,
 }
 
 /// Binds the listener (port 0 allowed) and builds the server; awaiting
@@ -46,13 +52,29 @@ pub async fn bind(
     metrics: WebhookMetrics,
 ) -> Result<Bound, ServeError> {
     let kit = Kit::bind("recording", MIGRATIONS, &config.service, shared).await?;
+    let media = &config.media;
+    let api_url = media.api_url.as_deref().or(media.url.as_deref());
+    let reconciler = control::egress_client(api_url, &config.livekit).map(|client| {
+        reconcile::EgressReconciler::new(
+            kit.db.untracked(),
+            kit.outbox.clone(),
+            client,
+            media.reconcile_after,
+            metrics.reconciled.clone(),
+        )
+    });
     let api = RecordingApi::new(
         kit.db.clone(),
         kit.cache.clone(),
         kit.outbox.clone(),
-        config.livekit.receiver(),
+        config.livekit.clone(),
+        config.media.clone(),
         metrics,
     );
+    let kit = match reconciler {
+        Some(reconciler) => kit.with_relay(reconciler, reconcile::POLICY),
+        None => kit,
+    };
     kit.serve(RecordingServiceServer::new(api))
 }
 

@@ -6,6 +6,8 @@ use prometheus::{IntCounterVec, Opts, Registry};
 #[derive(Clone)]
 pub struct WebhookMetrics {
     webhooks: IntCounterVec,
+    /// Rows the reconciliation pass changed (a lost webhook made good).
+    pub reconciled: prometheus::IntCounter,
 }
 
 /// Outcomes, the `outcome` label's whole range.
@@ -30,7 +32,15 @@ impl WebhookMetrics {
             &["event", "outcome"],
         )?;
         registry.register(Box::new(webhooks.clone()))?;
-        Ok(Self { webhooks })
+        let reconciled = prometheus::IntCounter::new(
+            "huddle_recording_reconciled_total",
+            "Recordings the reconciliation pass moved after asking LiveKit (lost webhooks)",
+        )?;
+        registry.register(Box::new(reconciled.clone()))?;
+        Ok(Self {
+            webhooks,
+            reconciled,
+        })
     }
 
     /// `event` is kept to a bounded set: the egress events or `other`.

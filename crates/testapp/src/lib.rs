@@ -27,6 +27,25 @@ use proxies::user_redis_link;
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 
 /// The LiveKit key pair the test stack verifies webhooks with.
+/// Where a gateway at `http_addr` takes LiveKit's webhooks.
+pub fn webhook_url(http_addr: std::net::SocketAddr) -> String {
+    format!("http://{http_addr}{}", gateway::recordings::WEBHOOK_PATH)
+}
+
+fn recording_config(
+    service: huddle_serve::ServiceConfig,
+    livekit_url: String,
+) -> recording_service::RecordingConfig {
+    recording_service::RecordingConfig {
+        service,
+        livekit: livekit_keys(),
+        media: recording_service::MediaConfig {
+            url: Some(livekit_url),
+            ..Default::default()
+        },
+    }
+}
+
 pub fn livekit_keys() -> recording_service::LivekitKeys {
     recording_service::LivekitKeys {
         api_key: "APItestkey".to_owned(),
@@ -36,6 +55,8 @@ pub fn livekit_keys() -> recording_service::LivekitKeys {
 
 pub struct TestApp {
     pub base: String,
+    /// The LiveKit stand-in this app's recording-service calls.
+    pub livekit: huddle::livekit_standin::StandIn,
     pub http: reqwest::Client,
     /// The user service's database handle; its checkout count is the number
     /// of database round trips the service made.
@@ -50,6 +71,7 @@ pub struct TestApp {
     /// The recording service's database handle, address and webhook counts.
     pub recording_db: Database,
     pub recording_addr: std::net::SocketAddr,
+    pub recording_outbox: huddle_serve::Outbox,
     pub webhook_metrics: recording_service::WebhookMetrics,
     /// The chat service's database handle, outbox and streams.
     pub chat_db: Database,
@@ -196,13 +218,12 @@ impl TestApp {
             database_url: url.to_owned(),
             db_pool_size: 4,
         };
+        // This app's own LiveKit stand-in, posting webhooks to its gateway.
+        let livekit = huddle::livekit_standin::StandIn::start(livekit_keys()).expect("stand-in");
         let config = huddle::stack::StackConfig {
             user: service(&db.user),
             meeting: service(&db.meeting),
-            recording: recording_service::RecordingConfig {
-                service: service(&db.recording),
-                livekit: livekit_keys(),
-            },
+            recording: recording_config(service(&db.recording), livekit.url()),
             chat: service(&db.chat),
             chat_stream: options.chat_stream.clone().unwrap_or_default(),
             user_call_timeout: options.user_call_timeout.unwrap_or(Duration::from_secs(5)),
@@ -225,7 +246,9 @@ impl TestApp {
             proxies.meeting_grpc.point_at(meeting_addr);
             proxies.recording_grpc.point_at(stack.recording.addr);
         }
+        livekit.set_webhook_url(webhook_url(stack.http_addr));
         let app = Self {
+            livekit,
             base: format!("http://{}", stack.http_addr),
             http: reqwest::Client::new(),
             user_db: stack.user.db.clone(),
@@ -237,6 +260,7 @@ impl TestApp {
             meeting_failpoints: stack.meeting.service.failpoints.clone(),
             recording_db: stack.recording.db.clone(),
             recording_addr: stack.recording.addr,
+            recording_outbox: stack.recording.outbox.clone(),
             webhook_metrics: stack.webhook_metrics.clone(),
             chat_db: stack.chat.service.db.clone(),
             chat_addr: stack.chat.service.addr,

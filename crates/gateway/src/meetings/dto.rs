@@ -203,6 +203,36 @@ pub struct JoinResult {
     pub participant: Participant,
     /// `false` when the caller was already in the meeting (nothing changed).
     pub joined_now: bool,
+    /// The LiveKit room token while the meeting is LIVE, minted for this
+    /// answer (a replay gets a fresh one); `null` when the meeting is not
+    /// LIVE or no token could be minted now (ask `POST
+    /// /api/meetings/{id}/media-token`).
+    #[schema(required = true)]
+    pub livekit: Option<MediaToken>,
+}
+
+/// A LiveKit access token for the meeting's room (room name = meeting id).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaToken {
+    /// Where the LiveKit client connects.
+    pub url: String,
+    /// The JWT to connect with (identity = the user's id).
+    pub token: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+impl TryFrom<pb::MediaToken> for MediaToken {
+    type Error = ApiError;
+
+    fn try_from(t: pb::MediaToken) -> Result<Self, ApiError> {
+        Ok(Self {
+            expires_at: time(t.expires_at, "expires_at")?,
+            url: t.url,
+            token: t.token,
+        })
+    }
 }
 
 impl TryFrom<pb::JoinMeetingResponse> for JoinResult {
@@ -223,6 +253,7 @@ impl TryFrom<pb::JoinMeetingResponse> for JoinResult {
                 .ok_or_else(|| broken("participant"))?
                 .try_into()?,
             joined_now: r.joined_now,
+            livekit: r.livekit.map(MediaToken::try_from).transpose()?,
         })
     }
 }

@@ -10,6 +10,7 @@
 
 mod convert;
 mod edits;
+mod media;
 mod reads;
 mod writes;
 
@@ -28,6 +29,7 @@ use crate::{
     cascade::Cascade,
     db::{self, Status},
     error::MeetingError,
+    recordings::Recordings,
     users::RequestCtx,
 };
 
@@ -39,16 +41,19 @@ pub struct MeetingApi {
     pub(crate) src: Sources,
     pub(crate) outbox: Outbox,
     pub(crate) cascade: Cascade,
+    /// recording-service, the signer of room tokens (`None`: none here).
+    pub(crate) media: Option<Recordings>,
 }
 
 type Reply<T> = Result<Response<T>, GrpcStatus>;
 
 impl MeetingApi {
-    pub fn new(src: Sources, outbox: Outbox, cascade: Cascade) -> Self {
+    pub fn new(src: Sources, outbox: Outbox, cascade: Cascade, media: Option<Recordings>) -> Self {
         Self {
             src,
             outbox,
             cascade,
+            media,
         }
     }
 
@@ -132,8 +137,23 @@ impl MeetingService for MeetingApi {
         &self,
         req: Request<pb::JoinMeetingRequest>,
     ) -> Reply<pb::JoinMeetingResponse> {
+        let ctx = RequestCtx::from_request(&req);
+        let caller = id::parse("callerId", &req.get_ref().caller_id).map_err(MeetingError::from)?;
         let this = self.clone();
-        to_completion(async move { Ok(Response::new(this.join(&req).await?)) }).await
+        let (mut answer, name) = to_completion(async move { Ok(this.join(&req).await?) }).await?;
+        // After the write and outside its kept answer: a replay mints anew.
+        answer.livekit = self.join_token(&ctx, &answer, caller, name).await;
+        Ok(Response::new(answer))
+    }
+
+    async fn issue_media_token(
+        &self,
+        req: Request<pb::IssueMediaTokenRequest>,
+    ) -> Reply<pb::MediaToken> {
+        let ctx = RequestCtx::from_request(&req);
+        async { Ok(Response::new(self.media_token(&ctx, req.get_ref()).await?)) }
+            .await
+            .map_err(|e: MeetingError| GrpcStatus::from(e))
     }
 
     async fn leave_meeting(&self, req: Request<pb::LeaveMeetingRequest>) -> Reply<pb::Participant> {

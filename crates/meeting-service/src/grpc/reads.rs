@@ -59,6 +59,22 @@ impl MeetingApi {
     ) -> Result<pb::Access, MeetingError> {
         let caller = id::parse("callerId", &req.caller_id)?;
         let id = id::parse("meetingId", &req.meeting_id)?;
+        let (meeting, membership) = self.member_view(id, caller).await?;
+        Ok(pb::Access {
+            host_id: meeting.meeting.host_id.to_string(),
+            status: status_pb(meeting.meeting.status),
+            participated: membership.participated,
+            active: membership.active,
+        })
+    }
+
+    /// The meeting and what `caller` is to it, from the cached values (one
+    /// round trip); a stranger is told the meeting does not exist.
+    pub(super) async fn member_view(
+        &self,
+        id: Uuid,
+        caller: Uuid,
+    ) -> Result<(cache::CachedMeeting, cache::Membership), MeetingError> {
         let (meeting, membership) = tokio::join!(
             cache::meeting(&self.src, id),
             cache::membership(&self.src, id, caller),
@@ -67,12 +83,7 @@ impl MeetingApi {
         let membership = membership?
             .filter(|membership| membership.admits(caller))
             .ok_or(MeetingError::NotFound)?;
-        Ok(pb::Access {
-            host_id: meeting.meeting.host_id.to_string(),
-            status: status_pb(meeting.meeting.status),
-            participated: membership.participated,
-            active: membership.active,
-        })
+        Ok((meeting, membership))
     }
 
     /// Whether `caller` may see the meeting: host or participant (present

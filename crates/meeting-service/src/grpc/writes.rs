@@ -167,7 +167,7 @@ impl MeetingApi {
     pub(super) async fn join(
         &self,
         request: &Request<pb::JoinMeetingRequest>,
-    ) -> Result<pb::JoinMeetingResponse, MeetingError> {
+    ) -> Result<(pb::JoinMeetingResponse, String), MeetingError> {
         let (ctx, req) = (&RequestCtx::from_request(request), request.get_ref());
         // A malformed code is refused before any Redis or Postgres call.
         let code = invite_code::parse(&req.invite_code)?;
@@ -182,15 +182,14 @@ impl MeetingApi {
         // One call: the host's card for the answer, and whether the caller
         // is a registered user.
         let cards = self.cards(ctx, vec![preview.host, UserRef(caller)]).await?;
-        if !cards.contains_key(&caller) {
-            return Err(not_registered());
-        }
+        // The caller's current name, for the room token the handler mints.
+        let name = cards.get(&caller).ok_or_else(not_registered)?.name.clone();
 
         let mut conn = self.src.db.conn().await?;
         let (answer, recorded) = conn
             .transaction::<_, MeetingError, _>(async |conn| {
-                // A replay answers what the first join did (a media token,
-                // once minted, must be minted afresh, never kept here), with
+                // A replay answers what the first join did (its room token
+                // is minted afresh by the handler, never kept here), with
                 // the host's card as it is now: a card is user-service's data,
                 // composed per answer, and a rename acknowledged since must
                 // show (make chaos caught a replay showing the old name).
@@ -228,6 +227,9 @@ impl MeetingApi {
                     meeting: Some(preview_pb(&meeting, cards.get(&meeting.host_id))),
                     participant: Some(participant_pb(&participant)),
                     joined_now: recorded.is_some(),
+                    // Minted per answer by the handler: a kept answer holds
+                    // no secret.
+                    livekit: None,
                 };
                 idempotency::keep(key.as_ref(), conn, &answer).await?;
                 Ok((answer, recorded))
@@ -235,7 +237,7 @@ impl MeetingApi {
             .await?;
         drop(conn);
         self.outbox.after_commit(recorded).await?;
-        Ok(answer)
+        Ok((answer, name))
     }
 
     pub(super) async fn leave(

@@ -22,6 +22,15 @@ const FILE_URL: TextRule = TextRule {
     max_chars: 4096,
     lines: Lines::Single,
 };
+/// An egress id a caller names (`…/recordings/{egressId}/stop`).
+pub fn egress_id(raw: &str) -> Result<&str, RecordingError> {
+    const RULE: TextRule = TextRule {
+        field: "egressId",
+        ..EGRESS_ID
+    };
+    Ok(RULE.check(raw)?)
+}
+
 /// LiveKit's error texts are kept, cut to this many characters.
 const MAX_ERROR_CHARS: usize = 4096;
 
