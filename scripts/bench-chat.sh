@@ -95,7 +95,7 @@ done
 log "meeting $HUDDLE_BENCH_MEETING, $POSTERS posters; gateway A $A, gateway B http://$B_HTTP"
 
 log "1. posts/s through gateway A: wrk ${SECS}s, $CONNECTIONS connections"
-wrk -t2 -c"$CONNECTIONS" -d"${SECS}s" -s "$HERE/bench/chat_post.lua" "$A"
+wrk -t"$((CONNECTIONS < 2 ? CONNECTIONS : 2))" -c"$CONNECTIONS" -d"${SECS}s" -s "$HERE/bench/chat_post.lua" "$A"
 
 log "2. post → delivery on gateway B with $HUDDLE_BENCH_STREAMS open streams"
 HUDDLE_BENCH_POST_BASE=$A HUDDLE_BENCH_STREAM_BASE=http://$B_HTTP \
